@@ -1,0 +1,67 @@
+"""The dataframes passed between stages (see docs/contracts.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+CUSTOMER_COLUMNS = ["customer_id", "name", "currency", "balance"]
+PACKAGE_COLUMNS = [
+    "package_id", "name", "type", "cost", "retail", "setup_cost", "setup_retail", "currency",
+    "frequency", "frequency_match", "free_minutes", "destination", "minimum_spend",
+    "minimum_days", "prorate", "description",
+]
+ASSIGNMENT_COLUMNS = [
+    "assignment_id", "customer_id", "package_id", "quantity", "start_date", "end_date",
+    "auto_decrement", "free_minutes",
+]
+USAGE_COLUMNS = ["call_id", "customer_id", "start_time", "destination", "duration_s", "charge"]
+
+DUE_LINE_COLUMNS = [
+    "run_date", "customer_id", "assignment_id", "package_id", "kind", "period_start",
+    "period_end", "quantity", "unit_price", "amount", "cost", "currency", "auto_decrement",
+]
+GRANT_COLUMNS = [
+    "run_date", "customer_id", "assignment_id", "package_id", "period_start", "period_end",
+    "destination", "seconds",
+]
+UTILISATION_COLUMNS = [
+    "customer_id", "assignment_id", "period_start", "period_end", "seconds_granted", "seconds_used",
+]
+EXTENDED_END_COLUMNS = ["assignment_id", "customer_id", "end_date", "effective_end"]
+
+ENTITY_COLUMNS = {
+    "customers": CUSTOMER_COLUMNS,
+    "packages": PACKAGE_COLUMNS,
+    "assignments": ASSIGNMENT_COLUMNS,
+    "usage": USAGE_COLUMNS,
+}
+ENTITY_KEYS = {"customers": "customer_id", "packages": "package_id",
+               "assignments": "assignment_id", "usage": "call_id"}
+MONEY_COLUMNS = {
+    "customers": ["balance"],
+    "packages": ["cost", "retail", "setup_cost", "setup_retail"],
+    "assignments": [],
+    "usage": ["charge"],
+}
+
+
+def empty_frame(columns: list[str]) -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype="object") for c in columns})
+
+
+@dataclass
+class BillingInputs:
+    customers: pd.DataFrame
+    packages: pd.DataFrame
+    assignments: pd.DataFrame
+    usage: pd.DataFrame
+
+
+@dataclass
+class BillingResult:
+    due_lines: pd.DataFrame
+    grants: pd.DataFrame
+    utilisation: pd.DataFrame
+    extended_ends: pd.DataFrame = field(default_factory=lambda: empty_frame(EXTENDED_END_COLUMNS))
