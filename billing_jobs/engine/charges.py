@@ -1,0 +1,103 @@
+"""What is due on one billing date (SPEC section 4): setup, recurring, prorated and
+minimum-spend lines, vectorised over the assignment book."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from billing_jobs.engine.book import Book
+from billing_jobs.engine.calendar import (
+    OPEN,
+    from_days,
+    period_containing,
+    period_opened_on,
+    start_stub,
+)
+from billing_jobs.engine.frames import DUE_LINE_COLUMNS
+from billing_jobs.engine.money import prorate_round
+from billing_jobs.engine.usage import SpendIndex
+
+KIND_ORDER = {"setup": 0, "recurring": 1, "prorated": 2, "minimum_spend": 3}
+
+
+def _lines(book: Book, idx: np.ndarray, kind: str, run_day: int, period_start, period_end,
+           unit_col: str, cost_col: str, days, full, minus=0) -> pd.DataFrame:
+    rows = book.rows.iloc[idx]
+    unit = rows[unit_col].to_numpy(dtype="int64")
+    unit_cost = rows[cost_col].to_numpy(dtype="int64")
+    qty = book.qty[idx]
+    digits = book.digits[idx]
+    return pd.DataFrame({
+        "run_date": from_days(np.full(len(idx), run_day, dtype="int64")),
+        "customer_id": rows["customer_id"].to_numpy(),
+        "assignment_id": rows["assignment_id"].to_numpy(),
+        "package_id": rows["package_id"].to_numpy(),
+        "kind": kind,
+        "period_start": from_days(period_start),
+        "period_end": from_days(period_end),
+        "quantity": qty,
+        "unit_price": unit,
+        "amount": prorate_round(unit * qty, days, full, minus, digits),
+        "cost": prorate_round(unit_cost * qty, days, full, 0, digits),
+        "currency": rows["currency"].to_numpy(),
+        "auto_decrement": rows["auto_decrement"].to_numpy(dtype=bool),
+    })
+
+
+def due_lines_on(book: Book, run_day: int, spend_index: SpendIndex | None,
+                 customer_codes: np.ndarray) -> pd.DataFrame:
+    """All lines due on `run_day` (a day number). `customer_codes[i]` is the code of book row i's
+    customer in `spend_index` (-1 when the customer has no calls)."""
+    n = len(book)
+    D = np.full(n, run_day, dtype="int64")
+    parts = []
+
+    # setup: on the start date, when there is a setup price or cost
+    setup_priced = (book.rows["setup_retail"].to_numpy(dtype="int64") > 0) | (
+        book.rows["setup_cost"].to_numpy(dtype="int64") > 0)
+    idx = np.flatnonzero((book.start == run_day) & setup_priced)
+    if idx.size:
+        ones = np.ones(idx.size, dtype="int64")
+        parts.append(_lines(book, idx, "setup", run_day, book.start[idx],
+                            np.full(idx.size, OPEN), "setup_retail",
+                            "setup_cost", ones, ones))
+
+    # recurring: run_day is a billing date of a package without minimum spend
+    today = period_opened_on(book.cal, D, book.eff_end)
+    idx = np.flatnonzero(today.valid & ~book.minimum_spend)
+    if idx.size:
+        ones = np.ones(idx.size, dtype="int64")
+        parts.append(_lines(book, idx, "recurring", run_day, today.start[idx], today.end[idx],
+                            "retail", "cost", ones, ones))
+
+    # prorated: the start is not a billing date, prorate on, no minimum spend
+    stub = start_stub(book.cal, book.eff_end)
+    idx = np.flatnonzero((book.start == run_day) & stub.valid & book.prorate & ~book.minimum_spend)
+    if idx.size:
+        parts.append(_lines(book, idx, "prorated", run_day, stub.start[idx], stub.end[idx],
+                            "retail", "cost", stub.days[idx], stub.full[idx]))
+
+    # minimum spend: a period that held yesterday ends today
+    ms = np.flatnonzero(book.minimum_spend)
+    if ms.size:
+        sub = book.cal.subset(ms)
+        held = period_containing(sub, run_day - 1, book.eff_end[ms], book.prorate[ms])
+        ends = held.valid & (held.end == run_day)
+        idx = ms[ends]
+        if idx.size:
+            ps, pe = held.start[ends], held.end[ends]
+            codes = customer_codes[idx]
+            spend = np.zeros(idx.size, dtype="int64")
+            if spend_index is not None:
+                known = codes >= 0
+                spend[known] = spend_index.spend(codes[known], ps[known], pe[known])
+            parts.append(_lines(book, idx, "minimum_spend", run_day, ps, pe, "retail", "cost",
+                                held.days[ends], held.full[ends], spend))
+
+    if not parts:
+        return pd.DataFrame({c: pd.Series(dtype="object") for c in DUE_LINE_COLUMNS})
+    lines = pd.concat(parts, ignore_index=True)
+    lines["_k"] = lines["kind"].map(KIND_ORDER)
+    lines = lines.sort_values(["customer_id", "assignment_id", "_k", "period_start"], kind="stable")
+    return lines.drop(columns="_k").reset_index(drop=True)[DUE_LINE_COLUMNS]
