@@ -7,7 +7,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-from billing_jobs.engine.book import build_book
+from billing_jobs.engine.book import build_book, customer_codes
 from billing_jobs.engine.calendar import NEVER, OPEN, from_days, to_days
 from billing_jobs.engine.charges import due_lines_on
 from billing_jobs.engine.frames import BillingInputs, BillingResult
@@ -37,23 +37,18 @@ def compute_billing(inputs: BillingInputs, run_date, tz: str = "UTC") -> Billing
 
     usage = inputs.usage
     day_of_call = call_days(usage["start_time"], tz) if len(usage) else np.zeros(0, dtype="int64")
-    codes = np.sort(inputs.customers["customer_id"].unique())
-
-    def code_of(ids: np.ndarray) -> np.ndarray:
-        pos = np.minimum(np.searchsorted(codes, ids), max(codes.size - 1, 0))
-        return np.where(codes.size and (codes[pos] == ids), pos, -1) if codes.size else np.full(len(ids), -1)
+    customer_ids = np.sort(inputs.customers["customer_id"].to_numpy(dtype=object))
+    call_customer = customer_codes(usage["customer_id"], customer_ids)
 
     spend_index = None
     if book.minimum_spend.any() and len(usage):
-        usage_codes = code_of(usage["customer_id"].to_numpy())
-        known = usage_codes >= 0
-        spend_index = SpendIndex(usage_codes[known], day_of_call[known],
+        known = call_customer >= 0
+        spend_index = SpendIndex(call_customer[known], day_of_call[known],
                                  usage["charge"].to_numpy(dtype="int64")[known])
-    book_codes = code_of(book.rows["customer_id"].to_numpy())
 
     return BillingResult(
-        due_lines=due_lines_on(book, run_day, spend_index, book_codes),
+        due_lines=due_lines_on(book, run_day, spend_index, book.customer_code),
         grants=grants_on(book, run_day),
-        utilisation=utilisation_on(book, run_day, usage, day_of_call),
+        utilisation=utilisation_on(book, run_day, usage, day_of_call, call_customer),
         extended_ends=extended_ends(book),
     )

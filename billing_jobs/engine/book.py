@@ -20,9 +20,15 @@ from billing_jobs.engine.calendar import (
 from billing_jobs.engine.money import minor_digits_series
 
 
+def customer_codes(ids: pd.Series, customer_ids: np.ndarray) -> np.ndarray:
+    """Integer code of each id: its position in `customer_ids` (sorted), -1 when unknown."""
+    return pd.Categorical(ids, categories=customer_ids).codes.astype("int64")
+
+
 @dataclass
 class Book:
     rows: pd.DataFrame  # one row per assignment, with package and customer columns
+    customer_code: np.ndarray  # position of the row's customer in the sorted customer ids
     cal: Calendars
     start: np.ndarray
     end: np.ndarray  # NEVER when open
@@ -41,6 +47,7 @@ class Book:
 def build_book(assignments: pd.DataFrame, packages: pd.DataFrame, customers: pd.DataFrame) -> Book:
     pkg = packages.rename(columns={"name": "package_name", "currency": "package_currency",
                                    "free_minutes": "package_free_minutes"})
+    pkg = pkg.assign(match_mask=parse_match_days(pkg["frequency_match"]).to_numpy())
     rows = assignments.merge(pkg, on="package_id", how="inner", validate="many_to_one")
     rows = rows.merge(customers[["customer_id", "currency"]], on="customer_id", how="inner",
                       validate="many_to_one")
@@ -50,15 +57,17 @@ def build_book(assignments: pd.DataFrame, packages: pd.DataFrame, customers: pd.
     end = to_days(rows["end_date"].to_numpy())
     min_days = rows["minimum_days"].fillna(0).to_numpy(dtype="int64")
     freq = rows["frequency"].map(FREQ_CODES).to_numpy(dtype="int64")
-    match = parse_match_days(rows["frequency_match"]).to_numpy()
+    match = rows["match_mask"].to_numpy(dtype="int64")
     qty = rows["quantity"].to_numpy(dtype="int64")
     override = rows["free_minutes"]
     package_minutes = rows["package_free_minutes"].fillna(0).to_numpy(dtype="int64")
     minutes = np.where(override.isna().to_numpy(),
                        package_minutes * qty,
                        override.fillna(0).to_numpy(dtype="int64"))
+    customer_ids = np.sort(customers["customer_id"].to_numpy(dtype=object))
     return Book(
         rows=rows,
+        customer_code=customer_codes(rows["customer_id"], customer_ids),
         cal=Calendars.build(freq, start, match),
         start=start,
         end=end,

@@ -52,9 +52,11 @@ def _grant_periods(book: Book, idx: np.ndarray, window_start: np.ndarray, run_da
     return np.concatenate(out_a), np.concatenate(out_s), np.concatenate(out_e)
 
 
-def utilisation_on(book: Book, run_day: int, usage: pd.DataFrame, call_day: np.ndarray) -> pd.DataFrame:
+def utilisation_on(book: Book, run_day: int, usage: pd.DataFrame, call_day: np.ndarray,
+                   call_customer: np.ndarray) -> pd.DataFrame:
     """Free-minute periods that hold the day before `run_day`, with the seconds their
-    customer's calls (up to the end of that day) used."""
+    customer's calls (up to the end of that day) used. `call_customer` holds each call's
+    customer code (as in `book.customer_code`)."""
     fm = np.flatnonzero(book.free_minutes_type)
     if fm.size == 0:
         return _empty()
@@ -65,38 +67,33 @@ def utilisation_on(book: Book, run_day: int, usage: pd.DataFrame, call_day: np.n
         return _empty()
     rep_start, rep_end = held.start[held.valid], held.end[held.valid]
 
-    # customers involved and the start of their window
-    cust = book.rows["customer_id"].to_numpy()
-    cust_codes, cust_index = np.unique(cust[rep], return_inverse=True)
-    window = np.full(cust_codes.size, OPEN, dtype="int64")
-    np.minimum.at(window, cust_index, rep_start)
+    # each involved customer's window starts with its earliest reported period
+    n_codes = int(max(book.customer_code.max(initial=-1), call_customer.max(initial=-1))) + 1
+    window = np.full(n_codes, OPEN, dtype="int64")
+    np.minimum.at(window, book.customer_code[rep], rep_start)
 
     # every competing grant period of those customers inside their window
-    cand_code = np.searchsorted(cust_codes, cust[fm])
-    cand_code = np.minimum(cand_code, cust_codes.size - 1)
-    cand = fm[cust_codes[cand_code] == cust[fm]]
-    cand_window = window[np.searchsorted(cust_codes, cust[cand])]
-    g_a, g_start, g_end = _grant_periods(book, cand, cand_window, run_day)
-    g_cust = np.searchsorted(cust_codes, cust[g_a])
+    cand = fm[window[book.customer_code[fm]] < OPEN]
+    g_a, g_start, g_end = _grant_periods(book, cand, window[book.customer_code[cand]], run_day)
+    g_cust = book.customer_code[g_a]
     g_secs = _grant_seconds(book, g_a, g_start)
-    g_pattern = book.rows["destination"].fillna("").to_numpy()[g_a]
+    g_pattern = book.rows["destination"].fillna("").to_numpy(dtype=object)[g_a]
 
     # rank grants per customer: period_end first (open last), then assignment_id
-    order = np.lexsort((book.rows["assignment_id"].to_numpy()[g_a], g_end, g_cust))
+    # (book rows are sorted by assignment_id, so the row position orders them)
+    order = np.lexsort((g_a, g_end, g_cust))
     g_a, g_start, g_end, g_cust, g_secs, g_pattern = (
         v[order] for v in (g_a, g_start, g_end, g_cust, g_secs, g_pattern))
     g_rank = np.arange(order.size) - np.searchsorted(g_cust, g_cust, side="left")
     used = np.zeros(order.size, dtype="int64")
 
     # the calls that matter: those customers, from their window start up to the end of x
-    ucust = usage["customer_id"].to_numpy()
-    pos = np.searchsorted(cust_codes, ucust)
-    pos = np.minimum(pos, cust_codes.size - 1)
-    in_set = cust_codes[pos] == ucust
-    sel = np.flatnonzero(in_set & (call_day >= window[pos]) & (call_day < run_day))
+    safe = np.where(call_customer >= 0, call_customer, 0)
+    sel = np.flatnonzero((call_customer >= 0) & (call_day >= window[safe]) & (call_day < run_day))
     calls = usage.iloc[sel]
-    c_cust, c_day = pos[sel], call_day[sel]
-    c_order = np.lexsort((calls["call_id"].to_numpy(), calls["start_time"].to_numpy(), c_cust))
+    c_cust, c_day = call_customer[sel], call_day[sel]
+    c_time = pd.to_datetime(calls["start_time"], utc=True).array.asi8
+    c_order = np.lexsort((calls["call_id"].to_numpy(dtype=object), c_time, c_cust))
     calls = calls.iloc[c_order]
     c_cust, c_day = c_cust[c_order], c_day[c_order]
     remaining = calls["duration_s"].to_numpy(dtype="int64").copy()
@@ -105,7 +102,9 @@ def utilisation_on(book: Book, run_day: int, usage: pd.DataFrame, call_day: np.n
     matches = np.stack([destination_matches(calls["destination"], p) for p in patterns]) \
         if len(calls) else np.zeros((len(patterns), 0), dtype=bool)
 
-    grant_of = np.full(cust_codes.size, -1, dtype="int64")
+    grant_of = np.full(n_codes, -1, dtype="int64")
+    group_first = np.searchsorted(c_cust, c_cust, side="left")  # first call of each call's customer
+    need = np.zeros(remaining.size, dtype="int64")
     for r in range(int(g_rank.max()) + 1 if g_rank.size else 0):
         at_r = np.flatnonzero(g_rank == r)
         grant_of[:] = -1
@@ -116,13 +115,13 @@ def utilisation_on(book: Book, run_day: int, usage: pd.DataFrame, call_day: np.n
             continue
         gl = g[live]
         eligible = (c_day[live] >= g_start[gl]) & (c_day[live] < g_end[gl]) & matches[g_pid[gl], live]
-        need = np.where(eligible, remaining[live], 0)
-        before = np.cumsum(need) - need  # exclusive running total over all live calls
-        first = np.searchsorted(c_cust[live], c_cust[live], side="left")  # group start per call
-        used_before = before - before[first]
-        taken = np.clip(g_secs[gl] - used_before, 0, need)
+        need[:] = 0
+        need[live] = np.where(eligible, remaining[live], 0)
+        before = np.cumsum(need) - need  # running total of earlier needs, all customers
+        used_before = (before - before[group_first])[live]  # ... of this customer only
+        taken = np.clip(g_secs[gl] - used_before, 0, need[live])
         remaining[live] -= taken
-        used += np.bincount(gl, weights=taken, minlength=used.size).astype("int64")
+        np.add.at(used, gl, taken)
 
     # report the periods that hold x
     key = pd.MultiIndex.from_arrays([g_a, g_start])
