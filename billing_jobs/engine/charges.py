@@ -14,7 +14,7 @@ from billing_jobs.engine.calendar import (
     period_opened_on,
     start_stub,
 )
-from billing_jobs.engine.frames import DUE_LINE_COLUMNS
+from billing_jobs.engine.frames import DUE_LINE_COLUMNS, empty_frame
 from billing_jobs.engine.money import prorate_round
 from billing_jobs.engine.usage import SpendIndex
 
@@ -96,7 +96,7 @@ def due_lines_on(book: Book, run_day: int, spend_index: SpendIndex | None,
                                 held.days[ends], held.full[ends], spend))
 
     if not parts:
-        return pd.DataFrame({c: pd.Series(dtype="object") for c in DUE_LINE_COLUMNS})
+        return empty_frame(DUE_LINE_COLUMNS)
     lines = pd.concat(parts, ignore_index=True)
     lines["_k"] = lines["kind"].map(KIND_ORDER)
     lines = lines.sort_values(["customer_id", "assignment_id", "_k", "period_start"], kind="stable")

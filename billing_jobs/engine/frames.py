@@ -47,8 +47,27 @@ MONEY_COLUMNS = {
 }
 
 
+_DATE_COLUMNS = {"run_date", "period_start", "period_end", "start_date", "end_date",
+                 "effective_end"}
+_INT_COLUMNS = {"quantity", "unit_price", "amount", "cost", "seconds", "seconds_granted",
+                "seconds_used", "balance", "charge", "duration_s", "retail", "setup_cost",
+                "setup_retail", "minimum_days"}
+_BOOL_COLUMNS = {"auto_decrement", "minimum_spend", "prorate"}
+
+
+def _dtype(column: str) -> str:
+    if column in _DATE_COLUMNS:
+        return "datetime64[s]"
+    if column in _INT_COLUMNS:
+        return "int64"
+    if column in _BOOL_COLUMNS:
+        return "bool"
+    return "object"
+
+
 def empty_frame(columns: list[str]) -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series(dtype="object") for c in columns})
+    """A frame with no rows and the contract's dtype for each column."""
+    return pd.DataFrame({c: pd.Series(dtype=_dtype(c)) for c in columns})
 
 
 @dataclass

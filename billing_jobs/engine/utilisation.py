@@ -17,12 +17,12 @@ import pandas as pd
 
 from billing_jobs.engine.book import Book
 from billing_jobs.engine.calendar import OPEN, after, from_days, period_containing, start_stub
-from billing_jobs.engine.frames import UTILISATION_COLUMNS
+from billing_jobs.engine.frames import UTILISATION_COLUMNS, empty_frame
 from billing_jobs.engine.patterns import destination_matches
 
 
 def _empty() -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series(dtype="object") for c in UTILISATION_COLUMNS})
+    return empty_frame(UTILISATION_COLUMNS)
 
 
 def _grant_seconds(book: Book, idx: np.ndarray, pstart: np.ndarray) -> np.ndarray:
