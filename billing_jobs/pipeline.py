@@ -70,13 +70,17 @@ class Timings(dict):
 
 # ------------------------------------------------------------------ stages
 
-def load_stage(engine, req: RunRequest) -> tuple[BillingInputs, pd.DataFrame]:
+def load_stage(engine, req: RunRequest, timings: "Timings | None" = None
+               ) -> tuple[BillingInputs, pd.DataFrame]:
     """Inputs for the date from the database, validated: (clean inputs, rejected rows)."""
     from billing_jobs.checks import validate_inputs
     from billing_jobs.store import load_inputs
 
-    raw = load_inputs(engine, req.run_date, customer_ids=req.customer_ids)
-    clean, rejected = validate_inputs(raw)
+    timings = timings if timings is not None else Timings()
+    with timings.stage("load"):
+        raw = load_inputs(engine, req.run_date, customer_ids=req.customer_ids)
+    with timings.stage("validate"):
+        clean, rejected = validate_inputs(raw)
     if req.strict and len(rejected):
         first = rejected.iloc[0]
         raise StrictRejection(
@@ -136,8 +140,7 @@ def run_billing(db_url: str | None, req: RunRequest, engine=None) -> RunOutcome:
     unposted: list[str] = []
     t_all = time.perf_counter()
     try:
-        with timings.stage("load_validate"):
-            inputs, rejected = load_stage(engine, req)
+        inputs, rejected = load_stage(engine, req, timings)
         with timings.stage("compute"):
             result = compute_stage(inputs, req)
         with timings.stage("gate"):
