@@ -72,9 +72,17 @@ def utilisation_on(book: Book, run_day: int, usage: pd.DataFrame, call_day: np.n
     window = np.full(n_codes, OPEN, dtype="int64")
     np.minimum.at(window, book.customer_code[rep], rep_start)
 
-    # every competing grant period of those customers inside their window
+    # every competing grant period of those customers inside their window; a period that
+    # overlaps the window's start pulls the window back to its own start (calls there may
+    # have used it up), until the window stops moving
     cand = fm[window[book.customer_code[fm]] < OPEN]
-    g_a, g_start, g_end = _grant_periods(book, cand, window[book.customer_code[cand]], run_day)
+    while True:
+        g_a, g_start, g_end = _grant_periods(book, cand, window[book.customer_code[cand]], run_day)
+        earlier = window.copy()
+        np.minimum.at(earlier, book.customer_code[g_a], g_start)
+        if np.array_equal(earlier, window):
+            break
+        window = earlier
     g_cust = book.customer_code[g_a]
     g_secs = _grant_seconds(book, g_a, g_start)
     g_pattern = book.rows["destination"].fillna("").to_numpy(dtype=object)[g_a]

@@ -1,0 +1,483 @@
+"""A deliberately simple, row-by-row reference of the billing rules (SPEC sections 3 and 4).
+
+It is the oracle the vectorised engine (`billing_jobs.engine.compute_billing`) is compared
+against, so it shares no code with it: plain Python dates, `Fraction` arithmetic, loops,
+day-by-day scans of the calendar. Slowness is fine; obviousness is the point.
+
+Decisions where SPEC is silent follow the lead's list (see the brief of issue #3):
+
+* Calendar of an assignment (a predicate on dates, `Calendar.contains`):
+  once = {start}; daily = every day; weekly with match = the listed ISO weekdays,
+  without = start + 7k (k any integer); monthly with match = each listed day of every
+  month clamped to the month's last day, without = the start's day clamped;
+  yearly = the start's anniversary (29 Feb -> 28 Feb in non-leap years), every year.
+* Billing dates = calendar dates in [start, effective_end];
+  effective_end = max(end, start + minimum_days - 1) (open without end).
+* Period of billing date d = [d, min(next calendar date after d, effective_end + 1));
+  its uncut period = [d, next calendar date after d). `once`: [start, effective_end + 1)
+  or open; uncut = itself.
+* Stub (start not a calendar date): [start, min(first calendar date after start,
+  effective_end + 1)); the full period holding it = [last calendar date before start,
+  first calendar date after start).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from datetime import date, timedelta
+from fractions import Fraction
+from zoneinfo import ZoneInfo
+
+import pandas as pd
+
+from billing_jobs.engine.frames import (
+    DUE_LINE_COLUMNS,
+    EXTENDED_END_COLUMNS,
+    GRANT_COLUMNS,
+    UTILISATION_COLUMNS,
+    BillingInputs,
+    BillingResult,
+)
+
+MICROS = 1_000_000
+ONE_DAY = timedelta(days=1)
+# The longest gap between two calendar dates is a year (366 days); scans stop after this.
+_SCAN_LIMIT = 400
+
+_ZERO_DIGIT = {"BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF",
+               "UGX", "UYI", "VND", "VUV", "XAF", "XOF", "XPF"}
+_THREE_DIGIT = {"BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"}
+
+
+# --------------------------------------------------------------------------- money
+
+def minor_digits(currency: str) -> int:
+    """ISO 4217 minor unit (independent copy of the table, on purpose)."""
+    if currency in _ZERO_DIGIT:
+        return 0
+    if currency in _THREE_DIGIT:
+        return 3
+    return 2
+
+
+def round_half_up(micros: Fraction | int, currency: str) -> int:
+    """Exact non-negative micros -> micros rounded half up to the currency's minor unit."""
+    x = Fraction(micros)
+    assert x >= 0, x
+    step = 10 ** (6 - minor_digits(currency))
+    return math.floor(x / step + Fraction(1, 2)) * step
+
+
+# --------------------------------------------------------------------------- calendar
+
+def last_day_of_month(year: int, month: int) -> int:
+    nxt = date(year + (month == 12), month % 12 + 1, 1)
+    return (nxt - ONE_DAY).day
+
+
+def parse_match(text) -> list[int]:
+    """'1|15' / '1,15' / None / '' -> list of ints (empty when no match)."""
+    if text is None or (not isinstance(text, str) and pd.isna(text)):
+        return []
+    parts = re.split(r"[|,]", str(text))
+    return [int(p.strip()) for p in parts if p.strip()]
+
+
+@dataclass(frozen=True)
+class Calendar:
+    frequency: str
+    match: tuple[int, ...]
+    start: date
+
+    def contains(self, d: date) -> bool:
+        f = self.frequency
+        if f == "once":
+            return d == self.start
+        if f == "daily":
+            return True
+        if f == "weekly":
+            if self.match:
+                return d.isoweekday() in self.match
+            return (d - self.start).days % 7 == 0
+        if f == "monthly":
+            last = last_day_of_month(d.year, d.month)
+            days = self.match if self.match else (self.start.day,)
+            return any(min(x, last) == d.day for x in days)
+        if f == "yearly":
+            if d.month != self.start.month:
+                return False
+            return d.day == min(self.start.day, last_day_of_month(d.year, d.month))
+        raise ValueError(f"unknown frequency {f!r}")
+
+    def next_after(self, d: date) -> date | None:
+        """First calendar date strictly after d (None for `once` past its date)."""
+        if self.frequency == "once":
+            return self.start if d < self.start else None
+        x = d
+        for _ in range(_SCAN_LIMIT):
+            x += ONE_DAY
+            if self.contains(x):
+                return x
+        raise AssertionError(f"no calendar date within {_SCAN_LIMIT} days after {d}: {self}")
+
+    def prev_before(self, d: date) -> date | None:
+        """Last calendar date strictly before d."""
+        if self.frequency == "once":
+            return self.start if d > self.start else None
+        x = d
+        for _ in range(_SCAN_LIMIT):
+            x -= ONE_DAY
+            if self.contains(x):
+                return x
+        raise AssertionError(f"no calendar date within {_SCAN_LIMIT} days before {d}: {self}")
+
+
+@dataclass(frozen=True)
+class Period:
+    """A service period [start, end) (end None = open) and the uncut period it is a part of."""
+    kind: str  # "billing" (opened by a billing date) or "stub"
+    start: date
+    end: date | None
+    uncut_start: date
+    uncut_end: date | None
+
+    @property
+    def days(self) -> int:
+        return (self.end - self.start).days
+
+    @property
+    def uncut_days(self) -> int:
+        return (self.uncut_end - self.uncut_start).days
+
+    def contains(self, d: date) -> bool:
+        return self.start <= d and (self.end is None or d < self.end)
+
+
+# --------------------------------------------------------------------------- rows
+
+@dataclass(frozen=True)
+class Package:
+    package_id: str
+    type: str
+    cost: int
+    retail: int
+    setup_cost: int
+    setup_retail: int
+    currency: str
+    frequency: str
+    match: tuple[int, ...]
+    free_minutes: int
+    destination: str
+    minimum_spend: bool
+    minimum_days: int
+    prorate: bool
+
+
+@dataclass(frozen=True)
+class Assignment:
+    assignment_id: str
+    customer_id: str
+    package: Package
+    quantity: int
+    start: date
+    end: date | None
+    auto_decrement: bool
+    free_minutes: int | None
+
+    @property
+    def effective_end(self) -> date | None:
+        if self.end is None:
+            return None
+        if self.package.minimum_days > 0:
+            minimum_end = self.start + timedelta(days=self.package.minimum_days - 1)
+            return max(self.end, minimum_end)
+        return self.end
+
+    @property
+    def cut(self) -> date | None:
+        """effective_end + 1 (None when open)."""
+        return None if self.effective_end is None else self.effective_end + ONE_DAY
+
+    @property
+    def calendar(self) -> Calendar:
+        return Calendar(self.package.frequency, self.package.match, self.start)
+
+    def is_billing_date(self, d: date) -> bool:
+        if d < self.start:
+            return False
+        if self.effective_end is not None and d > self.effective_end:
+            return False
+        return self.calendar.contains(d)
+
+    def period_of(self, d: date) -> Period:
+        """The period opened by billing date d."""
+        assert self.is_billing_date(d)
+        if self.package.frequency == "once":
+            return Period("billing", d, self.cut, d, self.cut)
+        nxt = self.calendar.next_after(d)
+        end = nxt if self.cut is None else min(nxt, self.cut)
+        return Period("billing", d, end, d, nxt)
+
+    def stub(self) -> Period | None:
+        """The stub before the first billing date when the start is not a calendar date."""
+        cal = self.calendar
+        if cal.contains(self.start):
+            return None
+        first = cal.next_after(self.start)
+        before = cal.prev_before(self.start)
+        end = first if self.cut is None else min(first, self.cut)
+        return Period("stub", self.start, end, before, first)
+
+    def billing_dates_until(self, last: date) -> list[date]:
+        """Billing dates d with d <= last, in order."""
+        out = []
+        d = self.start
+        stop = last if self.effective_end is None else min(last, self.effective_end)
+        while d <= stop:
+            if self.calendar.contains(d):
+                out.append(d)
+            d += ONE_DAY
+        return out
+
+    def periods_starting_until(self, last: date) -> list[Period]:
+        """Every period (billing periods, and the stub when prorate) starting on or before last."""
+        out = [self.period_of(d) for d in self.billing_dates_until(last)]
+        stub = self.stub()
+        if stub is not None and self.package.prorate and stub.start <= last:
+            out.insert(0, stub)
+        return out
+
+    def grant_minutes(self) -> int:
+        if self.free_minutes is not None:
+            return self.free_minutes
+        return self.package.free_minutes * self.quantity
+
+
+def _date(value) -> date | None:
+    if value is None or pd.isna(value):
+        return None
+    return pd.Timestamp(value).date()
+
+
+def _read(inputs: BillingInputs):
+    packages = {}
+    for r in inputs.packages.to_dict("records"):
+        packages[r["package_id"]] = Package(
+            package_id=r["package_id"], type=r["type"], cost=int(r["cost"]),
+            retail=int(r["retail"]), setup_cost=int(r["setup_cost"]),
+            setup_retail=int(r["setup_retail"]), currency=r["currency"],
+            frequency=r["frequency"], match=tuple(parse_match(r["frequency_match"])),
+            free_minutes=int(r["free_minutes"]),
+            destination="" if r["destination"] is None or pd.isna(r["destination"])
+            else str(r["destination"]),
+            minimum_spend=bool(r["minimum_spend"]), minimum_days=int(r["minimum_days"]),
+            prorate=bool(r["prorate"]),
+        )
+    customers = {r["customer_id"]: r["currency"] for r in inputs.customers.to_dict("records")}
+    assignments = []
+    for r in inputs.assignments.to_dict("records"):
+        fm = r["free_minutes"]
+        assignments.append(Assignment(
+            assignment_id=r["assignment_id"], customer_id=r["customer_id"],
+            package=packages[r["package_id"]], quantity=int(r["quantity"]),
+            start=_date(r["start_date"]), end=_date(r["end_date"]),
+            auto_decrement=bool(r["auto_decrement"]),
+            free_minutes=None if fm is None or pd.isna(fm) else int(fm),
+        ))
+    return customers, assignments
+
+
+@dataclass(frozen=True)
+class Call:
+    call_id: str
+    customer_id: str
+    start_time: pd.Timestamp
+    local_date: date
+    destination: str  # leading '+' removed
+    duration_s: int
+    charge: int
+
+
+def _calls(inputs: BillingInputs, tz: str) -> list[Call]:
+    zone = ZoneInfo(tz)
+    out = []
+    for r in inputs.usage.to_dict("records"):
+        ts = pd.Timestamp(r["start_time"])
+        if ts.tzinfo is None:
+            ts = ts.tz_localize("UTC")
+        local = ts.to_pydatetime().astimezone(zone).date()
+        dest = str(r["destination"])
+        if dest.startswith("+"):
+            dest = dest[1:]
+        out.append(Call(r["call_id"], r["customer_id"], ts, local, dest,
+                        int(r["duration_s"]), int(r["charge"])))
+    return out
+
+
+# --------------------------------------------------------------------------- the rules
+
+def _line(D, a: Assignment, currency, kind, period_start, period_end, unit_price, amount, cost):
+    return {
+        "run_date": D, "customer_id": a.customer_id, "assignment_id": a.assignment_id,
+        "package_id": a.package.package_id, "kind": kind, "period_start": period_start,
+        "period_end": period_end, "quantity": a.quantity, "unit_price": unit_price,
+        "amount": round_half_up(amount, currency), "cost": round_half_up(cost, currency),
+        "currency": currency, "auto_decrement": a.auto_decrement,
+    }
+
+
+def _spend(calls: list[Call], customer_id: str, start: date, end: date) -> int:
+    return sum(c.charge for c in calls
+               if c.customer_id == customer_id and start <= c.local_date < end)
+
+
+def due_lines_on(D: date, a: Assignment, currency: str, calls: list[Call]) -> list[dict]:
+    p = a.package
+    q = a.quantity
+    lines = []
+    if D == a.start and (p.setup_retail != 0 or p.setup_cost != 0):
+        lines.append(_line(D, a, currency, "setup", a.start, None, p.setup_retail,
+                           p.setup_retail * q, p.setup_cost * q))
+    if not p.minimum_spend:
+        if a.is_billing_date(D):
+            per = a.period_of(D)
+            lines.append(_line(D, a, currency, "recurring", per.start, per.end, p.retail,
+                               p.retail * q, p.cost * q))
+        if D == a.start and p.prorate and not a.calendar.contains(D):
+            stub = a.stub()
+            ratio = Fraction(stub.days, stub.uncut_days)
+            lines.append(_line(D, a, currency, "prorated", stub.start, stub.end, p.retail,
+                               p.retail * q * ratio, p.cost * q * ratio))
+    else:
+        for per in a.periods_starting_until(D):
+            if per.end != D:
+                continue
+            ratio = Fraction(per.days, per.uncut_days)
+            spend = _spend(calls, a.customer_id, per.start, per.end)
+            amount = max(Fraction(0), p.retail * q * ratio - spend)
+            lines.append(_line(D, a, currency, "minimum_spend", per.start, per.end, p.retail,
+                               amount, p.cost * q * ratio))
+    return lines
+
+
+def grant_periods(a: Assignment, last: date) -> list[tuple[Period, int]]:
+    """(period, seconds) of every free-minute grant of `a` whose period starts <= last."""
+    if a.package.type != "free_minutes":
+        return []
+    minutes = a.grant_minutes()
+    out = []
+    for per in a.periods_starting_until(last):
+        if per.kind == "stub":
+            out.append((per, (minutes * per.days // per.uncut_days) * 60))
+        else:
+            out.append((per, minutes * 60))
+    return out
+
+
+def grants_on(D: date, a: Assignment) -> list[dict]:
+    rows = []
+    for per, seconds in grant_periods(a, D):
+        if per.start != D:
+            continue
+        rows.append({
+            "run_date": D, "customer_id": a.customer_id, "assignment_id": a.assignment_id,
+            "package_id": a.package.package_id, "period_start": per.start,
+            "period_end": per.end, "destination": a.package.destination, "seconds": seconds,
+        })
+    return rows
+
+
+def utilisation_on(D: date, assignments: list[Assignment], calls: list[Call]) -> list[dict]:
+    day_before = D - ONE_DAY
+    rows = []
+    for customer_id in sorted({a.customer_id for a in assignments}):
+        grants = []  # [assignment, period, seconds, remaining]
+        for a in assignments:
+            if a.customer_id != customer_id:
+                continue
+            for per, seconds in grant_periods(a, day_before):
+                grants.append([a, per, seconds, seconds])
+        if not grants:
+            continue
+        mine = sorted((c for c in calls if c.customer_id == customer_id and c.local_date < D),
+                      key=lambda c: (c.start_time, c.call_id))
+        for call in mine:
+            eligible = [g for g in grants
+                        if g[1].contains(call.local_date)
+                        and re.search(g[0].package.destination, call.destination)]
+            eligible.sort(key=lambda g: (g[1].end is None, g[1].end or date.min,
+                                         g[0].assignment_id))
+            left = call.duration_s
+            for g in eligible:
+                if left == 0:
+                    break
+                take = min(left, g[3])
+                g[3] -= take
+                left -= take
+        for a, per, seconds, remaining in grants:
+            if per.contains(day_before):
+                rows.append({
+                    "customer_id": customer_id, "assignment_id": a.assignment_id,
+                    "period_start": per.start, "period_end": per.end,
+                    "seconds_granted": seconds, "seconds_used": seconds - remaining,
+                })
+    return rows
+
+
+def extended_ends(assignments: list[Assignment]) -> list[dict]:
+    rows = []
+    for a in assignments:
+        if a.end is None or a.package.minimum_days <= 0:
+            continue
+        minimum_end = a.start + timedelta(days=a.package.minimum_days - 1)
+        if minimum_end > a.end:
+            rows.append({"assignment_id": a.assignment_id, "customer_id": a.customer_id,
+                         "end_date": a.end, "effective_end": minimum_end})
+    return rows
+
+
+# --------------------------------------------------------------------------- frames
+
+_DATE_COLUMNS = {"run_date", "period_start", "period_end", "end_date", "effective_end"}
+_INT_COLUMNS = {"quantity", "unit_price", "amount", "cost", "seconds", "seconds_granted",
+                "seconds_used"}
+_BOOL_COLUMNS = {"auto_decrement"}
+
+
+def _frame(rows: list[dict], columns: list[str]) -> pd.DataFrame:
+    data = {}
+    for c in columns:
+        values = [r[c] for r in rows]
+        if c in _DATE_COLUMNS:
+            data[c] = pd.Series([pd.NaT if v is None else pd.Timestamp(v) for v in values],
+                                dtype="datetime64[s]")
+        elif c in _INT_COLUMNS:
+            data[c] = pd.Series(values, dtype="int64")
+        elif c in _BOOL_COLUMNS:
+            data[c] = pd.Series(values, dtype="bool")
+        else:
+            data[c] = pd.Series(values, dtype="str")
+    return pd.DataFrame(data, columns=columns)
+
+
+def reference_billing(inputs: BillingInputs, run_date: date, tz: str = "UTC") -> BillingResult:
+    D = pd.Timestamp(run_date).date()
+    currencies, assignments = _read(inputs)
+    calls = _calls(inputs, tz)
+    lines, grants = [], []
+    for a in assignments:
+        lines.extend(due_lines_on(D, a, currencies[a.customer_id], calls))
+        grants.extend(grants_on(D, a))
+    lines.sort(key=lambda r: (r["customer_id"], r["assignment_id"], r["kind"], r["period_start"]))
+    grants.sort(key=lambda r: (r["customer_id"], r["assignment_id"], r["period_start"]))
+    util = sorted(utilisation_on(D, assignments, calls),
+                  key=lambda r: (r["customer_id"], r["assignment_id"], r["period_start"]))
+    ext = sorted(extended_ends(assignments), key=lambda r: r["assignment_id"])
+    return BillingResult(
+        due_lines=_frame(lines, DUE_LINE_COLUMNS),
+        grants=_frame(grants, GRANT_COLUMNS),
+        utilisation=_frame(util, UTILISATION_COLUMNS),
+        extended_ends=_frame(ext, EXTENDED_END_COLUMNS),
+    )
