@@ -1,0 +1,298 @@
+"""Load the engine's raw inputs (docs/contracts.md, "Engine inputs") from the database.
+
+Set-based reads only: one query per table, frames built column-wise. Usage, the big table,
+is read in the fastest way each driver offers: on PostgreSQL a `COPY (SELECT ...) TO STDOUT`
+parsed by pyarrow's CSV reader; on SQLite chunked `fetchmany` turned into columns.
+
+The frames are *raw*: `billing_jobs.checks.validate_inputs` rejects bad rows. Money is int64
+micros straight from the BIGINT columns; dates are datetime64[s] (NaT when the stored text
+does not parse); ids are str.
+"""
+
+from __future__ import annotations
+
+import io
+from operator import itemgetter
+from datetime import date, datetime, time, timedelta, timezone
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pcsv
+import sqlalchemy as sa
+
+from billing_jobs.engine.frames import (
+    ASSIGNMENT_COLUMNS,
+    CUSTOMER_COLUMNS,
+    PACKAGE_COLUMNS,
+    USAGE_COLUMNS,
+    BillingInputs,
+)
+from billing_jobs.store.db import db_errors, read_connection
+
+#: Usage older than this many days before the run date is not needed by default (a yearly
+#: minimum-spend period is at most 366 days; the rest is margin).
+USAGE_LOOKBACK_DAYS = 400
+_IN_CHUNK = 5000  # ids per IN (...) list: well under SQLite's variable limit
+_FETCH_CHUNK = 250_000
+
+
+def load_inputs(
+    engine: sa.Engine,
+    run_date: date,
+    customer_ids: Sequence[str] | None = None,
+    usage_since: date | None = None,
+) -> BillingInputs:
+    """Read customers, packages, assignments and usage for billing `run_date`.
+
+    `customer_ids` limits customers, assignments and usage to those customers (packages are
+    all read). Usage is the calls with `start_time` from `usage_since` (default run_date minus
+    400 days) through the end of `run_date`; the window is widened by one day on each side so
+    that any billing time zone is covered (the engine cuts the calendar days exactly).
+    """
+    if usage_since is None:
+        usage_since = run_date - timedelta(days=USAGE_LOOKBACK_DAYS)
+    ids = None if customer_ids is None else sorted({str(c) for c in customer_ids})
+    lo = datetime.combine(usage_since - timedelta(days=1), time(), tzinfo=timezone.utc)
+    hi = datetime.combine(run_date + timedelta(days=2), time(), tzinfo=timezone.utc)
+    with db_errors(engine, "loading the billing inputs"), read_connection(engine) as conn:
+        customers = _customers(_select(conn, "customers", CUSTOMER_COLUMNS, "customer_id", ids))
+        packages = _packages(_select(conn, "packages", PACKAGE_COLUMNS, None, None))
+        assignments = _assignments(
+            _select(conn, "assignments", ASSIGNMENT_COLUMNS, "customer_id", ids)
+        )
+        if conn.dialect.name == "postgresql":
+            usage = _usage_pg(conn, lo, hi, ids)
+        else:
+            usage = _usage_sqlite(conn, lo, hi, ids)
+    return BillingInputs(customers=customers, packages=packages,
+                         assignments=assignments, usage=usage)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def _chunks(ids: list[str] | None) -> Iterable[list[str] | None]:
+    if ids is None:
+        yield None
+        return
+    for i in range(0, len(ids), _IN_CHUNK):
+        yield ids[i:i + _IN_CHUNK]
+
+
+def _select(conn: sa.Connection, table: str, columns: list[str], id_col: str | None,
+            ids: list[str] | None) -> pd.DataFrame:
+    """Rows of `table` (all, or those whose `id_col` is in `ids`) as an object-column frame."""
+    rows: list = []
+    cols = ", ".join(f'"{c}"' for c in columns)
+    order = f'"{columns[0]}"'
+    for chunk in _chunks(ids if id_col else None):
+        if chunk is None:
+            stmt = sa.text(f'SELECT {cols} FROM "{table}" ORDER BY {order}')
+            rows.extend(conn.execute(stmt).all())
+        elif chunk:
+            stmt = sa.text(
+                f'SELECT {cols} FROM "{table}" WHERE "{id_col}" IN :ids ORDER BY {order}'
+            ).bindparams(sa.bindparam("ids", expanding=True))
+            rows.extend(conn.execute(stmt, {"ids": chunk}).all())
+    data = {c: pd.Series([r[i] for r in rows], dtype=object) for i, c in enumerate(columns)}
+    frame = pd.DataFrame(data, columns=columns)
+    if ids is not None and len(ids) > _IN_CHUNK:
+        frame = frame.sort_values(columns[0], kind="stable", ignore_index=True)
+    return frame
+
+
+def _text(s: pd.Series, empty_for_null: bool = True) -> pd.Series:
+    s = s.astype(object)
+    if empty_for_null:
+        s = s.where(s.notna(), "")
+    return s.astype(str)
+
+
+def _int(s: pd.Series) -> pd.Series:
+    return pd.to_numeric(s, errors="coerce").fillna(0).astype("int64")
+
+
+def _bool(s: pd.Series) -> pd.Series:
+    def one(v):
+        if isinstance(v, str):
+            return v.strip().lower() in ("1", "true", "t", "yes", "y")
+        return bool(v) if v is not None and v == v else False
+
+    if s.empty:
+        return s.astype(bool)
+    return s.map(one).astype(bool)
+
+
+def _date(s: pd.Series) -> pd.Series:
+    """DATE values (date objects on PostgreSQL, 'YYYY-MM-DD' text on SQLite) -> datetime64[s]."""
+    if s.empty:
+        return pd.Series(pd.array([], dtype="datetime64[s]"), index=s.index)
+    vals = s.astype(object).where(s.notna(), None)
+    vals = vals.map(lambda v: v.isoformat() if isinstance(v, date) else v)
+    out = pd.to_datetime(vals, format="ISO8601", errors="coerce")
+    return out.astype("datetime64[s]")
+
+
+def _customers(raw: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({
+        "customer_id": _text(raw["customer_id"]),
+        "name": _text(raw["name"]),
+        "currency": _text(raw["currency"]),
+        "balance": _int(raw["balance"]),
+    }, columns=CUSTOMER_COLUMNS)
+
+
+def _packages(raw: pd.DataFrame) -> pd.DataFrame:
+    fm = raw["frequency_match"].astype(object)
+    fm = fm.where(fm.notna() & (fm.astype(str).str.strip() != ""), None)
+    out = {
+        "package_id": _text(raw["package_id"]),
+        "name": _text(raw["name"]),
+        "type": _text(raw["type"]),
+        "cost": _int(raw["cost"]),
+        "retail": _int(raw["retail"]),
+        "setup_cost": _int(raw["setup_cost"]),
+        "setup_retail": _int(raw["setup_retail"]),
+        "currency": _text(raw["currency"]),
+        "frequency": _text(raw["frequency"]),
+        "frequency_match": fm,
+        "free_minutes": _int(raw["free_minutes"]),
+        "destination": _text(raw["destination"]),
+        "minimum_spend": _bool(raw["minimum_spend"]),
+        "minimum_days": _int(raw["minimum_days"]),
+        "prorate": _bool(raw["prorate"]),
+        "description": _text(raw["description"]),
+    }
+    return pd.DataFrame(out, columns=PACKAGE_COLUMNS)
+
+
+def _assignments(raw: pd.DataFrame) -> pd.DataFrame:
+    fm = pd.to_numeric(raw["free_minutes"], errors="coerce")
+    out = {
+        "assignment_id": _text(raw["assignment_id"]),
+        "customer_id": _text(raw["customer_id"]),
+        "package_id": _text(raw["package_id"]),
+        "quantity": _int(raw["quantity"]),
+        "start_date": _date(raw["start_date"]),
+        "end_date": _date(raw["end_date"]),
+        "auto_decrement": _bool(raw["auto_decrement"]),
+        "free_minutes": pd.array(fm.astype(object).where(fm.notna(), None), dtype="Int64"),
+    }
+    return pd.DataFrame(out, columns=ASSIGNMENT_COLUMNS)
+
+
+# ----------------------------------------------------------------------------- usage
+
+_USAGE_SCHEMA = pa.schema([
+    ("call_id", pa.string()), ("customer_id", pa.string()), ("start_us", pa.int64()),
+    ("destination", pa.string()), ("duration_s", pa.int64()), ("charge", pa.int64()),
+])
+
+
+def _usage_frame(call_id, customer_id, start_time, destination, duration_s, charge) -> pd.DataFrame:
+    return pd.DataFrame({
+        "call_id": call_id,
+        "customer_id": customer_id,
+        "start_time": start_time,
+        "destination": destination,
+        "duration_s": duration_s,
+        "charge": charge,
+    }, columns=USAGE_COLUMNS)
+
+
+def _usage_pg(conn: sa.Connection, lo: datetime, hi: datetime, ids: list[str] | None) -> pd.DataFrame:
+    raw = conn.connection.driver_connection  # psycopg.Connection, inside our transaction
+    buf = io.BytesIO()
+    with raw.cursor() as cur:
+        for chunk in _chunks(ids):
+            if chunk is not None and not chunk:
+                continue
+            where = "start_time >= %s AND start_time < %s"
+            params: list = [lo, hi]
+            if chunk is not None:
+                where += " AND customer_id = ANY(%s::text[])"
+                params.append(chunk)
+            stmt = (
+                "COPY (SELECT call_id, customer_id, "
+                "(extract(epoch FROM start_time) * 1000000)::bigint, "
+                "coalesce(destination, ''), duration_s, charge "
+                f"FROM usage WHERE {where}) "
+                "TO STDOUT (FORMAT csv)"
+            )
+            with cur.copy(stmt, params) as copy:
+                for block in copy:
+                    buf.write(block)
+    buf.seek(0)
+    if buf.getbuffer().nbytes == 0:
+        table = _USAGE_SCHEMA.empty_table()
+    else:
+        table = pcsv.read_csv(
+            buf,
+            read_options=pcsv.ReadOptions(column_names=_USAGE_SCHEMA.names),
+            convert_options=pcsv.ConvertOptions(
+                column_types=_USAGE_SCHEMA, strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+    return _usage_from_arrow(table)
+
+
+def _usage_from_arrow(table: pa.Table) -> pd.DataFrame:
+    start = pd.Series(
+        table.column("start_us").to_numpy().astype("int64"), dtype="int64"
+    ).astype("datetime64[us]").dt.tz_localize("UTC")
+    return _usage_frame(
+        pd.Series(table.column("call_id").to_pandas(), dtype=str).reset_index(drop=True),
+        pd.Series(table.column("customer_id").to_pandas(), dtype=str).reset_index(drop=True),
+        start,
+        pd.Series(table.column("destination").to_pandas(), dtype=str).reset_index(drop=True),
+        pd.Series(table.column("duration_s").to_numpy(), dtype="int64"),
+        pd.Series(table.column("charge").to_numpy(), dtype="int64"),
+    )
+
+
+def _sqlite_ts(value: datetime) -> str:
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def _int_array(values: list) -> np.ndarray:
+    try:
+        return np.array(values, dtype="int64")
+    except (TypeError, ValueError, OverflowError):  # text or NULL stored another way
+        return _int(pd.Series(values, dtype=object)).to_numpy()
+
+
+def _usage_sqlite(conn: sa.Connection, lo: datetime, hi: datetime, ids: list[str] | None) -> pd.DataFrame:
+    text_cols: dict[int, list[pa.Array]] = {0: [], 1: [], 2: [], 3: []}
+    int_cols: dict[int, list[np.ndarray]] = {4: [], 5: []}
+    for chunk in _chunks(ids):
+        if chunk is not None and not chunk:
+            continue
+        where = "start_time >= ? AND start_time < ?"
+        params: list = [_sqlite_ts(lo), _sqlite_ts(hi)]
+        if chunk is not None:
+            where += f" AND customer_id IN ({', '.join('?' * len(chunk))})"
+            params.extend(chunk)
+        cur = conn.exec_driver_sql(
+            "SELECT call_id, customer_id, start_time, coalesce(destination, ''), duration_s, "
+            f"charge FROM usage WHERE {where}",
+            tuple(params),
+        ).cursor
+        while rows := cur.fetchmany(_FETCH_CHUNK):
+            for i in text_cols:
+                text_cols[i].append(pa.array(list(map(itemgetter(i), rows)), type=pa.string()))
+            for i in int_cols:
+                int_cols[i].append(_int_array(list(map(itemgetter(i), rows))))
+        cur.close()
+
+    def text(i: int) -> pd.Series:
+        return pd.Series(pa.chunked_array(text_cols[i], type=pa.string()).to_pandas(), dtype=str)
+
+    def ints(i: int) -> pd.Series:
+        parts = int_cols[i]
+        return pd.Series(np.concatenate(parts) if parts else np.array([], dtype="int64"),
+                         dtype="int64")
+
+    start = pd.to_datetime(text(2), format="ISO8601", utc=True, errors="coerce").dt.as_unit("us")
+    return _usage_frame(text(0), text(1), start, text(3), ints(4), ints(5))

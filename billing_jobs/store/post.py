@@ -1,0 +1,428 @@
+"""Settle a computed result: simulate (read-only) or post it exactly once.
+
+Exactly once is enforced by the database, not by this code: the ledger's UNIQUE
+(assignment_id, kind, period_start) and the grants' UNIQUE (assignment_id, period_start)
+with INSERT ... ON CONFLICT DO NOTHING. Whatever else happens (a re-run, two posters at
+once, a retry after a crash, an overlapping backfill) a key is written once, and only the
+process that wrote it debits the balance for it.
+
+Posting works in batches of customers (ordered by customer_id). One batch is one
+transaction holding all of its customers' ledger rows, balance debits and grants, so a
+crash leaves every customer either fully posted for the result or not at all; the next run
+completes the rest. Per batch:
+
+1. the batch's lines and grants are staged in temporary tables (PostgreSQL: COPY; SQLite:
+   executemany), each row with its position (`seq`) in the result;
+2. INSERT INTO ledger ... SELECT ... ORDER BY key ... ON CONFLICT DO NOTHING RETURNING the
+   keys, customers and amounts actually inserted (a key another run wrote is not returned);
+3. the customers are locked in customer_id order (PostgreSQL) and debited by the sum of the
+   auto-decrement amounts this transaction inserted (one UPDATE ... FROM unnest(...) on
+   PostgreSQL, executemany on SQLite);
+4. grants likewise (INSERT ... ON CONFLICT DO NOTHING RETURNING), then COMMIT.
+
+Fault injection for tests: BILLING_CRASH_AT=`<point>:<batch>` with point one of
+`mid_batch` (after the ledger insert, before the debits), `before_commit`, `after_commit`,
+and batch counted from 1, SIGKILLs the process at that point.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import time as _time
+from datetime import datetime, timezone
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+import sqlalchemy as sa
+
+from billing_jobs.engine.frames import BillingResult
+from billing_jobs.errors import GateError
+from billing_jobs.store.db import db_errors, read_connection
+
+DEFAULT_BATCH_CUSTOMERS = 2000
+_DEADLOCK_RETRIES = 5
+
+ProgressFn = Callable[[int, int], None]
+
+# Staged columns: (name, SQL type on PostgreSQL). SQLite gets the same names, untyped.
+_LINE_STAGE = [
+    ("seq", "bigint"), ("run_date", "date"), ("customer_id", "text"),
+    ("assignment_id", "text"), ("package_id", "text"), ("kind", "text"),
+    ("period_start", "date"), ("period_end", "date"), ("quantity", "bigint"),
+    ("unit_price", "bigint"), ("amount", "bigint"), ("cost", "bigint"), ("currency", "text"),
+    ("auto_decrement", "boolean"),
+]
+_GRANT_STAGE = [
+    ("seq", "bigint"), ("run_date", "date"), ("customer_id", "text"),
+    ("assignment_id", "text"), ("package_id", "text"), ("period_start", "date"),
+    ("period_end", "date"), ("destination", "text"), ("seconds", "bigint"),
+]
+_LINE_OUT = [c for c, _ in _LINE_STAGE if c != "seq"]
+_GRANT_OUT = [c for c, _ in _GRANT_STAGE if c != "seq"]
+
+
+def post_result(
+    engine: sa.Engine,
+    result: BillingResult,
+    simulate: bool,
+    run_id: str,
+    *,
+    batch_customers: int = DEFAULT_BATCH_CUSTOMERS,
+    progress: ProgressFn | None = None,
+) -> BillingResult:
+    """Return `result` with a `status` column on due_lines and grants.
+
+    simulate=True reads only: 'already_posted' for keys already in the database, else
+    'simulated'. simulate=False posts: lines 'posted' (auto_decrement, balance debited) or
+    'invoiced' (balance untouched), grants 'posted'; keys written earlier 'already_posted'.
+    """
+    lines = result.due_lines
+    grants = result.grants
+    _check_unique(lines, ["assignment_id", "kind", "period_start"], "due lines")
+    _check_unique(grants, ["assignment_id", "period_start"], "grants")
+    line_tab = _line_table(lines)
+    grant_tab = _grant_table(grants)
+    if simulate:
+        with db_errors(engine, "simulating the posting"):
+            line_done, grant_done = _simulate(engine, line_tab, grant_tab)
+        line_status = np.where(line_done, "already_posted", "simulated")
+        grant_status = np.where(grant_done, "already_posted", "simulated")
+    else:
+        with db_errors(engine, "posting"):
+            line_new, grant_new = _post(engine, line_tab, grant_tab, run_id,
+                                        max(1, int(batch_customers)), progress)
+        auto = (lines["auto_decrement"].to_numpy(dtype=bool) if len(lines)
+                else np.zeros(0, dtype=bool))
+        line_status = np.where(line_new, np.where(auto, "posted", "invoiced"), "already_posted")
+        grant_status = np.where(grant_new, "posted", "already_posted")
+    lines = lines.assign(status=pd.Series(line_status, index=lines.index, dtype=str))
+    grants = grants.assign(status=pd.Series(grant_status, index=grants.index, dtype=str))
+    return BillingResult(due_lines=lines, grants=grants, utilisation=result.utilisation,
+                         extended_ends=result.extended_ends)
+
+
+# ----------------------------------------------------------------------------- frames -> arrow
+
+def _check_unique(frame: pd.DataFrame, key: list[str], what: str) -> None:
+    if len(frame) and frame.duplicated(subset=key).any():
+        dup = frame.loc[frame.duplicated(subset=key, keep=False), key].head(3)
+        raise GateError(
+            f"refusing to post: {what} repeat a posting key {tuple(key)}: "
+            + "; ".join(str(tuple(map(str, r))) for r in dup.itertuples(index=False))
+        )
+
+
+def _dates(s: pd.Series) -> pa.Array:
+    values = pd.to_datetime(s, errors="coerce").to_numpy().astype("datetime64[s]")
+    return pc.cast(pa.array(values, from_pandas=True), pa.date32())
+
+
+def _texts(s: pd.Series) -> pa.Array:
+    return pa.array(s.astype(object).to_numpy(), type=pa.string(), from_pandas=True)
+
+
+def _ints(s: pd.Series) -> pa.Array:
+    return pa.array(s.to_numpy(dtype="int64"))
+
+
+def _line_table(lines: pd.DataFrame) -> pa.Table:
+    n = len(lines)
+    if n == 0:
+        return pa.schema([(c, _arrow_type(t)) for c, t in _LINE_STAGE]).empty_table()
+    return pa.table({
+        "seq": pa.array(np.arange(n, dtype="int64")),
+        "run_date": _dates(lines["run_date"]),
+        "customer_id": _texts(lines["customer_id"]),
+        "assignment_id": _texts(lines["assignment_id"]),
+        "package_id": _texts(lines["package_id"]),
+        "kind": _texts(lines["kind"]),
+        "period_start": _dates(lines["period_start"]),
+        "period_end": _dates(lines["period_end"]),
+        "quantity": _ints(lines["quantity"]),
+        "unit_price": _ints(lines["unit_price"]),
+        "amount": _ints(lines["amount"]),
+        "cost": _ints(lines["cost"]),
+        "currency": _texts(lines["currency"]),
+        "auto_decrement": pa.array(lines["auto_decrement"].to_numpy(dtype=bool)),
+    })
+
+
+def _grant_table(grants: pd.DataFrame) -> pa.Table:
+    n = len(grants)
+    if n == 0:
+        return pa.schema([(c, _arrow_type(t)) for c, t in _GRANT_STAGE]).empty_table()
+    dest = grants["destination"].astype(object).where(grants["destination"].notna(), "")
+    return pa.table({
+        "seq": pa.array(np.arange(n, dtype="int64")),
+        "run_date": _dates(grants["run_date"]),
+        "customer_id": _texts(grants["customer_id"]),
+        "assignment_id": _texts(grants["assignment_id"]),
+        "package_id": _texts(grants["package_id"]),
+        "period_start": _dates(grants["period_start"]),
+        "period_end": _dates(grants["period_end"]),
+        "destination": _texts(dest),
+        "seconds": _ints(grants["seconds"]),
+    })
+
+
+def _arrow_type(sql_type: str) -> pa.DataType:
+    return {"bigint": pa.int64(), "date": pa.date32(), "text": pa.string(),
+            "boolean": pa.bool_()}[sql_type]
+
+
+# ----------------------------------------------------------------------------- staging
+
+def _stage(conn: sa.Connection, name: str, spec: list[tuple[str, str]], table: pa.Table) -> None:
+    """Create temp table `name` in the current transaction and fill it with `table`."""
+    raw = conn.connection.driver_connection
+    cols = ", ".join(c for c, _ in spec)
+    if conn.dialect.name == "postgresql":
+        with raw.cursor() as cur:
+            cur.execute(f"CREATE TEMP TABLE {name} ("
+                        + ", ".join(f"{c} {t}" for c, t in spec) + ") ON COMMIT DROP")
+            if table.num_rows:
+                buf = io.BytesIO()
+                pcsv.write_csv(table.select([c for c, _ in spec]), buf,
+                               pcsv.WriteOptions(include_header=False))
+                with cur.copy(f"COPY {name} ({cols}) FROM STDIN (FORMAT csv)") as copy:
+                    copy.write(buf.getvalue())
+            cur.execute(f"ANALYZE {name}")
+    else:
+        cur = raw.cursor()
+        try:
+            cur.execute(f"CREATE TEMP TABLE {name} ("
+                        + ", ".join(f"{c} {_sqlite_type(t)}" for c, t in spec) + ")")
+            if table.num_rows:
+                lists = []
+                for c, t in spec:
+                    col = table.column(c)
+                    if t == "date":
+                        col = pc.strftime(col, "%Y-%m-%d")
+                    elif t == "boolean":
+                        col = pc.cast(col, pa.int64())
+                    lists.append(col.to_pylist())
+                marks = ", ".join("?" * len(spec))
+                cur.executemany(f"INSERT INTO temp.{name} ({cols}) VALUES ({marks})",
+                                list(zip(*lists)))
+        finally:
+            cur.close()
+
+
+def _sqlite_type(sql_type: str) -> str:
+    return {"bigint": "INTEGER", "date": "DATE", "text": "TEXT", "boolean": "INTEGER"}[sql_type]
+
+
+def _drop_stage(conn: sa.Connection, *names: str) -> None:
+    if conn.dialect.name == "sqlite":  # PostgreSQL drops them ON COMMIT
+        for name in names:
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS temp.{name}")
+
+
+def _seqs(conn: sa.Connection, sql: str, params: tuple = ()) -> np.ndarray:
+    rows = conn.exec_driver_sql(sql, params).all()
+    return np.fromiter((r[0] for r in rows), dtype="int64", count=len(rows))
+
+
+def _param(conn: sa.Connection) -> str:
+    return "%s" if conn.dialect.name == "postgresql" else "?"
+
+
+# ----------------------------------------------------------------------------- simulate
+
+def _simulate(engine: sa.Engine, lines: pa.Table, grants: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    line_done = np.zeros(lines.num_rows, dtype=bool)
+    grant_done = np.zeros(grants.num_rows, dtype=bool)
+    if not lines.num_rows and not grants.num_rows:
+        return line_done, grant_done
+    with read_connection(engine) as conn:
+        _stage(conn, "_sim_lines", [("seq", "bigint"), ("assignment_id", "text"),
+                                    ("kind", "text"), ("period_start", "date")],
+               lines.select(["seq", "assignment_id", "kind", "period_start"]))
+        _stage(conn, "_sim_grants", [("seq", "bigint"), ("assignment_id", "text"),
+                                     ("period_start", "date")],
+               grants.select(["seq", "assignment_id", "period_start"]))
+        line_done[_seqs(conn, _EXISTING_LINES.format(t="_sim_lines"))] = True
+        grant_done[_seqs(conn, _EXISTING_GRANTS.format(t="_sim_grants"))] = True
+        _drop_stage(conn, "_sim_lines", "_sim_grants")
+    return line_done, grant_done
+
+
+_EXISTING_LINES = (
+    "SELECT t.seq FROM {t} t JOIN ledger l ON l.assignment_id = t.assignment_id "
+    "AND l.kind = t.kind AND l.period_start = t.period_start"
+)
+_EXISTING_GRANTS = (
+    "SELECT t.seq FROM {t} t JOIN grants g ON g.assignment_id = t.assignment_id "
+    "AND g.period_start = t.period_start"
+)
+
+
+# ----------------------------------------------------------------------------- post
+
+def _crash_point(point: str, batch: int) -> None:
+    spec = os.environ.get("BILLING_CRASH_AT")
+    if spec and spec == f"{point}:{batch}":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _batches(lines: pa.Table, grants: pa.Table, size: int):
+    """Yield (batch number from 1, line rows, grant rows) for groups of `size` customers,
+    the customers taken in id order."""
+    line_cust = lines.column("customer_id").to_numpy(zero_copy_only=False).astype(object)
+    grant_cust = grants.column("customer_id").to_numpy(zero_copy_only=False).astype(object)
+    ids = pd.Index(np.unique(np.concatenate([line_cust, grant_cust]).astype(str)))
+    line_batch = ids.get_indexer(line_cust.astype(str)) // size if len(line_cust) else line_cust
+    grant_batch = ids.get_indexer(grant_cust.astype(str)) // size if len(grant_cust) else grant_cust
+    line_order = np.argsort(np.asarray(line_batch, dtype="int64"), kind="stable")
+    grant_order = np.argsort(np.asarray(grant_batch, dtype="int64"), kind="stable")
+    line_bounds = np.searchsorted(np.asarray(line_batch, dtype="int64")[line_order],
+                                  np.arange(0, len(ids) // size + 2))
+    grant_bounds = np.searchsorted(np.asarray(grant_batch, dtype="int64")[grant_order],
+                                   np.arange(0, len(ids) // size + 2))
+    for k in range((len(ids) + size - 1) // size):
+        yield (k + 1,
+               lines.take(line_order[line_bounds[k]:line_bounds[k + 1]]),
+               grants.take(grant_order[grant_bounds[k]:grant_bounds[k + 1]]))
+
+
+def _post(engine: sa.Engine, lines: pa.Table, grants: pa.Table, run_id: str, size: int,
+          progress: ProgressFn | None) -> tuple[np.ndarray, np.ndarray]:
+    line_new = np.zeros(lines.num_rows, dtype=bool)
+    grant_new = np.zeros(grants.num_rows, dtype=bool)
+    total = lines.num_rows + grants.num_rows
+    done = 0
+    for number, line_rows, grant_rows in _batches(lines, grants, size):
+        for attempt in range(_DEADLOCK_RETRIES + 1):
+            try:
+                new_lines, new_grants = _post_batch(engine, number, line_rows, grant_rows, run_id)
+                break
+            except sa.exc.OperationalError as exc:
+                if attempt == _DEADLOCK_RETRIES or not _retryable(exc):
+                    raise
+                _time.sleep(0.05 * (attempt + 1))
+        line_new[new_lines] = True
+        grant_new[new_grants] = True
+        done += line_rows.num_rows + grant_rows.num_rows
+        if progress is not None:
+            progress(done, total)
+    return line_new, grant_new
+
+
+def _retryable(exc: sa.exc.OperationalError) -> bool:
+    code = getattr(getattr(exc, "orig", None), "sqlstate", None)
+    return code in ("40P01", "40001")  # deadlock detected, serialization failure
+
+
+def _key_text(*parts) -> pd.Series:
+    """One string per row from key columns (dates rendered YYYY-MM-DD)."""
+    out = None
+    for part in parts:
+        text = pd.Series(part, dtype=object).map(_iso).astype(str)
+        out = text if out is None else out + "\x1f" + text
+    return out if out is not None else pd.Series([], dtype=str)
+
+
+def _iso(value) -> str:
+    if isinstance(value, (datetime, pd.Timestamp)):
+        return value.strftime("%Y-%m-%d")
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)[:10]
+
+
+def _returned_seqs(returned: list, table: pa.Table, key: list[str]) -> np.ndarray:
+    """Positions (seq) of the staged rows whose key came back from RETURNING."""
+    if not returned or table.num_rows == 0:
+        return np.zeros(0, dtype="int64")
+    staged = _key_text(*[
+        pc.strftime(table.column(c), "%Y-%m-%d").to_pylist()
+        if pa.types.is_date32(table.column(c).type) else table.column(c).to_pylist()
+        for c in key
+    ])
+    got = _key_text(*[[r[i] for r in returned] for i in range(len(key))])
+    hit = staged.isin(set(got)).to_numpy()
+    return table.column("seq").to_numpy()[hit].astype("int64")
+
+
+def _post_batch(engine: sa.Engine, number: int, lines: pa.Table, grants: pa.Table,
+                run_id: str) -> tuple[np.ndarray, np.ndarray]:
+    now = datetime.now(timezone.utc)
+    with engine.connect() as conn:
+        pg = conn.dialect.name == "postgresql"
+        p = _param(conn)
+        stamp = now if pg else now.strftime("%Y-%m-%d %H:%M:%S.%f")
+        trans = conn.begin()  # SQLite: BEGIN IMMEDIATE, concurrent posters queue here
+        try:
+            _stage(conn, "_post_lines", _LINE_STAGE, lines)
+            _stage(conn, "_post_grants", _GRANT_STAGE, grants)
+            out = ", ".join(_LINE_OUT)
+            inserted = conn.exec_driver_sql(
+                f"INSERT INTO ledger (run_id, {out}, status, posted_at) "
+                f"SELECT {p}, {out}, "
+                "CASE WHEN auto_decrement THEN 'posted' ELSE 'invoiced' END, "
+                f"{p} FROM _post_lines WHERE true "
+                "ORDER BY customer_id, assignment_id, kind, period_start "
+                "ON CONFLICT (assignment_id, kind, period_start) DO NOTHING "
+                "RETURNING assignment_id, kind, period_start, customer_id, amount, auto_decrement",
+                (run_id, stamp),
+            ).all()
+            new_lines = _returned_seqs(inserted, lines, ["assignment_id", "kind", "period_start"])
+            _crash_point("mid_batch", number)
+            debits: dict[str, int] = {}
+            for _a, _k, _p, customer, amount, auto in inserted:
+                if auto and amount:
+                    debits[customer] = debits.get(customer, 0) + int(amount)
+            _debit(conn, sorted(debits.items()))
+            gout = ", ".join(_GRANT_OUT)
+            granted = conn.exec_driver_sql(
+                f"INSERT INTO grants (run_id, {gout}, granted_at) "
+                f"SELECT {p}, {gout}, {p} FROM _post_grants WHERE true "
+                "ORDER BY customer_id, assignment_id, period_start "
+                "ON CONFLICT (assignment_id, period_start) DO NOTHING "
+                "RETURNING assignment_id, period_start",
+                (run_id, stamp),
+            ).all()
+            new_grants = _returned_seqs(granted, grants, ["assignment_id", "period_start"])
+            _drop_stage(conn, "_post_lines", "_post_grants")
+            _crash_point("before_commit", number)
+            trans.commit()
+        except BaseException:
+            if trans.is_active:
+                trans.rollback()
+            raise
+    _crash_point("after_commit", number)
+    return new_lines, new_grants
+
+
+def _debit(conn: sa.Connection, debits: list[tuple[str, int]]) -> None:
+    """balance -= amount for each (customer_id, amount), customers in id order."""
+    if not debits:
+        return
+    ids = [c for c, _ in debits]
+    amounts = [a for _, a in debits]
+    if conn.dialect.name == "postgresql":
+        raw = conn.connection.driver_connection
+        with raw.cursor() as cur:
+            # Lock in id order first: two posters never wait on each other in a cycle.
+            cur.execute("SELECT 1 FROM customers WHERE customer_id = ANY(%s::text[]) "
+                        "ORDER BY customer_id FOR UPDATE", (ids,))
+            cur.execute(
+                "UPDATE customers AS c SET balance = c.balance - d.amount "
+                "FROM unnest(%s::text[], %s::bigint[]) AS d(customer_id, amount) "
+                "WHERE c.customer_id = d.customer_id",
+                (ids, amounts),
+            )
+    else:
+        raw = conn.connection.driver_connection
+        cur = raw.cursor()
+        try:
+            cur.executemany("UPDATE customers SET balance = balance - ? WHERE customer_id = ?",
+                            [(a, c) for c, a in debits])
+        finally:
+            cur.close()

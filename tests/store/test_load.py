@@ -1,0 +1,136 @@
+"""load_inputs: contract dtypes, customer filter, usage window."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+
+import pandas as pd
+import sqlalchemy as sa
+
+from billing_jobs.engine.frames import (
+    ASSIGNMENT_COLUMNS,
+    CUSTOMER_COLUMNS,
+    PACKAGE_COLUMNS,
+    USAGE_COLUMNS,
+)
+from billing_jobs.store import load_inputs
+from billing_jobs.store.tables import assignments, customers, packages, usage
+
+from tests.store.helpers import fresh_engine
+
+D = date(2027, 3, 1)
+
+
+def _seed(engine, n_customers: int = 4) -> None:
+    utc = timezone.utc
+    with engine.begin() as conn:
+        conn.execute(customers.insert(), [
+            {"customer_id": f"C{i}", "name": f"N{i}", "currency": "EUR", "balance": i * 1_000_001}
+            for i in range(n_customers)
+        ])
+        conn.execute(packages.insert(), [{
+            "package_id": "P1", "name": "DID", "type": "standard", "cost": 1, "retail": 2,
+            "setup_cost": 0, "setup_retail": 0, "currency": "EUR", "frequency": "monthly",
+            "frequency_match": None, "free_minutes": 0, "destination": None,
+            "minimum_spend": False, "minimum_days": 0, "prorate": True, "description": "",
+        }])
+        conn.execute(assignments.insert(), [
+            {"assignment_id": f"A{i}", "customer_id": f"C{i}", "package_id": "P1",
+             "quantity": i + 1, "start_date": date(2027, 1, 1),
+             "end_date": date(2027, 12, 31) if i % 2 else None,
+             "auto_decrement": bool(i % 2), "free_minutes": 30 if i == 1 else None}
+            for i in range(n_customers)
+        ])
+        calls = []
+        for i in range(n_customers):
+            for label, when in [
+                ("old", datetime(2025, 1, 1, tzinfo=utc)),            # far before the window
+                ("in", datetime(2027, 2, 15, 12, 30, 1, 5, tzinfo=utc)),
+                ("edge", datetime(2027, 3, 1, 23, 59, 59, 999999, tzinfo=utc)),  # end of D
+                ("future", datetime(2027, 3, 20, tzinfo=utc)),       # well after D
+            ]:
+                calls.append({"call_id": f"{label}-{i}", "customer_id": f"C{i}",
+                              "start_time": when, "destination": "+4412", "duration_s": 60,
+                              "charge": 12_345})
+        conn.execute(usage.insert(), calls)
+
+
+def test_frames_follow_the_contract(db_url):
+    engine = fresh_engine(db_url)
+    _seed(engine)
+    inputs = load_inputs(engine, D)
+    assert list(inputs.customers.columns) == CUSTOMER_COLUMNS
+    assert list(inputs.packages.columns) == PACKAGE_COLUMNS
+    assert list(inputs.assignments.columns) == ASSIGNMENT_COLUMNS
+    assert list(inputs.usage.columns) == USAGE_COLUMNS
+    assert inputs.customers["balance"].dtype == "int64"
+    assert inputs.customers["balance"].tolist() == [0, 1_000_001, 2_000_002, 3_000_003]
+    for col in ("cost", "retail", "setup_cost", "setup_retail", "free_minutes", "minimum_days"):
+        assert inputs.packages[col].dtype == "int64", col
+    assert inputs.packages["prorate"].dtype == bool and inputs.packages["prorate"].iloc[0]
+    assert inputs.packages["destination"].iloc[0] == ""
+    assert inputs.packages["frequency_match"].iloc[0] is None
+    a = inputs.assignments
+    assert a["start_date"].dtype == "datetime64[s]" and a["end_date"].dtype == "datetime64[s]"
+    assert a["quantity"].dtype == "int64" and a["auto_decrement"].dtype == bool
+    assert str(a["free_minutes"].dtype) == "Int64"
+    assert a["free_minutes"].isna().tolist() == [True, False, True, True]
+    assert a["end_date"].isna().tolist() == [True, False, True, False]
+    u = inputs.usage
+    assert str(u["start_time"].dtype) == "datetime64[us, UTC]"
+    assert u["charge"].dtype == "int64" and u["duration_s"].dtype == "int64"
+    assert pd.api.types.is_string_dtype(u["call_id"]) and pd.api.types.is_string_dtype(u["customer_id"])
+    edge = u.set_index("call_id").loc["edge-0", "start_time"]
+    assert edge == pd.Timestamp("2027-03-01T23:59:59.999999Z")
+    engine.dispose()
+
+
+def test_usage_window_and_customer_filter(db_url):
+    engine = fresh_engine(db_url)
+    _seed(engine)
+    inputs = load_inputs(engine, D)
+    assert sorted(inputs.usage["call_id"]) == sorted(
+        [f"in-{i}" for i in range(4)] + [f"edge-{i}" for i in range(4)])
+    # a longer look-back brings the old calls in
+    inputs = load_inputs(engine, D, usage_since=date(2024, 12, 1))
+    assert len(inputs.usage) == 12
+    inputs = load_inputs(engine, D, customer_ids=["C1", "C3", "nobody"])
+    assert inputs.customers["customer_id"].tolist() == ["C1", "C3"]
+    assert inputs.assignments["assignment_id"].tolist() == ["A1", "A3"]
+    assert sorted(inputs.usage["call_id"]) == ["edge-1", "edge-3", "in-1", "in-3"]
+    assert inputs.packages["package_id"].tolist() == ["P1"]
+    inputs = load_inputs(engine, D, customer_ids=[])
+    assert inputs.customers.empty and inputs.usage.empty and inputs.assignments.empty
+    engine.dispose()
+
+
+def test_empty_database_gives_empty_typed_frames(db_url):
+    engine = fresh_engine(db_url)
+    inputs = load_inputs(engine, D)
+    assert inputs.customers.empty and inputs.packages.empty
+    assert inputs.usage["charge"].dtype == "int64"
+    assert str(inputs.usage["start_time"].dtype) == "datetime64[us, UTC]"
+    assert inputs.assignments["start_date"].dtype == "datetime64[s]"
+    engine.dispose()
+
+
+def test_many_customer_ids_are_chunked(db_url):
+    engine = fresh_engine(db_url)
+    _seed(engine, n_customers=12)
+    wanted = [f"C{i}" for i in range(0, 12, 2)] + [f"missing{i}" for i in range(12_000)]
+    inputs = load_inputs(engine, D, customer_ids=wanted)
+    assert inputs.customers["customer_id"].tolist() == sorted(f"C{i}" for i in range(0, 12, 2))
+    assert len(inputs.usage) == 12
+    engine.dispose()
+
+
+def test_unparsable_stored_date_becomes_nat_for_validation(tmp_path):
+    """A row that reached the database another way is loaded (NaT), for validation to reject.
+    Only SQLite can hold text in a DATE column."""
+    engine = fresh_engine(f"sqlite:///{tmp_path / 'b.db'}")
+    _seed(engine, 1)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE assignments SET start_date = 'soon'"))
+    inputs = load_inputs(engine, D)
+    assert inputs.assignments["start_date"].isna().all()
+    engine.dispose()
