@@ -110,27 +110,34 @@ def _text(s: pd.Series, empty_for_null: bool = True) -> pd.Series:
 
 
 def _int(s: pd.Series) -> pd.Series:
-    return pd.to_numeric(s, errors="coerce").fillna(0).astype("int64")
+    """Integers as stored; a NULL or unreadable value is passed on as it is, for
+    `validate_inputs` to reject with the value in the reason (never silently 0)."""
+    num = pd.to_numeric(s, errors="coerce")
+    if len(s) and num.notna().all() and (num == num.round()).all():
+        return num.astype("int64")
+    return s.astype(object)
 
 
 def _bool(s: pd.Series) -> pd.Series:
-    def one(v):
-        if isinstance(v, str):
-            return v.strip().lower() in ("1", "true", "t", "yes", "y")
-        return bool(v) if v is not None and v == v else False
-
+    """Booleans as stored (0/1 or text); validation reads and checks them."""
     if s.empty:
         return s.astype(bool)
-    return s.map(one).astype(bool)
+    num = pd.to_numeric(s, errors="coerce")
+    if num.notna().all() and num.isin([0, 1]).all():
+        return num.astype(bool)
+    return s.astype(object)
 
 
 def _date(s: pd.Series) -> pd.Series:
-    """DATE values (date objects on PostgreSQL, 'YYYY-MM-DD' text on SQLite) -> datetime64[s]."""
+    """DATE values -> datetime64[s]; when some stored text does not parse, the column is
+    passed on as ISO text so validation can name the bad value (never a silent NaT)."""
     if s.empty:
         return pd.Series(pd.array([], dtype="datetime64[s]"), index=s.index)
     vals = s.astype(object).where(s.notna(), None)
     vals = vals.map(lambda v: v.isoformat() if isinstance(v, date) else v)
     out = pd.to_datetime(vals, format="ISO8601", errors="coerce")
+    if (out.isna() & vals.notna()).any():
+        return vals
     return out.astype("datetime64[s]")
 
 
@@ -169,6 +176,7 @@ def _packages(raw: pd.DataFrame) -> pd.DataFrame:
 
 def _assignments(raw: pd.DataFrame) -> pd.DataFrame:
     fm = pd.to_numeric(raw["free_minutes"], errors="coerce")
+    fm_bad = fm.isna() & raw["free_minutes"].notna()
     out = {
         "assignment_id": _text(raw["assignment_id"]),
         "customer_id": _text(raw["customer_id"]),
@@ -177,7 +185,8 @@ def _assignments(raw: pd.DataFrame) -> pd.DataFrame:
         "start_date": _date(raw["start_date"]),
         "end_date": _date(raw["end_date"]),
         "auto_decrement": _bool(raw["auto_decrement"]),
-        "free_minutes": pd.array(fm.astype(object).where(fm.notna(), None), dtype="Int64"),
+        "free_minutes": (raw["free_minutes"].astype(object) if fm_bad.any() else
+                         pd.array(fm.astype(object).where(fm.notna(), None), dtype="Int64")),
     }
     return pd.DataFrame(out, columns=ASSIGNMENT_COLUMNS)
 

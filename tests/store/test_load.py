@@ -124,13 +124,22 @@ def test_many_customer_ids_are_chunked(db_url):
     engine.dispose()
 
 
-def test_unparsable_stored_date_becomes_nat_for_validation(tmp_path):
-    """A row that reached the database another way is loaded (NaT), for validation to reject.
-    Only SQLite can hold text in a DATE column."""
+def test_unparsable_stored_values_reach_validation_and_are_rejected(tmp_path):
+    """Rows that reached the database another way keep their bad values through the loader,
+    so validation rejects them naming the value: an end date that does not parse is never an
+    open end, a price that is not a number is never free. Only SQLite can hold such text in typed columns."""
+    from billing_jobs.checks import validate_inputs
+
     engine = fresh_engine(f"sqlite:///{tmp_path / 'b.db'}")
     _seed(engine, 1)
     with engine.begin() as conn:
-        conn.execute(sa.text("UPDATE assignments SET start_date = 'soon'"))
+        conn.execute(sa.text("UPDATE assignments SET end_date = 'soon'"))
+        conn.execute(sa.text("UPDATE packages SET retail = 'free'"))
     inputs = load_inputs(engine, D)
-    assert inputs.assignments["start_date"].isna().all()
+    clean, rejected = validate_inputs(inputs)
+    assert clean.assignments.empty and clean.packages.empty
+    reasons = " | ".join(rejected["reason"])
+    assert "soon" in reasons
+    assert set(rejected["entity"]) >= {"assignments", "packages"}
+    assert any("retail" in r for r in rejected.loc[rejected.entity == "packages", "reason"])
     engine.dispose()
