@@ -20,8 +20,8 @@ from billing_jobs.errors import BillingError, UsageError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Package billing for VoIP carriers: charge packages, grant free minutes, simulate.")
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True, highlight=False)
+err = Console(stderr=True, soft_wrap=True, highlight=False)
 
 DbOption = Annotated[Optional[str], typer.Option(
     "--db", help="SQLAlchemy database URL (default: $BILLING_DB_URL, else sqlite:///billing.db)")]
@@ -151,7 +151,6 @@ def demo(
     with err.status(f"simulating {run_date}"):
         outcome = run_billing(db, req, engine=engine)
     _print_outcome(outcome)
-    out.print(f"open the report: {Path(outcome.report_dir).resolve() / 'report.html'}")
     if not outcome.ok:
         raise typer.Exit(1)
 

@@ -129,9 +129,27 @@ def _business_rule_errors(entity: str, df: pd.DataFrame, engine: sa.Engine) -> l
     header is row 1). Return one message per broken rule, e.g.
     "row 7, column quantity: must be at least 1"; any message fails the import.
     """
-    # TODO(lead): wire billing_jobs.checks here (quantity >= 1, unknown customer/package,
-    # end before start, frequency_match vs frequency, currency, pattern safety...).
-    return []
+    from billing_jobs.checks import validate_inputs
+    from billing_jobs.engine.frames import ENTITY_COLUMNS, ENTITY_KEYS, BillingInputs, empty_frame
+    from billing_jobs.store.load import reference_tables
+
+    # The file's rows, checked by the same rules as a run, against what they refer to in
+    # the database (customers for assignments and usage, packages for assignments).
+    frames = {name: empty_frame(cols) for name, cols in ENTITY_COLUMNS.items()}
+    if entity in ("assignments", "usage"):
+        frames.update(reference_tables(engine, packages=(entity == "assignments")))
+    frames[entity] = df[ENTITY_COLUMNS[entity]].reset_index(drop=True)
+    _, rejected = validate_inputs(BillingInputs(**frames))
+    mine = rejected[rejected["entity"] == entity]
+    if mine.empty:
+        return []
+    key = ENTITY_KEYS[entity]
+    row_of = pd.Series(df.index.to_numpy(), index=df[key].astype(str).to_numpy())
+    row_of = row_of[~row_of.index.duplicated()]
+    rows = row_of.reindex(mine["id"].astype(str)).to_numpy()
+    order = np.argsort(rows, kind="stable")
+    return [f"row {rows[i]} ({key} {mine['id'].iloc[i]!r}): {mine['reason'].iloc[i]}"
+            for i in order]
 
 
 # ----------------------------------------------------------------------------- reading

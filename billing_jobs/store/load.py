@@ -70,6 +70,15 @@ def load_inputs(
                          assignments=assignments, usage=usage)
 
 
+def reference_tables(engine: sa.Engine, packages: bool = True) -> dict[str, pd.DataFrame]:
+    """Customers (and packages) as stored: what imported assignments and calls refer to."""
+    with db_errors(engine, "reading customers and packages"), read_connection(engine) as conn:
+        out = {"customers": _customers(_select(conn, "customers", CUSTOMER_COLUMNS, None, None))}
+        if packages:
+            out["packages"] = _packages(_select(conn, "packages", PACKAGE_COLUMNS, None, None))
+    return out
+
+
 # ----------------------------------------------------------------------------- helpers
 
 def _chunks(ids: list[str] | None) -> Iterable[list[str] | None]:

@@ -27,7 +27,7 @@ P3,Commitment,standard,0,100,0,0,EUR,yearly,,0,,YES,365,0,minimum spend
 ASSIGNMENTS = """assignment_id,customer_id,package_id,quantity,start_date,end_date,auto_decrement,free_minutes
 A1,C1,P1,2,2027-01-01,,true,
 A2,C1,P2,1,2027-01-05,2027-03-01,0,250
-A3,C2,P3,1,2028-02-29,,Yes,
+A3,C1,P3,1,2028-02-29,,Yes,
 """
 USAGE = """call_id,customer_id,start_time,destination,duration_s,charge
 X1,C1,2027-01-01T10:00:00Z,+441234,60,0.0125
@@ -178,6 +178,10 @@ def test_non_utf8_file_is_refused_with_its_line(db_url, tmp_path):
 
 def test_one_bad_row_in_a_big_file_writes_nothing(db_url, tmp_path):
     engine = fresh_engine(db_url)
+    customers = tmp_path / "customers.csv"
+    customers.write_text("customer_id,name,currency,balance\n"
+                         + "".join(f"C{i},Customer {i},EUR,0\n" for i in range(50)))
+    import_csv(engine, "customers", customers)
     n = 20_000
     lines = [HEADER_U.strip()] + [
         f"X{i},C{i % 50},2027-01-01T{(i // 3600) % 24:02d}:{(i // 60) % 60:02d}:{i % 60:02d}Z,"
@@ -187,6 +191,11 @@ def test_one_bad_row_in_a_big_file_writes_nothing(db_url, tmp_path):
     path = tmp_path / "usage.csv"
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(ImportFailed, match=r"usage.csv row 15002 .*column charge"):
+        import_csv(engine, "usage", path)
+    assert dump(engine)["usage"] == []
+    lines[15_001] = lines[15_001].rsplit(",", 1)[0] + ",-1.23"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ImportFailed, match=r"usage.csv"):
         import_csv(engine, "usage", path)
     assert dump(engine)["usage"] == []
     lines[15_001] = lines[15_001].rsplit(",", 1)[0] + ",1.23"
@@ -204,4 +213,38 @@ def test_unknown_entity_and_missing_file(db_url, tmp_path):
         import_csv(engine, "calls", tmp_path / "x.csv")
     with pytest.raises(ImportFailed, match="file not found"):
         import_csv(engine, "usage", tmp_path / "nope.csv")
+    engine.dispose()
+
+
+def test_business_rules_are_refused_at_import_naming_row_and_rule(db_url, tmp_path):
+    """A well-formed row that breaks a business rule is refused at import, with its CSV row,
+    its id and the rule; nothing from the file is written."""
+    engine = fresh_engine(db_url)
+    (tmp_path / "customers.csv").write_text(
+        "customer_id,name,currency,balance\nC1,Alice,EUR,10\n")
+    import_csv(engine, "customers", tmp_path / "customers.csv")
+    (tmp_path / "packages.csv").write_text(
+        "package_id,name,type,cost,retail,setup_cost,setup_retail,currency,frequency,"
+        "frequency_match,free_minutes,destination,minimum_spend,minimum_days,prorate,description\n"
+        "P1,DID,standard,1,2,0,0,EUR,monthly,,0,,false,0,false,ok\n"
+        "P2,Weekly,standard,1,2,0,0,EUR,weekly,9,0,,false,0,false,bad match day\n")
+    with pytest.raises(ImportFailed, match=r"packages.csv: row 3 \(package_id 'P2'\): .*9"):
+        import_csv(engine, "packages", tmp_path / "packages.csv")
+    assert dump(engine)["packages"] == []
+    (tmp_path / "packages.csv").write_text(
+        "package_id,name,type,cost,retail,setup_cost,setup_retail,currency,frequency,"
+        "frequency_match,free_minutes,destination,minimum_spend,minimum_days,prorate,description\n"
+        "P1,DID,standard,1,2,0,0,EUR,monthly,,0,,false,0,false,ok\n")
+    import_csv(engine, "packages", tmp_path / "packages.csv")
+    (tmp_path / "assignments.csv").write_text(
+        "assignment_id,customer_id,package_id,quantity,start_date,end_date,auto_decrement,free_minutes\n"
+        "A1,C1,P1,1,2027-01-01,,true,\n"
+        "A2,C1,P1,0,2027-01-01,,true,\n"
+        "A3,C9,P1,1,2027-01-01,,true,\n")
+    with pytest.raises(ImportFailed) as info:
+        import_csv(engine, "assignments", tmp_path / "assignments.csv")
+    message = str(info.value)
+    assert "row 3 (assignment_id 'A2')" in message and "quantity" in message
+    assert "(and 1 more)" in message
+    assert dump(engine)["assignments"] == []
     engine.dispose()
