@@ -83,9 +83,11 @@ def load_stage(engine, req: RunRequest, timings: "Timings | None" = None
         clean, rejected = validate_inputs(raw)
     if req.strict and len(rejected):
         first = rejected.iloc[0]
-        raise StrictRejection(
+        error = StrictRejection(
             f"--strict: {len(rejected)} input row(s) rejected, nothing posted; first: "
             f"{first['entity']} {first['id']}: {first['reason']}")
+        error.rejected = rejected  # the report still lists them
+        raise error
     return clean, rejected
 
 
@@ -152,6 +154,7 @@ def run_billing(db_url: str | None, req: RunRequest, engine=None) -> RunOutcome:
         status = "succeeded"
     except BillingError as exc:
         message = str(exc)
+        rejected = getattr(exc, "rejected", rejected)
     except Exception as exc:  # an unexpected failure still gets a run record and a report
         message = f"{type(exc).__name__}: {exc}"
         raise

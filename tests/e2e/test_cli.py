@@ -1,0 +1,199 @@
+"""The command line end to end, on SQLite and PostgreSQL: import, simulate, post, re-post,
+backfill, --strict, exit codes and one-line errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from billing_jobs.cli import main
+
+CUSTOMERS = """customer_id,name,currency,balance
+C1,Alice Telecom,EUR,100
+C2,Tokyo Trading,JPY,10000
+"""
+PACKAGES = """package_id,name,type,cost,retail,setup_cost,setup_retail,currency,frequency,frequency_match,free_minutes,destination,minimum_spend,minimum_days,prorate,description
+P1,DID rental,standard,4,9.99,0,5,EUR,monthly,,0,,false,0,false,DID
+P2,Daily seat,standard,100,333.5,0,0,JPY,daily,,0,,false,0,false,seat
+P3,Commitment,standard,0,50,0,0,EUR,monthly,,0,,true,0,false,minimum spend
+"""
+ASSIGNMENTS = """assignment_id,customer_id,package_id,quantity,start_date,end_date,auto_decrement,free_minutes
+A1,C1,P1,3,2027-01-01,,true,
+A2,C2,P2,1,2027-01-01,,true,
+A3,C1,P3,1,2026-12-01,,true,
+A4,C1,P1,1,2027-01-01,,false,
+"""
+USAGE = """call_id,customer_id,start_time,destination,duration_s,charge
+K1,C1,2026-12-15T10:00:00Z,+442071234567,120,12.345678
+"""
+
+# What 2027-01-01 owes, written out:
+#   A1 setup 5 x 3 = 15.00, recurring 9.99 x 3 = 29.97 (auto-decrement)
+#   A2 recurring 333.5 JPY -> 334 (half up to whole yen)
+#   A3 minimum spend 50 - 12.345678 = 37.654322 -> 37.65 (period 2026-12-01..2027-01-01)
+#   A4 setup 5.00 and recurring 9.99, invoiced (balance untouched)
+EXPECTED = {
+    ("A1", "setup"): "15.00", ("A1", "recurring"): "29.97", ("A2", "recurring"): "334",
+    ("A3", "minimum_spend"): "37.65", ("A4", "setup"): "5.00", ("A4", "recurring"): "9.99",
+}
+
+
+def cli(*args: str) -> int:
+    return main(list(args))
+
+
+@pytest.fixture
+def billing_db(db_url, tmp_path):
+    for name, text in [("customers", CUSTOMERS), ("packages", PACKAGES),
+                       ("assignments", ASSIGNMENTS), ("usage", USAGE)]:
+        (tmp_path / f"{name}.csv").write_text(text)
+    code = cli("import", "--db", db_url,
+               *[arg for name in ("customers", "packages", "assignments", "usage")
+                 for arg in (f"--{name}", str(tmp_path / f"{name}.csv"))])
+    assert code == 0
+    return db_url
+
+
+def charges(folder: Path) -> dict:
+    with open(folder / "charges.csv", newline="") as fh:
+        return {(r["assignment_id"], r["kind"]): r for r in csv.DictReader(fh)}
+
+
+def balances(url: str) -> dict:
+    eng = sa.create_engine(url)
+    with eng.connect() as conn:
+        rows = conn.execute(sa.text("SELECT customer_id, balance FROM customers")).all()
+    eng.dispose()
+    return {c: Decimal(b) / 1_000_000 for c, b in rows}
+
+
+def ledger_count(url: str) -> int:
+    eng = sa.create_engine(url)
+    with eng.connect() as conn:
+        n = conn.execute(sa.text("SELECT count(*) FROM ledger")).scalar()
+    eng.dispose()
+    return n
+
+
+def test_simulate_then_post_then_repost(billing_db, tmp_path, capsys):
+    sim = tmp_path / "sim"
+    assert cli("run", "--db", billing_db, "--date", "2027-01-01", "--out", str(sim)) == 0
+    lines = charges(sim)
+    assert {k: v["amount"] for k, v in lines.items()} == EXPECTED
+    assert {v["status"] for v in lines.values()} == {"simulated"}
+    assert balances(billing_db) == {"C1": Decimal(100), "C2": Decimal(10000)}
+    assert ledger_count(billing_db) == 0
+    assert "EUR" in capsys.readouterr().out
+
+    post = tmp_path / "post"
+    assert cli("run", "--db", billing_db, "--date", "2027-01-01", "--post", "--out", str(post)) == 0
+    lines = charges(post)
+    assert {k: v["amount"] for k, v in lines.items()} == EXPECTED  # the preview was the charge
+    assert lines[("A1", "recurring")]["status"] == "posted"
+    assert lines[("A4", "recurring")]["status"] == "invoiced"
+    assert balances(billing_db) == {"C1": Decimal("17.38"), "C2": Decimal(9666)}
+    assert ledger_count(billing_db) == 6
+
+    again = tmp_path / "again"
+    assert cli("run", "--db", billing_db, "--date", "2027-01-01", "--post", "--out", str(again)) == 0
+    assert {v["status"] for v in charges(again).values()} == {"already_posted"}
+    assert balances(billing_db) == {"C1": Decimal("17.38"), "C2": Decimal(9666)}
+    assert ledger_count(billing_db) == 6
+    summary = json.loads((again / "summary.json").read_text())
+    assert summary["status"] == "succeeded"
+
+
+def test_one_customer_only(billing_db, tmp_path):
+    out = tmp_path / "c2"
+    assert cli("run", "--db", billing_db, "--date", "2027-01-01", "--customer", "C2",
+               "--post", "--out", str(out)) == 0
+    assert set(charges(out)) == {("A2", "recurring")}
+    assert balances(billing_db) == {"C1": Decimal(100), "C2": Decimal(9666)}
+
+
+def test_backfill_posts_in_order_and_missed_dates_are_named(billing_db, tmp_path, monkeypatch):
+    monkeypatch.setenv("BILLING_REPORT_DIR", str(tmp_path / "reports"))
+    assert cli("run", "--db", billing_db, "--date", "2027-01-01", "--post") == 0
+    # 2027-01-02 is skipped: posting 2027-01-03 names it
+    out = tmp_path / "d3"
+    assert cli("run", "--db", billing_db, "--date", "2027-01-03", "--post", "--out", str(out)) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["unposted_dates"] == ["2027-01-02"]
+    # a backfill over the range posts the missing night and nothing twice
+    assert cli("backfill", "--db", billing_db, "--from", "2027-01-01", "--to", "2027-01-03", "--post") == 0
+    # JPY daily seat: 1st, 2nd and 3rd posted once each
+    assert balances(billing_db)["C2"] == Decimal(10000 - 3 * 334)
+    eng = sa.create_engine(billing_db)
+    with eng.connect() as conn:
+        periods = conn.execute(sa.text(
+            "SELECT period_start FROM ledger WHERE assignment_id = 'A2' ORDER BY period_start")).all()
+    eng.dispose()
+    assert len(periods) == 3
+
+
+def test_strict_fails_before_posting_when_a_row_is_rejected(billing_db, tmp_path, capsys):
+    eng = sa.create_engine(billing_db)
+    with eng.begin() as conn:  # a bad row that reached the database another way
+        conn.execute(sa.text("UPDATE assignments SET quantity = 0 WHERE assignment_id = 'A4'"))
+    eng.dispose()
+    out = tmp_path / "strict"
+    assert cli("run", "--db", billing_db, "--date", "2027-01-01", "--post", "--strict",
+               "--out", str(out)) == 1
+    err = capsys.readouterr().err
+    assert "--strict" in err and "A4" in err and "Traceback" not in err
+    assert ledger_count(billing_db) == 0
+    assert balances(billing_db) == {"C1": Decimal(100), "C2": Decimal(10000)}
+    # without --strict the run goes on and the row is in rejected.csv
+    out = tmp_path / "lenient"
+    assert cli("run", "--db", billing_db, "--date", "2027-01-01", "--out", str(out)) == 0
+    rejected = list(csv.DictReader(open(out / "rejected.csv", newline="")))
+    assert [(r["entity"], r["id"]) for r in rejected] == [("assignments", "A4")]
+    assert "quantity" in rejected[0]["reason"]
+    assert ("A4", "recurring") not in charges(out)
+
+
+def test_malformed_import_is_one_line_and_writes_nothing(db_url, tmp_path, capsys):
+    bad = tmp_path / "customers.csv"
+    bad.write_text("customer_id,name,currency,balance\nC1,Alice,EUR,10\nC2,Bob,EUR,ten\n")
+    assert cli("import", "--db", db_url, "--customers", str(bad)) == 1
+    err = capsys.readouterr().err.strip()
+    assert "row 3" in err and "balance" in err and "Traceback" not in err
+    assert len(err.splitlines()) == 1
+    eng = sa.create_engine(db_url)
+    with eng.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM customers")).scalar() == 0
+    eng.dispose()
+
+
+@pytest.mark.parametrize("args", [
+    ["run", "--date", "2027-02-30"],
+    ["run"],
+    ["backfill", "--from", "2027-01-05", "--to", "2027-01-01"],
+    ["import"],
+])
+def test_bad_arguments_exit_2_without_traceback(args, tmp_path):
+    res = subprocess.run([sys.executable, "-m", "billing_jobs.cli", *args,
+                          "--db", f"sqlite:///{tmp_path / 'x.db'}"],
+                         capture_output=True, text=True)
+    assert res.returncode == 2, res.stderr
+    assert "Traceback" not in res.stderr and res.stderr.strip()
+
+
+def test_demo_runs_twice(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("BILLING_REPORT_DIR", str(tmp_path / "reports"))
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+    assert cli("demo", "--db", url) == 0
+    assert cli("demo", "--db", url) == 0
+    reports = sorted((tmp_path / "reports").iterdir())
+    assert len(reports) == 2
+    first, second = (charges(r) for r in reports)
+    assert first == second and len(first) > 20
+    assert {"setup", "recurring", "minimum_spend"} <= {k[1] for k in first}
+    assert (reports[-1] / "report.html").stat().st_size > 100_000
