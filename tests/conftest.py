@@ -56,3 +56,18 @@ def db_url(request, tmp_path) -> str:
         return f"sqlite:///{tmp_path / 'billing.db'}"
     admin = request.getfixturevalue("pg_admin_url")
     return fresh_postgres_database(admin)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Say plainly how many tests ran on each database (the PostgreSQL half never skips)."""
+    counts: dict[str, dict[str, int]] = {}
+    for outcome in ("passed", "failed", "error", "skipped"):
+        for rep in terminalreporter.stats.get(outcome, []):
+            nodeid = getattr(rep, "nodeid", "")
+            for backend in ("sqlite", "postgresql"):
+                if f"[{backend}" in nodeid or f"-{backend}]" in nodeid or f"-{backend}-" in nodeid:
+                    counts.setdefault(backend, {}).setdefault(outcome, 0)
+                    counts[backend][outcome] += 1
+    for backend in ("sqlite", "postgresql"):
+        parts = ", ".join(f"{n} {o}" for o, n in sorted(counts.get(backend, {}).items())) or "none"
+        terminalreporter.write_line(f"database tests on {backend}: {parts}")
