@@ -124,6 +124,32 @@ def empty_result() -> BillingResult:
     return BillingResult(lines, grants, empty_frame(UTILISATION_COLUMNS))
 
 
+def run_info(req: RunRequest, run_id: str, status: str, message: str, unposted: list[str],
+             started_at: datetime | str, finished_at: datetime | str | None = None) -> dict:
+    """The run's description in its report (``summary.json`` -> ``run``). Times are ISO 8601
+    strings (a datetime is converted); ``finished_at`` defaults to now (UTC)."""
+    from billing_jobs.store import runs
+
+    if finished_at is None:
+        finished_at = datetime.now(timezone.utc)
+    return {
+        "run_id": run_id,
+        "run_date": req.run_date,
+        "mode": req.mode,
+        "status": status,
+        "started_by": req.started_by,
+        "customer_ids": req.customer_ids,
+        "started_at": started_at.isoformat() if isinstance(started_at, datetime) else started_at,
+        "finished_at": (finished_at.isoformat() if isinstance(finished_at, datetime)
+                        else finished_at),
+        "message": message,
+        "unposted_dates": unposted,
+        "code_version": runs.code_version(),
+        "strict": req.strict,
+        "tz": req.tz,
+    }
+
+
 # ------------------------------------------------------------------ the whole run
 
 def run_billing(db_url: str | None, req: RunRequest, engine=None) -> RunOutcome:
@@ -160,25 +186,11 @@ def run_billing(db_url: str | None, req: RunRequest, engine=None) -> RunOutcome:
         raise
     finally:
         timings["total_before_report"] = round(time.perf_counter() - t_all, 4)
-        run_info = {
-            "run_id": run_id,
-            "run_date": req.run_date,
-            "mode": req.mode,
-            "status": status,
-            "started_by": req.started_by,
-            "customer_ids": req.customer_ids,
-            "started_at": started_at.isoformat(),
-            "finished_at": datetime.now(timezone.utc).isoformat(),
-            "message": message,
-            "unposted_dates": unposted,
-            "code_version": runs.code_version(),
-            "strict": req.strict,
-            "tz": req.tz,
-        }
+        info = run_info(req, run_id, status, message, unposted, started_at)
         if "status" not in result.due_lines.columns:
             result = _mark(result, "not_posted")
         with timings.stage("report"):
-            report_dir = report_stage(req, result, rejected, run_info, timings, out_dir)
+            report_dir = report_stage(req, result, rejected, info, timings, out_dir)
         summary = _read_summary(report_dir)
         runs.finish_run(engine, run_id, status, summary.get("counts", {}),
                         summary.get("totals", {}), message)
