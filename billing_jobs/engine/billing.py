@@ -42,7 +42,11 @@ def compute_billing(inputs: BillingInputs, run_date, tz: str = "UTC") -> Billing
 
     spend_index = None
     if book.minimum_spend.any() and len(usage):
-        known = call_customer >= 0
+        # only the calls of customers with a minimum-spend assignment are ever summed
+        n_codes = len(customer_ids)
+        committed = np.zeros(n_codes + 1, dtype=bool)  # the extra slot stands for -1
+        committed[book.customer_code[book.minimum_spend]] = True
+        known = committed[np.where(call_customer >= 0, call_customer, n_codes)]
         spend_index = SpendIndex(call_customer[known], day_of_call[known],
                                  usage["charge"].to_numpy(dtype="int64")[known])
 

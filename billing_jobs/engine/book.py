@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from billing_jobs.engine.calendar import (
     FREQ_CODES,
@@ -21,8 +23,19 @@ from billing_jobs.engine.money import minor_digits_series
 
 
 def customer_codes(ids: pd.Series, customer_ids: np.ndarray) -> np.ndarray:
-    """Integer code of each id: its position in `customer_ids` (sorted), -1 when unknown."""
-    return pd.Categorical(ids, categories=customer_ids).codes.astype("int64")
+    """Integer code of each id: its position in `customer_ids` (sorted), -1 when unknown.
+
+    Text ids go through arrow's hash lookup (no Python object per row: the usage table has
+    tens of millions of rows); anything else through a pandas Categorical."""
+    try:
+        arr = pa.array(ids, from_pandas=True)
+        if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+            raise TypeError(arr.type)
+        keys = pa.array(np.asarray(customer_ids, dtype=object), type=arr.type)
+    except (pa.ArrowException, TypeError, ValueError):
+        return pd.Categorical(ids, categories=customer_ids).codes.astype("int64")
+    pos = pc.index_in(arr, value_set=keys)
+    return pos.fill_null(-1).to_numpy(zero_copy_only=False).astype("int64")
 
 
 @dataclass

@@ -87,7 +87,12 @@ def check_pattern(pattern: str | None) -> str | None:
     return None
 
 
-def _to_arrow_strings(destinations: pd.Series) -> pa.Array | pa.ChunkedArray:
+def _to_arrow_strings(destinations) -> pa.Array | pa.ChunkedArray:
+    if isinstance(destinations, (pa.Array, pa.ChunkedArray)):
+        arr = destinations.fill_null("") if destinations.null_count else destinations
+        if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+            arr = pc.cast(arr, pa.large_string())
+        return arr
     s = destinations
     if not (pd.api.types.is_string_dtype(s.dtype) and s.dtype != object):
         s = s.astype("string")
@@ -98,7 +103,8 @@ def _to_arrow_strings(destinations: pd.Series) -> pa.Array | pa.ChunkedArray:
     return arr
 
 
-def destination_matches(destinations: pd.Series, pattern: str | None) -> np.ndarray:
+def destination_matches(destinations: pd.Series | pa.Array | pa.ChunkedArray,
+                        pattern: str | None) -> np.ndarray:
     """Boolean array: which dialled numbers the pattern matches (linear time, RE2).
 
     A leading `+` of the number is ignored; an empty or None pattern matches every number;

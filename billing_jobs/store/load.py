@@ -97,15 +97,23 @@ def _select(conn: sa.Connection, table: str, columns: list[str], id_col: str | N
     order = f'"{columns[0]}"'
     for chunk in _chunks(ids if id_col else None):
         if chunk is None:
-            stmt = sa.text(f'SELECT {cols} FROM "{table}" ORDER BY {order}')
-            rows.extend(conn.execute(stmt).all())
+            # the whole table: plain driver tuples (no Row objects; values as the driver
+            # returns them, exactly what an untyped text() query gives)
+            cur = conn.exec_driver_sql(f'SELECT {cols} FROM "{table}" ORDER BY {order}').cursor
+            try:
+                rows.extend(cur.fetchall())
+            finally:
+                cur.close()
         elif chunk:
             stmt = sa.text(
                 f'SELECT {cols} FROM "{table}" WHERE "{id_col}" IN :ids ORDER BY {order}'
             ).bindparams(sa.bindparam("ids", expanding=True))
             rows.extend(conn.execute(stmt, {"ids": chunk}).all())
-    data = {c: pd.Series([r[i] for r in rows], dtype=object) for i, c in enumerate(columns)}
-    frame = pd.DataFrame(data, columns=columns)
+    if rows:
+        frame = pd.DataFrame(rows, columns=columns, dtype=object)  # tuples -> columns in C
+    else:
+        frame = pd.DataFrame({c: pd.Series([], dtype=object) for c in columns}, columns=columns)
+    del rows
     if ids is not None and len(ids) > _IN_CHUNK:
         frame = frame.sort_values(columns[0], kind="stable", ignore_index=True)
     return frame
@@ -143,11 +151,23 @@ def _date(s: pd.Series) -> pd.Series:
     if s.empty:
         return pd.Series(pd.array([], dtype="datetime64[s]"), index=s.index)
     vals = s.astype(object).where(s.notna(), None)
-    vals = vals.map(lambda v: v.isoformat() if isinstance(v, date) else v)
+    kind = pd.api.types.infer_dtype(vals, skipna=True)
+    if kind == "date":  # datetime.date objects (PostgreSQL DATE): numpy converts them in C
+        days = np.array(vals.to_numpy(), dtype="datetime64[D]")
+        ok = days[~np.isnat(days)]
+        if not ok.size or (ok.min() >= _NS_MIN and ok.max() <= _NS_MAX):
+            return pd.Series(days.astype("datetime64[s]"), index=s.index)
+    if kind != "string":  # text needs no conversion; anything else goes through ISO text
+        vals = vals.map(lambda v: v.isoformat() if isinstance(v, date) else v)
     out = pd.to_datetime(vals, format="ISO8601", errors="coerce")
     if (out.isna() & vals.notna()).any():
         return vals
     return out.astype("datetime64[s]")
+
+
+# dates numpy converts exactly as the ISO-text path does (inside pandas' nanosecond range)
+_NS_MIN = np.datetime64("1678-01-01", "D")
+_NS_MAX = np.datetime64("2261-12-31", "D")
 
 
 def _customers(raw: pd.DataFrame) -> pd.DataFrame:
@@ -312,5 +332,24 @@ def _usage_sqlite(conn: sa.Connection, lo: datetime, hi: datetime, ids: list[str
         return pd.Series(np.concatenate(parts) if parts else np.array([], dtype="int64"),
                          dtype="int64")
 
-    start = pd.to_datetime(text(2), format="ISO8601", utc=True, errors="coerce").dt.as_unit("us")
-    return _usage_frame(text(0), text(1), start, text(3), ints(4), ints(5))
+    return _usage_frame(text(0), text(1), _sqlite_times(text_cols[2]), text(3), ints(4), ints(5))
+
+
+def _sqlite_times(chunks: list[pa.Array]) -> pd.Series:
+    """Stored timestamp text (UTC, 'YYYY-MM-DD HH:MM:SS.ffffff') -> datetime64[us, UTC].
+
+    Arrow's ISO-8601 cast reads the stored form ~10x faster than pandas and gives the same
+    instant; when any value is in another form (or unreadable) the whole column goes through
+    pandas' ISO-8601 parser as before, where an unreadable value becomes NaT for
+    validation to reject."""
+    arr = pa.chunked_array(chunks, type=pa.string())
+    try:
+        ts = arr.cast(pa.timestamp("us"))
+        if ts.null_count == arr.null_count == 0:
+            values = ts.to_numpy() if ts.num_chunks != 1 else ts.chunk(0).to_numpy()
+            return pd.Series(values.astype("datetime64[us]"), dtype="datetime64[us]"
+                             ).dt.tz_localize("UTC")
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    text = pd.Series(arr.to_pandas(), dtype=str)
+    return pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce").dt.as_unit("us")

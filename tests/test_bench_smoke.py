@@ -1,0 +1,52 @@
+"""Smoke test of the benchmark tools at a tiny scale (no timing assertions).
+
+`bench.generate` writes the four CSVs; `bench.run` imports them into a fresh SQLite
+database, measures the floor and runs the pipeline (simulate, then post) in child
+processes, printing one JSON object per run. The test checks those objects have the stage
+timings and a succeeded status, and that `--no-record` leaves docs/benchmarks.md alone.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ENTITIES = ("customers", "packages", "assignments", "usage")
+STAGES = {"load", "validate", "compute", "gate", "report", "total_before_report"}
+
+
+def _digest(path: Path) -> bytes | None:
+    return path.read_bytes() if path.exists() else None
+
+
+def test_generate_then_run_simulate_and_post(tmp_path):
+    data = tmp_path / "data"
+    gen = subprocess.run(
+        [sys.executable, "-m", "bench.generate", "--customers", "10", "--assignments", "50",
+         "--calls", "500", "--seed", "3", "--out", str(data), "--as-of", "2026-11-30"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert gen.returncode == 0, gen.stderr[-3000:]
+    for entity in ENTITIES:
+        assert (data / f"{entity}.csv").stat().st_size > 0
+
+    table = ROOT / "docs" / "benchmarks.md"
+    before = _digest(table)
+    res = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--data", str(data), "--db", "sqlite",
+         "--date", "2026-11-30", "--modes", "simulate,post", "--no-record"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    runs = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
+    assert [r["mode"] for r in runs] == ["simulate", "post"]
+    for r in runs:
+        run = r["run"]
+        assert run["status"] == "succeeded", run["message"]
+        assert STAGES | {r["mode"]} <= set(run["stages"]), run["stages"]
+        assert r["floor"]["rows"]["assignments"] == 50
+        assert r["floor"]["rows"]["usage"] == 500
+        assert run["lines"] is not None and run["peak_mib"] > 0
+    assert runs[0]["import_s"] is not None  # a fresh database was imported
+    assert _digest(table) == before  # --no-record
