@@ -23,10 +23,11 @@ The database:
   is imported once and re-run many times;
 * `--db-url URL`: an existing database; `--skip-import` to use what it holds.
 
-Before each run on a database that holds postings (an earlier `post`), the ledger and grants
-are emptied and the customers' balances re-imported, so every run sees the same untouched
-night: a simulation marks every line `simulated`, a post posts every due line
-(`--no-reset` keeps them: a post then finds every line already posted).
+Before each run on a bench database (fresh or `--keep-db`) that holds postings (an earlier
+`post`), the ledger and grants are emptied and the customers' balances re-imported, so every run
+sees the same untouched night: a simulation marks every line `simulated`, a post posts every due
+line (`--no-reset` keeps them: a post then finds every line already posted). A `--db-url`
+database is never reset.
 
 Prints one JSON object per run and appends one row per run to docs/benchmarks.md (unless
 `--no-record`). `--profile DIR` runs the billing child under pyinstrument and writes
@@ -297,7 +298,8 @@ def _append_row(result: dict) -> None:
            f"| {'' if imp is None else imp} | {_blank(result['floor']['floor_s'])} "
            f"| {_blank(result['floor'].get('floor_raw_s'))} | {s.get('load', '')} "
            f"| {s.get('validate', '')} | {s.get('compute', '')} | {s.get('gate', '')} | {settle} "
-           f"| {s.get('report', '')} | {result['run']['total_s']} | {_blank(result['run_over_floor'])} "
+           f"| {s.get('report', '')} | {result['run']['total_s']} "
+           f"| {_blank(result['run_over_floor'])} "
            f"| {result['run']['peak_mib']} | {result['run']['lines']} | {result['loadavg']} "
            f"| {result.get('note') or ''} |\n")
     with TABLE.open("a") as fh:
@@ -307,7 +309,8 @@ def _append_row(result: dict) -> None:
 # ----------------------------------------------------------------------------- main
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path)
     p.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
     p.add_argument("--db-url", help="use this database instead of a fresh one")
@@ -322,7 +325,8 @@ def main(argv: list[str] | None = None) -> int:
                         "(simulate, post; default simulate)")
     p.add_argument("--repeat", type=int, default=1, help="run each mode N times")
     p.add_argument("--no-reset", action="store_true",
-                   help="keep earlier postings (default: empty the ledger before each run)")
+                   help="keep earlier postings (default on a bench database: empty the "
+                        "ledger before each run; a --db-url database is never reset)")
     p.add_argument("--no-floor", action="store_true",
                    help="skip the floor measurement (row counts then come from the CSVs)")
     p.add_argument("--profile", type=Path, metavar="DIR",
@@ -371,6 +375,7 @@ def main(argv: list[str] | None = None) -> int:
 
             server = PostgresServer().start()
             url = server.url
+        owned = not a.db_url  # only a bench database is ever reset
         try:
             reused = bool(a.skip_import or (
                 stamp_file and stamp_file.exists()
@@ -389,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
             for mode in modes:
                 for i in range(a.repeat):
                     reset_s = None
-                    if not a.no_reset and _posted_rows(url):
+                    if owned and not a.no_reset and _posted_rows(url):
                         reset_s = _reset_posting(url, a.data)
                     prof = None
                     if a.profile:
@@ -397,13 +402,15 @@ def main(argv: list[str] | None = None) -> int:
                         prof = a.profile / f"{a.db}-{mode}-{n}-{i + 1}"
                     load = _loadavg()
                     run = _child("run", "--url", url, "--date", a.date, "--out",
-                                 f"{tmp}/report-{mode}-{i}", *(["--post"] if mode == "post" else []),
+                                 f"{tmp}/report-{mode}-{i}",
+                                 *(["--post"] if mode == "post" else []),
                                  profile=prof)
                     result = {
                         "when": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"),
                         "db": a.db, "mode": mode, "date": a.date, "import_s": import_s,
                         "import_detail": import_detail, "reset_s": reset_s, "floor": floor,
-                        "run": run, "loadavg": load, "note": a.note, "profile": str(prof) if prof else None,
+                        "run": run, "loadavg": load, "note": a.note,
+                        "profile": str(prof) if prof else None,
                         "run_over_floor": (round(run["total_s"] / floor["floor_s"], 2)
                                            if floor.get("floor_s") else None),
                         "run_over_floor_raw": (round(run["total_s"] / floor["floor_raw_s"], 2)
