@@ -120,16 +120,22 @@ def _base(df: pd.DataFrame, id_col: str) -> pd.DataFrame:
     return check
 
 
-def _int_column(check: pd.DataFrame, df: pd.DataFrame, col: str, *, required: bool,
-                what: str = "a whole number") -> Rule:
-    """Adds `col` (Int64) and `col__ok` to the check frame; returns the readability rule."""
-    vals, bad = co.integers(df[col])
+def _readable(check: pd.DataFrame, df: pd.DataFrame, col: str, parsed, required: bool) -> pd.Series:
+    """Adds the parsed `col`, its raw text and `col__ok` (readable, and present if required)."""
+    vals, bad = parsed
     check[col] = vals
     check[col + "__raw"] = df[col]
     ok = ~bad
     if required:
         ok &= vals.notna().to_numpy()
     check[col + "__ok"] = ok
+    return vals
+
+
+def _int_column(check: pd.DataFrame, df: pd.DataFrame, col: str, *, required: bool,
+                what: str = "a whole number") -> Rule:
+    """Adds `col` (Int64) and `col__ok` to the check frame; returns the readability rule."""
+    vals = _readable(check, df, col, co.integers(df[col]), required)
 
     def reason(rows: pd.DataFrame) -> pd.Series:
         raw = co.show(rows[col + "__raw"])
@@ -421,13 +427,7 @@ def _packages(df: pd.DataFrame):
 
 def _date_rules(check: pd.DataFrame, df: pd.DataFrame, col: str, *, required: bool
                 ) -> list[Rule]:
-    vals, bad = co.dates(df[col])
-    check[col] = vals
-    check[col + "__raw"] = df[col]
-    ok = ~bad
-    if required:
-        ok &= vals.notna().to_numpy()
-    check[col + "__ok"] = ok
+    vals = _readable(check, df, col, co.dates(df[col]), required)
     in_range = vals.isna() | ((vals >= co.MIN_DATE) & (vals <= co.MAX_DATE))
     check[col + "__in_range"] = in_range.to_numpy(dtype=bool)
 

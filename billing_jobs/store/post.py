@@ -131,44 +131,28 @@ def _ints(s: pd.Series) -> pa.Array:
     return pa.array(s.to_numpy(dtype="int64"))
 
 
+_TO_ARROW = {"date": _dates, "text": _texts, "bigint": _ints,
+             "boolean": lambda s: pa.array(s.to_numpy(dtype=bool))}
+
+
+def _stage_table(frame: pd.DataFrame, spec: list[tuple[str, str]]) -> pa.Table:
+    """The rows of `frame` as an arrow table in the staging layout `spec` (`seq` = row order)."""
+    if len(frame) == 0:
+        return pa.schema([(c, _arrow_type(t)) for c, t in spec]).empty_table()
+    columns = {"seq": pa.array(np.arange(len(frame), dtype="int64"))}
+    for column, sql_type in spec:
+        if column != "seq":
+            columns[column] = _TO_ARROW[sql_type](frame[column])
+    return pa.table(columns)
+
+
 def _line_table(lines: pd.DataFrame) -> pa.Table:
-    n = len(lines)
-    if n == 0:
-        return pa.schema([(c, _arrow_type(t)) for c, t in _LINE_STAGE]).empty_table()
-    return pa.table({
-        "seq": pa.array(np.arange(n, dtype="int64")),
-        "run_date": _dates(lines["run_date"]),
-        "customer_id": _texts(lines["customer_id"]),
-        "assignment_id": _texts(lines["assignment_id"]),
-        "package_id": _texts(lines["package_id"]),
-        "kind": _texts(lines["kind"]),
-        "period_start": _dates(lines["period_start"]),
-        "period_end": _dates(lines["period_end"]),
-        "quantity": _ints(lines["quantity"]),
-        "unit_price": _ints(lines["unit_price"]),
-        "amount": _ints(lines["amount"]),
-        "cost": _ints(lines["cost"]),
-        "currency": _texts(lines["currency"]),
-        "auto_decrement": pa.array(lines["auto_decrement"].to_numpy(dtype=bool)),
-    })
+    return _stage_table(lines, _LINE_STAGE)
 
 
 def _grant_table(grants: pd.DataFrame) -> pa.Table:
-    n = len(grants)
-    if n == 0:
-        return pa.schema([(c, _arrow_type(t)) for c, t in _GRANT_STAGE]).empty_table()
     dest = grants["destination"].astype(object).where(grants["destination"].notna(), "")
-    return pa.table({
-        "seq": pa.array(np.arange(n, dtype="int64")),
-        "run_date": _dates(grants["run_date"]),
-        "customer_id": _texts(grants["customer_id"]),
-        "assignment_id": _texts(grants["assignment_id"]),
-        "package_id": _texts(grants["package_id"]),
-        "period_start": _dates(grants["period_start"]),
-        "period_end": _dates(grants["period_end"]),
-        "destination": _texts(dest),
-        "seconds": _ints(grants["seconds"]),
-    })
+    return _stage_table(grants.assign(destination=dest), _GRANT_STAGE)
 
 
 def _arrow_type(sql_type: str) -> pa.DataType:
