@@ -135,7 +135,7 @@ def _readable(check: pd.DataFrame, df: pd.DataFrame, col: str, parsed, required:
 def _int_column(check: pd.DataFrame, df: pd.DataFrame, col: str, *, required: bool,
                 what: str = "a whole number") -> Rule:
     """Adds `col` (Int64) and `col__ok` to the check frame; returns the readability rule."""
-    vals = _readable(check, df, col, co.integers(df[col]), required)
+    _readable(check, df, col, co.integers(df[col]), required)
 
     def reason(rows: pd.DataFrame) -> pd.Series:
         raw = co.show(rows[col + "__raw"])
@@ -536,7 +536,6 @@ def _assignments(df: pd.DataFrame, customers_all: pd.DataFrame, customers: pd.Da
                       + rows["quantity"].astype(str) + f" exceeds {MAX_PERIOD_MINUTES} per period"))
 
     rej, bad = _run("assignments", check, rules)
-    keep = ~bad
     k = _select(check, ASSIGNMENT_COLUMNS, bad)
     clean = pd.DataFrame({
         "assignment_id": k["assignment_id"].astype(str),
