@@ -29,7 +29,7 @@ DEFAULT_URL = "sqlite:///billing.db"
 SQLITE_BUSY_TIMEOUT_S = 60
 SQLITE_MIN_VERSION = (3, 35, 0)  # INSERT ... ON CONFLICT ... RETURNING
 SQLITE_CACHE_KIB = 512 * 1024  # page cache per connection (upper bound, allocated on use)
-ALEMBIC_DIR = Path(__file__).resolve().parents[2] / "sql" / "alembic"
+ALEMBIC_DIR = Path(__file__).resolve().parents[1] / "migrations"  # inside the package: a wheel migrates too
 _PG_MIGRATION_LOCK = 0x62696C6C  # pg_advisory_xact_lock key ("bill") serialising upgrades
 
 

@@ -1,4 +1,4 @@
-"""The database schema (SQLAlchemy 2 Core). The migrations in `sql/alembic/versions` create it.
+"""The database schema (SQLAlchemy 2 Core). The migrations in `billing_jobs/migrations/versions` create it.
 
 Conventions
 -----------
