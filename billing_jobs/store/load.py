@@ -30,6 +30,7 @@ from billing_jobs.engine.frames import (
     BillingInputs,
 )
 from billing_jobs.store.db import db_errors, read_connection
+from billing_jobs.store.tables import stored_name
 
 #: Usage older than this many days before the run date is not needed by default (a yearly
 #: minimum-spend period is at most 366 days; the rest is margin).
@@ -93,7 +94,7 @@ def _select(conn: sa.Connection, table: str, columns: list[str], id_col: str | N
             ids: list[str] | None) -> pd.DataFrame:
     """Rows of `table` (all, or those whose `id_col` is in `ids`) as an object-column frame."""
     rows: list = []
-    cols = ", ".join(f'"{c}"' for c in columns)
+    cols = ", ".join(f'"{stored_name(c)}" AS "{c}"' for c in columns)
     order = f'"{columns[0]}"'
     for chunk in _chunks(ids if id_col else None):
         if chunk is None:
@@ -254,7 +255,7 @@ def _usage_pg(conn: sa.Connection, lo: datetime, hi: datetime, ids: list[str] | 
             stmt = (
                 "COPY (SELECT call_id, customer_id, "
                 "(extract(epoch FROM start_time) * 1000000)::bigint, "
-                "coalesce(destination, ''), duration_s, charge "
+                "coalesce(destination, ''), duration_s, charge_micros "
                 f"FROM usage WHERE {where}) "
                 "TO STDOUT (FORMAT csv)"
             )
@@ -314,7 +315,7 @@ def _usage_sqlite(conn: sa.Connection, lo: datetime, hi: datetime, ids: list[str
             params.extend(chunk)
         cur = conn.exec_driver_sql(
             "SELECT call_id, customer_id, start_time, coalesce(destination, ''), duration_s, "
-            f"charge FROM usage WHERE {where}",
+            f"charge_micros FROM usage WHERE {where}",
             tuple(params),
         ).cursor
         while rows := cur.fetchmany(_FETCH_CHUNK):

@@ -25,12 +25,12 @@ def _seed(engine, n_customers: int = 4) -> None:
     utc = timezone.utc
     with engine.begin() as conn:
         conn.execute(customers.insert(), [
-            {"customer_id": f"C{i}", "name": f"N{i}", "currency": "EUR", "balance": i * 1_000_001}
+            {"customer_id": f"C{i}", "name": f"N{i}", "currency": "EUR", "balance_micros": i * 1_000_001}
             for i in range(n_customers)
         ])
         conn.execute(packages.insert(), [{
-            "package_id": "P1", "name": "DID", "type": "standard", "cost": 1, "retail": 2,
-            "setup_cost": 0, "setup_retail": 0, "currency": "EUR", "frequency": "monthly",
+            "package_id": "P1", "name": "DID", "type": "standard", "cost_micros": 1, "retail_micros": 2,
+            "setup_cost_micros": 0, "setup_retail_micros": 0, "currency": "EUR", "frequency": "monthly",
             "frequency_match": None, "free_minutes": 0, "destination": None,
             "minimum_spend": False, "minimum_days": 0, "prorate": True, "description": "",
         }])
@@ -51,7 +51,7 @@ def _seed(engine, n_customers: int = 4) -> None:
             ]:
                 calls.append({"call_id": f"{label}-{i}", "customer_id": f"C{i}",
                               "start_time": when, "destination": "+4412", "duration_s": 60,
-                              "charge": 12_345})
+                              "charge_micros": 12_345})
         conn.execute(usage.insert(), calls)
 
 
@@ -134,7 +134,7 @@ def test_unparsable_stored_values_reach_validation_and_are_rejected(tmp_path):
     _seed(engine, 1)
     with engine.begin() as conn:
         conn.execute(sa.text("UPDATE assignments SET end_date = 'soon'"))
-        conn.execute(sa.text("UPDATE packages SET retail = 'free'"))
+        conn.execute(sa.text("UPDATE packages SET retail_micros = 'free'"))
     inputs = load_inputs(engine, D)
     clean, rejected = validate_inputs(inputs)
     assert clean.assignments.empty and clean.packages.empty
