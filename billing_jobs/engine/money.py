@@ -38,7 +38,9 @@ KNOWN_CURRENCIES = frozenset(_ZERO_DIGIT | _THREE_DIGIT | _TWO_DIGIT)
 # forms stays inside int64.
 MAX_MICROS = 10**12 * MICROS
 
-_DECIMAL_RE = re.compile(r"^\+?(\d+)(?:\.(\d*))?$|^\+?\.(\d+)$")
+# ASCII digits only: Python's \d also matches Arabic-Indic, full-width and mathematical digits,
+# which must be refused, never read as 0.
+_DECIMAL_RE = re.compile(r"^\+?([0-9]+)(?:\.([0-9]*))?$|^\+?\.([0-9]+)$")
 
 
 def minor_digits(currency: str) -> int:
@@ -79,13 +81,13 @@ def parse_micros(text: str) -> int:
 def parse_micros_series(texts: pd.Series) -> tuple[pd.Series, pd.Series]:
     """Vectorised parse. Returns (micros int64 with 0 where bad, bad mask)."""
     s = texts.astype("string").str.strip()
-    parts = s.str.extract(r"^\+?(?P<whole>\d*)(?:\.(?P<frac>\d*))?$")
+    parts = s.str.extract(r"^\+?(?P<whole>[0-9]*)(?:\.(?P<frac>[0-9]*))?$")
     whole = parts["whole"].fillna("")
     frac = parts["frac"].fillna("").str.rstrip("0")
     bad = (
         s.isna()
         | parts["whole"].isna()
-        | ((whole == "") & (frac == "") & ~s.fillna("").str.match(r"^\+?\.?0+$|^\+?0*\.0*$"))
+        | ~s.fillna("").str.contains("[0-9]", regex=True)  # ".", "+.", "+": no digit at all
         | (frac.str.len() > MICRO_DIGITS)
         | (whole.str.len() > 13)
     ).fillna(True)
