@@ -32,3 +32,117 @@ class SpendIndex:
         lo = np.searchsorted(self.keys, base + first_day, side="left")
         hi = np.searchsorted(self.keys, base + np.minimum(end_day, np.int64(1) << 29), side="left")
         return self.cum[hi] - self.cum[lo]
+
+
+# ----------------------------------------------------------------------------- what a date needs
+
+#: The longest period (days) a billing date opens, per frequency; `once` has no bound (its
+#: one period runs from the start date).
+_MAX_PERIOD_DAYS = {"daily": 1, "weekly": 7, "monthly": 31, "yearly": 366}
+_FALSE_TEXT = {"", "false", "0", "no", "n", "f", "off", "none", "nan"}
+
+
+def _norm(s: pd.Series) -> pd.Series:
+    return (s.astype(object).where(s.notna(), "").astype(str).str.strip().str.lower()
+            .str.replace(r"[\s\-]+", "_", regex=True))
+
+
+def _days(s: pd.Series) -> np.ndarray:
+    """Dates as day numbers; anything unreadable -> NaT -> the int64 minimum."""
+    ts = pd.to_datetime(s, errors="coerce", format="ISO8601") if s.dtype == object else s
+    arr = np.asarray(ts, dtype="datetime64[s]").astype("datetime64[D]")
+    out = arr.astype("int64")
+    out[np.isnat(arr)] = np.iinfo("int64").min
+    return out
+
+
+def usage_needs(customers: pd.DataFrame, packages: pd.DataFrame, assignments: pd.DataFrame,
+                run_day: int, lookback_days: int) -> pd.DataFrame:
+    """Per customer, the first calendar day of calls that billing date `run_day` can use:
+    `customer_id, since_day` (customers absent need no calls). Computed from the *raw* input
+    frames (before validation), so it is a superset of what the engine reads:
+
+    * minimum spend: an assignment of a minimum-spend package whose period holds the day
+      before `run_day` (ends on it) sums the calls from that period's start, which is no
+      earlier than max(start_date, run_day - longest period of its frequency);
+    * utilisation (report of the free-minute periods that hold the day before): calls from
+      the start of the chain of the customer's free-minute assignments whose active spans
+      [start_date, effective_end] overlap or touch, back from that day. Grant periods lie
+      inside those spans and the utilisation window only moves back to the start of a period
+      overlapping it, so it never leaves the chain.
+
+    Anything unreadable counts as needing more (a free-minute type, a minimum-spend flag, an
+    open end, a start `lookback_days` back), never less: a row validation rejects only widens
+    the read. The freemin helper's persisted counters will replace the chain rule.
+    """
+    x = run_day - 1
+    floor = run_day - lookback_days
+    never = np.iinfo("int64").min
+    a = assignments
+    if a.empty or packages.empty:
+        return pd.DataFrame({"customer_id": pd.Series([], dtype=object),
+                             "since_day": pd.Series([], dtype="int64")})
+    p = pd.DataFrame({
+        "package_id": packages["package_id"].astype(object),
+        "fm": (_norm(packages["type"]) != "standard").to_numpy(),
+        "ms": (~_norm(packages["minimum_spend"]).isin(_FALSE_TEXT)).to_numpy(),
+        "freq": _norm(packages["frequency"]).to_numpy(),
+        "min_days": pd.to_numeric(packages["minimum_days"], errors="coerce").to_numpy(),
+    })
+    rows = pd.DataFrame({
+        "customer_id": a["customer_id"].astype(object).to_numpy(),
+        "package_id": a["package_id"].astype(object).to_numpy(),
+        "start": _days(a["start_date"]),
+        "end": _days(a["end_date"]),
+        "end_raw_null": a["end_date"].isna().to_numpy(),
+    }).merge(p, on="package_id", how="inner")
+    if rows.empty:
+        return pd.DataFrame({"customer_id": pd.Series([], dtype=object),
+                             "since_day": pd.Series([], dtype="int64")})
+    start = rows["start"].to_numpy()
+    bad_start = start == never
+    start = np.where(bad_start, floor, start)
+    end = rows["end"].to_numpy()
+    min_days = rows["min_days"].to_numpy(dtype="float64")
+    min_end = np.where(np.isfinite(min_days), start + np.nan_to_num(min_days).astype("int64") - 1,
+                       np.iinfo("int64").max // 4)
+    open_end = (end == never)  # NULL, or unreadable: open either way (never narrower)
+    eff_end = np.where(open_end, np.iinfo("int64").max // 4, np.maximum(end, min_end))
+    active = (start <= x) & (eff_end >= x)
+
+    need_cust, need_since = [], []
+    # minimum spend
+    ms = rows["ms"].to_numpy(dtype=bool) & active
+    if ms.any():
+        span = rows["freq"].map(_MAX_PERIOD_DAYS).to_numpy(dtype="float64")[ms]
+        back = np.where(np.isfinite(span), run_day - np.nan_to_num(span).astype("int64"), never)
+        need_cust.append(rows["customer_id"].to_numpy()[ms])
+        need_since.append(np.maximum(start[ms], back))
+    # utilisation: the chain of free-minute spans reaching the day before run_day
+    fm = rows["fm"].to_numpy(dtype=bool) & (start <= x)
+    if fm.any():
+        f = pd.DataFrame({"c": rows["customer_id"].to_numpy()[fm], "s": start[fm],
+                          "e": eff_end[fm]}).sort_values(["c", "s"], kind="stable")
+        c = f["c"].to_numpy()
+        s = f["s"].to_numpy()
+        e = f["e"].to_numpy()
+        reach = f.groupby("c", sort=False)["e"].cummax().to_numpy()
+        first = np.ones(len(f), dtype=bool)
+        first[1:] = c[1:] != c[:-1]
+        new_chain = first.copy()
+        new_chain[1:] |= s[1:] > reach[:-1] + 1
+        chain = np.cumsum(new_chain)
+        g = pd.DataFrame({"c": c, "chain": chain, "s": s, "e": e}).groupby(
+            ["c", "chain"], sort=False).agg(s=("s", "min"), e=("e", "max")).reset_index()
+        last = g.drop_duplicates("c", keep="last")
+        last = last[last["e"].to_numpy() >= x]
+        need_cust.append(last["c"].to_numpy())
+        need_since.append(last["s"].to_numpy(dtype="int64"))
+    if not need_cust:
+        return pd.DataFrame({"customer_id": pd.Series([], dtype=object),
+                             "since_day": pd.Series([], dtype="int64")})
+    needs = pd.DataFrame({"customer_id": np.concatenate(need_cust),
+                          "since_day": np.maximum(np.concatenate(need_since), floor)})
+    needs = needs.groupby("customer_id", sort=True, as_index=False)["since_day"].min()
+    needs["since_day"] = needs["since_day"].astype("int64")
+    return needs
