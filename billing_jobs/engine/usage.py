@@ -57,8 +57,9 @@ def _days(s: pd.Series) -> np.ndarray:
 
 
 def usage_needs(customers: pd.DataFrame, packages: pd.DataFrame, assignments: pd.DataFrame,
-                run_day: int, lookback_days: int) -> pd.DataFrame:
-    """Per customer, the first calendar day of calls that billing date `run_day` can use:
+                run_day: int, lookback_days: int, last_day: int | None = None) -> pd.DataFrame:
+    """Per customer, the first calendar day of calls that billing date `run_day` (or any
+    date from `run_day` to `last_day`, for a backfill) can use:
     `customer_id, since_day` (customers absent need no calls). Computed from the *raw* input
     frames (before validation), so it is a superset of what the engine reads:
 
@@ -76,6 +77,7 @@ def usage_needs(customers: pd.DataFrame, packages: pd.DataFrame, assignments: pd
     the read. The freemin helper's persisted counters will replace the chain rule.
     """
     x = run_day - 1
+    x_last = (run_day if last_day is None else max(run_day, last_day)) - 1
     floor = run_day - lookback_days
     never = np.iinfo("int64").min
     a = assignments
@@ -108,7 +110,7 @@ def usage_needs(customers: pd.DataFrame, packages: pd.DataFrame, assignments: pd
                        np.iinfo("int64").max // 4)
     open_end = (end == never)  # NULL, or unreadable: open either way (never narrower)
     eff_end = np.where(open_end, np.iinfo("int64").max // 4, np.maximum(end, min_end))
-    active = (start <= x) & (eff_end >= x)
+    active = (start <= x_last) & (eff_end >= x)
 
     need_cust, need_since = [], []
     # minimum spend
@@ -119,7 +121,7 @@ def usage_needs(customers: pd.DataFrame, packages: pd.DataFrame, assignments: pd
         need_cust.append(rows["customer_id"].to_numpy()[ms])
         need_since.append(np.maximum(start[ms], back))
     # utilisation: the chain of free-minute spans reaching the day before run_day
-    fm = rows["fm"].to_numpy(dtype=bool) & (start <= x)
+    fm = rows["fm"].to_numpy(dtype=bool) & (start <= x_last)
     if fm.any():
         f = pd.DataFrame({"c": rows["customer_id"].to_numpy()[fm], "s": start[fm],
                           "e": eff_end[fm]}).sort_values(["c", "s"], kind="stable")
@@ -134,10 +136,10 @@ def usage_needs(customers: pd.DataFrame, packages: pd.DataFrame, assignments: pd
         chain = np.cumsum(new_chain)
         g = pd.DataFrame({"c": c, "chain": chain, "s": s, "e": e}).groupby(
             ["c", "chain"], sort=False).agg(s=("s", "min"), e=("e", "max")).reset_index()
-        last = g.drop_duplicates("c", keep="last")
-        last = last[last["e"].to_numpy() >= x]
-        need_cust.append(last["c"].to_numpy())
-        need_since.append(last["s"].to_numpy(dtype="int64"))
+        # the chains holding a day from x to x_last (one chain when x_last == x: the last)
+        g = g[g["e"].to_numpy() >= x]
+        need_cust.append(g["c"].to_numpy())
+        need_since.append(g["s"].to_numpy(dtype="int64"))
     if not need_cust:
         return pd.DataFrame({"customer_id": pd.Series([], dtype=object),
                              "since_day": pd.Series([], dtype="int64")})

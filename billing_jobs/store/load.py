@@ -80,11 +80,27 @@ def load_inputs(
                          assignments=assignments, usage=usage)
 
 
-def load_usage_needed(conn: sa.Connection, needs: pd.DataFrame, until: date) -> pd.DataFrame:
-    """The calls of `needs` (customer_id, since_day) from each customer's first day (one day
-    of margin) to the end of `until` (+1 day of margin): raw usage frame."""
-    hi = datetime.combine(until + timedelta(days=2), time(), tzinfo=timezone.utc)
-    return _read_usage(conn, None, hi, None, _need_pairs(needs))
+def load_range(engine: sa.Engine, first: date, last: date,
+               customer_ids: Sequence[str] | None = None) -> BillingInputs:
+    """The raw inputs of every billing date from `first` to `last`, read once (a backfill):
+    customers, packages and assignments as for one date, and per customer the calls from the
+    first day any of those dates needs through the end of `last`. Each date's engine run
+    takes from them only the calls it uses (it cuts the days itself), so billing date D from
+    these frames gives what `load_inputs(engine, D)` gives."""
+    if last < first:
+        raise ValueError(f"backfill range ends before it starts: {first} .. {last}")
+    ids = None if customer_ids is None else sorted({str(c) for c in customer_ids})
+    hi = datetime.combine(last + timedelta(days=2), time(), tzinfo=timezone.utc)
+    with db_errors(engine, "loading the billing inputs"), read_connection(engine) as conn:
+        customers = _customers(_select(conn, "customers", CUSTOMER_COLUMNS, "customer_id", ids))
+        packages = _packages(_select(conn, "packages", PACKAGE_COLUMNS, None, None))
+        assignments = _assignments(
+            _select(conn, "assignments", ASSIGNMENT_COLUMNS, "customer_id", ids))
+        needs = usage_needs(customers, packages, assignments, _day(first), USAGE_LOOKBACK_DAYS,
+                            last_day=_day(last))
+        usage = _read_usage(conn, None, hi, None, _need_pairs(needs))
+    return BillingInputs(customers=customers, packages=packages,
+                         assignments=assignments, usage=usage)
 
 
 def _day(d: date) -> int:
