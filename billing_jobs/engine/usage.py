@@ -148,3 +148,73 @@ def usage_needs(customers: pd.DataFrame, packages: pd.DataFrame, assignments: pd
     needs = needs.groupby("customer_id", sort=True, as_index=False)["since_day"].min()
     needs["since_day"] = needs["since_day"].astype("int64")
     return needs
+
+
+# ----------------------------------------------------------------------------- spend per period
+
+#: The minimum-spend input of a billing date: one row per (assignment, period ending on the
+#: date) with the customer's call `spend` over the period (micros) and the free-minute
+#: `credited` micros to take off it (SPEC section 9: spend is net of free-minute credits;
+#: 0 until the free-minute consumption provides it).
+SPEND_COLUMNS = ["customer_id", "assignment_id", "period_start", "period_end", "spend",
+                 "credited"]
+
+
+def spend_frame(customer_ids: np.ndarray, assignment_ids: np.ndarray, period_start: np.ndarray,
+                period_end: np.ndarray, spend: np.ndarray,
+                credited: np.ndarray | None = None) -> pd.DataFrame:
+    """A SPEND_COLUMNS frame (periods as day numbers)."""
+    n = len(assignment_ids)
+    return pd.DataFrame({
+        "customer_id": np.asarray(customer_ids, dtype=object),
+        "assignment_id": np.asarray(assignment_ids, dtype=object),
+        "period_start": np.asarray(period_start, dtype="int64"),
+        "period_end": np.asarray(period_end, dtype="int64"),
+        "spend": np.asarray(spend, dtype="int64"),
+        "credited": (np.zeros(n, dtype="int64") if credited is None
+                     else np.asarray(credited, dtype="int64")),
+    }, columns=SPEND_COLUMNS)
+
+
+class PeriodSpend:
+    """Net spend (`spend - credited`) looked up per (customer code, period start, period
+    end) from a SPEND_COLUMNS frame; the same `spend()` interface as SpendIndex, so the
+    charges take either. A period missing from the frame spent 0."""
+
+    def __init__(self, frame: pd.DataFrame, customer_ids: np.ndarray):
+        codes = pd.Categorical(frame["customer_id"].astype(object),
+                               categories=customer_ids).codes.astype("int64")
+        net = (frame["spend"].to_numpy(dtype="int64")
+               - frame["credited"].to_numpy(dtype="int64"))
+        key = pd.MultiIndex.from_arrays([codes, frame["period_start"].to_numpy(dtype="int64"),
+                                         frame["period_end"].to_numpy(dtype="int64")])
+        self.net = pd.Series(net, index=key).groupby(level=[0, 1, 2]).first()
+
+    def spend(self, customer_codes: np.ndarray, first_day: np.ndarray, end_day: np.ndarray
+              ) -> np.ndarray:
+        key = pd.MultiIndex.from_arrays([np.asarray(customer_codes, dtype="int64"),
+                                         np.asarray(first_day, dtype="int64"),
+                                         np.asarray(end_day, dtype="int64")])
+        return self.net.reindex(key).fillna(0).to_numpy(dtype="int64")
+
+
+def spend_from_calls(book, run_day: int, spend_index: "SpendIndex | None") -> pd.DataFrame:
+    """The SPEND_COLUMNS frame of billing date `run_day` from the calls: every
+    minimum-spend period ending on it (the one holding the day before), its customer's call
+    spend over it, credited 0. The free-minute credits go into `credited`."""
+    from billing_jobs.engine.calendar import period_containing
+
+    ms = np.flatnonzero(book.minimum_spend)
+    held = period_containing(book.cal.subset(ms), run_day - 1, book.eff_end[ms],
+                             book.prorate[ms])
+    ends = held.valid & (held.end == run_day)
+    idx = ms[ends]
+    ps, pe = held.start[ends], held.end[ends]
+    codes = book.customer_code[idx]
+    spend = np.zeros(idx.size, dtype="int64")
+    if spend_index is not None and idx.size:
+        known = codes >= 0
+        spend[known] = spend_index.spend(codes[known], ps[known], pe[known])
+    rows = book.rows.iloc[idx]
+    return spend_frame(rows["customer_id"].to_numpy(dtype=object),
+                       rows["assignment_id"].to_numpy(dtype=object), ps, pe, spend)
