@@ -24,7 +24,7 @@ one plan before its loop:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 from typing import Sequence
 
 import numpy as np
@@ -32,7 +32,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from billing_jobs.engine.frames import BillingInputs
-from billing_jobs.engine.usage import usage_needs
+from billing_jobs.engine.usage import needed_calls, usage_needs
 
 
 @dataclass
@@ -59,26 +59,6 @@ def _day(d: date) -> int:
     return int(np.datetime64(d, "D").astype("int64"))
 
 
-def _window_mask(usage: pd.DataFrame, needs: pd.DataFrame, day: date) -> np.ndarray:
-    """Calls `load_inputs(engine, day)` reads: customer in `needs`, start from a day before its
-    first day to the end of the day after `day` (the loader's margins)."""
-    if usage.empty or needs.empty:
-        return np.zeros(len(usage), dtype=bool)
-    since = pd.Series(needs["since_day"].to_numpy(dtype="int64") - 1,
-                      index=needs["customer_id"].astype(str).to_numpy())
-    first = usage["customer_id"].astype(str).map(since)
-    known = first.notna().to_numpy()
-    ts = usage["start_time"]
-    if not isinstance(ts.dtype, pd.DatetimeTZDtype):
-        ts = pd.to_datetime(ts, utc=True, errors="coerce")
-    us = ts.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy().astype("datetime64[us]")
-    lo = (first.fillna(0).to_numpy(dtype="int64").astype("datetime64[D]")
-          .astype("datetime64[us]"))
-    hi = np.datetime64(day + timedelta(days=2), "D").astype("datetime64[us]")
-    ok = ~np.isnat(us)
-    return known & ok & (us >= lo) & (us < hi)
-
-
 def night(plan: BackfillPlan, day: date) -> tuple[BillingInputs, pd.DataFrame]:
     """Billing date `day`'s (clean inputs, rejected rows), as a run of that date alone
     would load and validate them."""
@@ -87,8 +67,8 @@ def night(plan: BackfillPlan, day: date) -> tuple[BillingInputs, pd.DataFrame]:
     raw = plan.raw
     needs = usage_needs(raw.customers, raw.packages, raw.assignments, _day(day),
                         _lookback())
-    raw_in = _window_mask(raw.usage, needs, day)
-    usage = plan.clean.usage[_window_mask(plan.clean.usage, needs, day)].reset_index(drop=True)
+    raw_in = needed_calls(raw.usage, needs, day)
+    usage = plan.clean.usage[needed_calls(plan.clean.usage, needs, day)].reset_index(drop=True)
     rej = plan.rejected
     is_call = (rej["entity"] == "usage").to_numpy()
     if is_call.any():

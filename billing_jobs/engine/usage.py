@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import date, timedelta
+
 import numpy as np
 import pandas as pd
 
@@ -218,3 +220,27 @@ def spend_from_calls(book, run_day: int, spend_index: "SpendIndex | None") -> pd
     rows = book.rows.iloc[idx]
     return spend_frame(rows["customer_id"].to_numpy(dtype=object),
                        rows["assignment_id"].to_numpy(dtype=object), ps, pe, spend)
+
+
+def needed_calls(usage: pd.DataFrame, needs: pd.DataFrame, day: date) -> np.ndarray:
+    """Mask of the calls `store.load.load_inputs(engine, day)` reads: customer in `needs`
+    (customer_id, since_day), start from the day before its first day up to the end of the
+    day after `day` (the loader's margins)."""
+    if usage.empty or needs.empty:
+        return np.zeros(len(usage), dtype=bool)
+    from billing_jobs.engine.book import customer_codes
+
+    order = np.argsort(needs["customer_id"].astype(str).to_numpy(dtype=object), kind="stable")
+    ids = needs["customer_id"].astype(str).to_numpy(dtype=object)[order]
+    since = needs["since_day"].to_numpy(dtype="int64")[order] - 1
+    codes = customer_codes(usage["customer_id"], ids)
+    known = codes >= 0
+    ts = usage["start_time"]
+    if not isinstance(ts.dtype, pd.DatetimeTZDtype):
+        ts = pd.to_datetime(ts, utc=True, errors="coerce")
+    us = ts.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy().astype("datetime64[us]")
+    lo = np.where(known, since[np.maximum(codes, 0)], 0).astype("datetime64[D]").astype(
+        "datetime64[us]")
+    hi = np.datetime64(day + timedelta(days=2), "D").astype("datetime64[us]")
+    # a call whose time did not parse stays with its customer, for validation to reject
+    return known & (np.isnat(us) | ((us >= lo) & (us < hi)))

@@ -30,7 +30,7 @@ from billing_jobs.engine.frames import (
     USAGE_COLUMNS,
     BillingInputs,
 )
-from billing_jobs.engine.usage import usage_needs
+from billing_jobs.engine.usage import needed_calls, usage_needs
 from billing_jobs.store.db import db_errors, read_connection
 
 #: Usage older than this many days before the run date is not needed by default (a yearly
@@ -75,7 +75,7 @@ def load_inputs(
         else:
             needs = usage_needs(customers, packages, assignments, _day(run_date),
                                 USAGE_LOOKBACK_DAYS)
-            usage = _read_usage(conn, None, hi, None, _need_pairs(needs))
+            usage = _read_needed(conn, needs, run_date, hi, ids, len(customers))
     return BillingInputs(customers=customers, packages=packages,
                          assignments=assignments, usage=usage)
 
@@ -98,9 +98,33 @@ def load_range(engine: sa.Engine, first: date, last: date,
             _select(conn, "assignments", ASSIGNMENT_COLUMNS, "customer_id", ids))
         needs = usage_needs(customers, packages, assignments, _day(first), USAGE_LOOKBACK_DAYS,
                             last_day=_day(last))
-        usage = _read_usage(conn, None, hi, None, _need_pairs(needs))
+        usage = _read_needed(conn, needs, last, hi, ids, len(customers))
     return BillingInputs(customers=customers, packages=packages,
                          assignments=assignments, usage=usage)
+
+
+#: When the needed (customer, day) pairs are at least this share of every customer's days
+#: from the earliest needed day, one range scan of the time window (then the same cut in
+#: memory) reads faster than one index range per customer.
+DENSE_SHARE = 0.3
+
+
+def _read_needed(conn: sa.Connection, needs: pd.DataFrame, until: date, hi: datetime,
+                 ids: list[str] | None, n_customers: int) -> pd.DataFrame:
+    """The calls of `needs` up to `hi`: per customer index ranges, or (dense needs) one scan
+    of the window from the earliest needed day, cut to exactly the same calls."""
+    if needs.empty:
+        return _read_usage(conn, None, hi, None, ([], []))
+    end = _day(until) + 1
+    first = int(needs["since_day"].min())
+    covered = float((end - needs["since_day"].to_numpy(dtype="int64")).sum())
+    if covered < DENSE_SHARE * max(n_customers, 1) * max(end - first, 1):
+        return _read_usage(conn, None, hi, None, _need_pairs(needs))
+    lo = datetime.combine(date.fromordinal(date(1970, 1, 1).toordinal() + first - 1), time(),
+                          tzinfo=timezone.utc)
+    usage = _read_usage(conn, lo, hi, ids, None)
+    keep = needed_calls(usage, needs, until)
+    return usage if keep.all() else usage[keep].reset_index(drop=True)
 
 
 def _day(d: date) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta, timezone
 
 import pandas as pd
+import pytest
 import sqlalchemy as sa
 
 from billing_jobs.engine.frames import (
@@ -14,6 +15,7 @@ from billing_jobs.engine.frames import (
     USAGE_COLUMNS,
 )
 from billing_jobs.store import load_inputs
+from billing_jobs.store import load as load_module
 from billing_jobs.store.tables import assignments, customers, packages, usage
 
 from tests.store.helpers import fresh_engine
@@ -156,7 +158,8 @@ def _pkg(pid: str, **kw) -> dict:
     return row
 
 
-def test_a_night_reads_only_the_calls_the_date_needs(db_url):
+@pytest.mark.parametrize("dense_share", [0.0, 2.0], ids=["range-scan", "index-ranges"])
+def test_a_night_reads_only_the_calls_the_date_needs(db_url, dense_share, monkeypatch):
     """Default read: per customer, the calls from the first day its minimum-spend period
     (ending on D) or its chain of free-minute periods (holding D-1) needs; no calls for a
     customer with neither; never the whole history."""
@@ -186,6 +189,7 @@ def test_a_night_reads_only_the_calls_the_date_needs(db_url):
              "start_time": datetime(d.year, d.month, d.day, 12, tzinfo=utc),
              "destination": "44", "duration_s": 60, "charge": 1}
             for c in ("STD", "MS", "FM", "GAP") for d in days])
+    monkeypatch.setattr(load_module, "DENSE_SHARE", dense_share)  # both read paths
     inputs = load_inputs(engine, D)
     got = inputs.usage.groupby("customer_id")["start_time"].agg(["min", "max", "count"])
     assert "STD" not in got.index
