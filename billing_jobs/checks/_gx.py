@@ -26,6 +26,8 @@ at INFO; both are kept out of the way: the import is lazy (first validation only
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import os
 import threading
@@ -258,11 +260,27 @@ def prepare(frame: pd.DataFrame, rules: Sequence[Rule]) -> dict:
 
 
 FAST_PATH_ROWS = 2_000
+_INTERACTIVE: contextvars.ContextVar[bool] = contextvars.ContextVar("billing_interactive",
+                                                                  default=False)
+
+
+@contextlib.contextmanager
+def interactive():
+    """Inside: every frame takes the pandas path, whatever its size (an interactive run such
+    as Run Package: one customer, whose calls may still be tens of thousands of rows). The
+    batch (no customer filter) keeps GX for every frame above `fast_path_rows()`."""
+    token = _INTERACTIVE.set(True)
+    try:
+        yield
+    finally:
+        _INTERACTIVE.reset(token)
 
 
 def fast_path_rows() -> int:
     """Frames with at most this many rows are evaluated by `evaluate_pandas` (env
-    `BILLING_GX_FAST_ROWS`, default 2,000; 0 = always GX)."""
+    `BILLING_GX_FAST_ROWS`, default 2,000; 0 = always GX; inside `interactive()`: all)."""
+    if _INTERACTIVE.get():
+        return 1 << 62
     text = os.environ.get("BILLING_GX_FAST_ROWS", "").strip()
     try:
         return max(0, int(text)) if text else FAST_PATH_ROWS

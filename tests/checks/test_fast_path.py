@@ -95,3 +95,16 @@ def test_an_interactive_validation_never_imports_great_expectations():
                               if k != "BILLING_GX_FAST_ROWS"})
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "False"
+
+
+def test_interactive_sends_every_frame_through_pandas(monkeypatch):
+    monkeypatch.delenv("BILLING_GX_FAST_ROWS", raising=False)
+    rules = [_gx.Rule("x must be unique", "unique", "x")]
+    frame = pd.DataFrame({"x": list(range(5_000)) + [7]})
+    assert len(frame) > _gx.fast_path_rows()
+    slow = _gx.evaluate(frame, rules, "t")
+    with _gx.interactive():
+        assert _gx.fast_path_rows() >= 1 << 62
+        fast = _gx.evaluate(frame, rules, "t")
+    assert _gx.fast_path_rows() == _gx.FAST_PATH_ROWS
+    assert fast[0].tolist() == slow[0].tolist() == [7, 5_000]
