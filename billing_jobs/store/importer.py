@@ -35,6 +35,7 @@ import pyarrow.csv as pcsv
 import sqlalchemy as sa
 
 from billing_jobs.engine.frames import ENTITY_COLUMNS, ENTITY_KEYS
+from billing_jobs.store.tables import stored_name
 from billing_jobs.engine.money import (
     MAX_MICROS,
     MICRO_DIGITS,
@@ -437,19 +438,34 @@ def _sqlite_values(table: pa.Table) -> pa.Table:
     return pa.table(out)
 
 
-def _upsert_sql(table: str, columns: list[str], key: str, source: str) -> str:
+def _stored_layout(entity: str, table: pa.Table) -> tuple[pa.Table, list[str], list[str]]:
+    """The parsed columns under their stored names (money + "_micros"), the column list and the
+    columns written on insert only. A new customer's opening balance is its first balance."""
+    columns = list(SPECS[entity])
+    table = table.select(columns)
+    insert_only: list[str] = []
+    if entity == "customers":
+        table = table.append_column("opening_balance", table.column("balance"))
+        insert_only.append(stored_name("opening_balance"))
+    table = table.rename_columns([stored_name(c) for c in table.column_names])
+    return table, table.column_names, insert_only
+
+
+def _upsert_sql(table: str, columns: list[str], key: str, source: str,
+                insert_only: list[str] = ()) -> str:
     cols = ", ".join(f'"{c}"' for c in columns)
-    sets = ", ".join(f'"{c}" = excluded."{c}"' for c in columns if c != key)
+    sets = ", ".join(f'"{c}" = excluded."{c}"' for c in columns
+                     if c != key and c not in insert_only)
     return (f'INSERT INTO "{table}" ({cols}) {source} '
             f'ON CONFLICT ("{key}") DO UPDATE SET {sets}')
 
 
 def _write_sqlite(conn: sa.Connection, entity: str, table: pa.Table) -> None:
-    columns = list(SPECS[entity])
+    table, columns, insert_only = _stored_layout(entity, table)
     key = ENTITY_KEYS[entity]
     values = _sqlite_values(table)
     sql = _upsert_sql(entity, columns, key,
-                      f"VALUES ({', '.join('?' * len(columns))})")
+                      f"VALUES ({', '.join('?' * len(columns))})", insert_only)
     raw = conn.connection.driver_connection  # inside the transaction SQLAlchemy began
     cur = raw.cursor()
     try:
@@ -462,7 +478,7 @@ def _write_sqlite(conn: sa.Connection, entity: str, table: pa.Table) -> None:
 
 
 def _write_pg(conn: sa.Connection, entity: str, table: pa.Table) -> None:
-    columns = list(SPECS[entity])
+    table, columns, insert_only = _stored_layout(entity, table)
     key = ENTITY_KEYS[entity]
     tmp = f"_import_{entity}"
     cols = ", ".join(f'"{c}"' for c in columns)
@@ -476,5 +492,5 @@ def _write_pg(conn: sa.Connection, entity: str, table: pa.Table) -> None:
                 pcsv.write_csv(table.slice(start, _COPY_BATCH), buf,
                                pcsv.WriteOptions(include_header=False))
                 copy.write(buf.getvalue())
-        cur.execute(_upsert_sql(entity, columns, key, f'SELECT {cols} FROM "{tmp}"'))
+        cur.execute(_upsert_sql(entity, columns, key, f'SELECT {cols} FROM "{tmp}"', insert_only))
         cur.execute(f'DROP TABLE "{tmp}"')

@@ -32,6 +32,7 @@ from billing_jobs.engine.frames import (
 )
 from billing_jobs.engine.usage import needed_calls, usage_needs
 from billing_jobs.store.db import db_errors, read_connection
+from billing_jobs.store.tables import stored_name
 
 #: Usage older than this many days before the run date is not needed by default (a yearly
 #: minimum-spend period is at most 366 days; the rest is margin).
@@ -170,7 +171,7 @@ def _select(conn: sa.Connection, table: str, columns: list[str], id_col: str | N
             ids: list[str] | None) -> pd.DataFrame:
     """Rows of `table` (all, or those whose `id_col` is in `ids`) as an object-column frame."""
     rows: list = []
-    cols = ", ".join(f'"{c}"' for c in columns)
+    cols = ", ".join(f'"{stored_name(c)}" AS "{c}"' for c in columns)
     order = f'"{columns[0]}"'
     for chunk in _chunks(ids if id_col else None):
         if chunk is None:
@@ -317,7 +318,7 @@ def _usage_frame(call_id, customer_id, start_time, destination, duration_s, char
 
 
 _PG_COLUMNS = ("u.call_id, u.customer_id, (extract(epoch FROM u.start_time) * 1000000)::bigint, "
-               "coalesce(u.destination, ''), u.duration_s, u.charge")
+               "coalesce(u.destination, ''), u.duration_s, u.charge_micros")
 
 
 def _usage_pg(conn: sa.Connection, lo: datetime | None, hi: datetime, ids: list[str] | None,
@@ -387,7 +388,7 @@ def _int_array(values: list) -> np.ndarray:
 
 
 _SQLITE_COLUMNS = ("u.call_id, u.customer_id, u.start_time, coalesce(u.destination, ''), "
-                   "u.duration_s, u.charge")
+                   "u.duration_s, u.charge_micros")
 
 
 def _usage_sqlite(conn: sa.Connection, lo: datetime | None, hi: datetime,

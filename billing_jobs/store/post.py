@@ -44,6 +44,7 @@ import sqlalchemy as sa
 from billing_jobs.engine.frames import BillingResult
 from billing_jobs.errors import GateError
 from billing_jobs.store.db import db_errors, read_connection
+from billing_jobs.store.tables import stored_name
 
 DEFAULT_BATCH_CUSTOMERS = 2000
 _DEADLOCK_RETRIES = 5
@@ -64,6 +65,8 @@ _GRANT_STAGE = [
     ("period_end", "date"), ("destination", "text"), ("seconds", "bigint"),
 ]
 _LINE_OUT = [c for c, _ in _LINE_STAGE if c != "seq"]
+#: the ledger columns the staged line columns go to (money columns say "_micros")
+_LEDGER_COLS = [stored_name(c) for c in _LINE_OUT]
 _GRANT_OUT = [c for c, _ in _GRANT_STAGE if c != "seq"]
 
 
@@ -346,14 +349,16 @@ def _post_batch(engine: sa.Engine, number: int, lines: pa.Table, grants: pa.Tabl
             _stage(conn, "_post_lines", _LINE_STAGE, lines)
             _stage(conn, "_post_grants", _GRANT_STAGE, grants)
             out = ", ".join(_LINE_OUT)
+            into = ", ".join(_LEDGER_COLS)
             inserted = conn.exec_driver_sql(
-                f"INSERT INTO ledger (run_id, {out}, status, posted_at) "
+                f"INSERT INTO ledger (run_id, {into}, status, posted_at) "
                 f"SELECT {p}, {out}, "
                 "CASE WHEN auto_decrement THEN 'posted' ELSE 'invoiced' END, "
                 f"{p} FROM _post_lines WHERE true "
                 "ORDER BY customer_id, assignment_id, kind, period_start "
-                "ON CONFLICT (assignment_id, kind, period_start) DO NOTHING "
-                "RETURNING assignment_id, kind, period_start, customer_id, amount, auto_decrement",
+                "ON CONFLICT (assignment_id, kind, period_start, revision) DO NOTHING "
+                "RETURNING assignment_id, kind, period_start, customer_id, amount_micros, "
+                "auto_decrement",
                 (run_id, stamp),
             ).all()
             new_lines = _returned_seqs(inserted, lines, ["assignment_id", "kind", "period_start"])
@@ -397,7 +402,7 @@ def _debit(conn: sa.Connection, debits: list[tuple[str, int]]) -> None:
             cur.execute("SELECT 1 FROM customers WHERE customer_id = ANY(%s::text[]) "
                         "ORDER BY customer_id FOR UPDATE", (ids,))
             cur.execute(
-                "UPDATE customers AS c SET balance = c.balance - d.amount "
+                "UPDATE customers AS c SET balance_micros = c.balance_micros - d.amount "
                 "FROM unnest(%s::text[], %s::bigint[]) AS d(customer_id, amount) "
                 "WHERE c.customer_id = d.customer_id",
                 (ids, amounts),
@@ -406,7 +411,7 @@ def _debit(conn: sa.Connection, debits: list[tuple[str, int]]) -> None:
         raw = conn.connection.driver_connection
         cur = raw.cursor()
         try:
-            cur.executemany("UPDATE customers SET balance = balance - ? WHERE customer_id = ?",
+            cur.executemany("UPDATE customers SET balance_micros = balance_micros - ? WHERE customer_id = ?",
                             [(a, c) for c, a in debits])
         finally:
             cur.close()

@@ -2,10 +2,11 @@
 
 Conventions
 -----------
-* **Money is BIGINT micro-units**: 1 unit of currency = 1_000_000 micros, stored under the
-  SPEC's column names (balance, cost, retail, setup_cost, setup_retail, charge; ledger
-  unit_price, amount, cost). Integers are exact on SQLite and PostgreSQL alike and load
-  straight into int64 columns; `billing_jobs.engine.money` converts to and from decimal text.
+* **Money is BIGINT micro-units**: 1 unit of currency = 1_000_000 micros, and every money
+  column says so in its name (`balance_micros`, `charge_micros`, ...): the SPEC's name plus
+  `_micros` (see `STORED_NAMES`). Dataframes and CSV files keep the SPEC's names; the loader,
+  importer and poster translate with `stored_name`. Integers are exact on SQLite and PostgreSQL
+  alike; `billing_jobs.engine.money` converts to and from decimal text.
 * Dates are DATE; timestamps are timezone-aware TIMESTAMP holding UTC. (SQLite has no
   native types: DATE is 'YYYY-MM-DD' text, TIMESTAMP is 'YYYY-MM-DD HH:MM:SS.ffffff' text in
   UTC, the format SQLAlchemy uses, so text order is time order.)
@@ -14,7 +15,11 @@ Conventions
   other way must be *rejected at run time with its reason* (SPEC section 6), not make the
   whole run unreadable. The output tables (ledger, grants) carry CHECKs for their invariants.
 * Exactly-once posting is enforced by UNIQUE constraints: ledger (assignment_id, kind,
-  period_start), grants (assignment_id, period_start).
+  period_start, revision) - revision 0 is the original line of a posting key, later revisions
+  are corrections, reversals and re-posts (docs/ledger.md) - and grants (assignment_id,
+  period_start).
+* The ledger explains every balance: balance_micros = opening_balance_micros - the sum of the
+  customer's ledger rows with status 'posted' (debits > 0, credits < 0).
 """
 
 from __future__ import annotations
@@ -33,6 +38,26 @@ metadata = sa.MetaData(naming_convention=NAMING)
 
 #: Money: integer micro-units (1e-6 of the currency unit).
 Money = sa.BigInteger
+
+#: The money columns as stored: the SPEC's (and dataframes') name + "_micros".
+STORED_NAMES = {name: f"{name}_micros" for name in (
+    "balance", "opening_balance", "cost", "retail", "setup_cost", "setup_retail", "charge",
+    "unit_price", "amount")}
+
+
+def stored_name(column: str) -> str:
+    """The database column holding the dataframe/CSV column `column`."""
+    return STORED_NAMES.get(column, column)
+
+
+#: Ledger line kinds and entries (docs/ledger.md).
+LEDGER_KINDS = ("setup", "recurring", "prorated", "minimum_spend", "free_minutes_credit",
+                "adjustment")
+LEDGER_ENTRIES = ("charge", "correction", "reversal", "adjustment")
+
+
+def _in(values) -> str:
+    return ", ".join(f"'{v}'" for v in values)
 #: Timestamps: timezone-aware, always UTC.
 Timestamp = sa.DateTime(timezone=True)
 #: Auto-increment id: BIGINT on PostgreSQL, INTEGER PRIMARY KEY (rowid alias) on SQLite.
@@ -43,8 +68,10 @@ customers = sa.Table(
     sa.Column("customer_id", sa.Text, primary_key=True),
     sa.Column("name", sa.Text, nullable=False, server_default=""),
     sa.Column("currency", sa.Text, nullable=False),
-    sa.Column("balance", Money, nullable=False, server_default="0",
+    sa.Column("balance_micros", Money, nullable=False, server_default="0",
               comment="credit left, micro-units (1e-6); may go negative"),
+    sa.Column("opening_balance_micros", Money, nullable=False, server_default="0",
+              comment="balance at first import, micro-units; balance = this - posted ledger"),
 )
 
 packages = sa.Table(
@@ -52,10 +79,10 @@ packages = sa.Table(
     sa.Column("package_id", sa.Text, primary_key=True),
     sa.Column("name", sa.Text, nullable=False, server_default=""),
     sa.Column("type", sa.Text, nullable=False),
-    sa.Column("cost", Money, nullable=False, comment="micro-units"),
-    sa.Column("retail", Money, nullable=False, comment="micro-units"),
-    sa.Column("setup_cost", Money, nullable=False, server_default="0", comment="micro-units"),
-    sa.Column("setup_retail", Money, nullable=False, server_default="0", comment="micro-units"),
+    sa.Column("cost_micros", Money, nullable=False, comment="micro-units"),
+    sa.Column("retail_micros", Money, nullable=False, comment="micro-units"),
+    sa.Column("setup_cost_micros", Money, nullable=False, server_default="0", comment="micro-units"),
+    sa.Column("setup_retail_micros", Money, nullable=False, server_default="0", comment="micro-units"),
     sa.Column("currency", sa.Text, nullable=False),
     sa.Column("frequency", sa.Text, nullable=False),
     sa.Column("frequency_match", sa.Text, nullable=True),
@@ -88,7 +115,7 @@ usage = sa.Table(
     sa.Column("start_time", Timestamp, nullable=False),
     sa.Column("destination", sa.Text, nullable=False, server_default=""),
     sa.Column("duration_s", sa.BigInteger, nullable=False),
-    sa.Column("charge", Money, nullable=False, comment="micro-units"),
+    sa.Column("charge_micros", Money, nullable=False, comment="micro-units"),
     sa.Index(None, "customer_id", "start_time"),
 )
 
@@ -98,26 +125,37 @@ ledger = sa.Table(
     sa.Column("run_id", sa.Text, nullable=False),
     sa.Column("run_date", sa.Date, nullable=False),
     sa.Column("customer_id", sa.Text, nullable=False),
-    sa.Column("assignment_id", sa.Text, nullable=False),
-    sa.Column("package_id", sa.Text, nullable=False),
+    sa.Column("assignment_id", sa.Text, nullable=True, comment="NULL: customer-level adjustment"),
+    sa.Column("package_id", sa.Text, nullable=True),
     sa.Column("kind", sa.Text, nullable=False),
     sa.Column("period_start", sa.Date, nullable=False),
     sa.Column("period_end", sa.Date, nullable=True, comment="exclusive; NULL = open"),
     sa.Column("quantity", sa.BigInteger, nullable=False),
-    sa.Column("unit_price", Money, nullable=False, comment="micro-units"),
-    sa.Column("amount", Money, nullable=False, comment="micro-units, debit > 0"),
-    sa.Column("cost", Money, nullable=False, comment="micro-units"),
+    sa.Column("unit_price_micros", Money, nullable=False, comment="micro-units"),
+    sa.Column("amount_micros", Money, nullable=False, comment="micro-units, debit > 0, credit < 0"),
+    sa.Column("cost_micros", Money, nullable=False, comment="micro-units"),
     sa.Column("currency", sa.Text, nullable=False),
     sa.Column("auto_decrement", sa.Boolean, nullable=False),
     sa.Column("status", sa.Text, nullable=False),
     sa.Column("posted_at", Timestamp, nullable=False),
-    sa.UniqueConstraint("assignment_id", "kind", "period_start"),
-    sa.CheckConstraint("quantity >= 1", name="quantity"),
-    sa.CheckConstraint("unit_price >= 0 AND amount >= 0 AND cost >= 0", name="money"),
-    sa.CheckConstraint("kind IN ('setup', 'recurring', 'prorated', 'minimum_spend')", name="kind"),
+    sa.Column("revision", sa.BigInteger, nullable=False, server_default="0",
+              comment="0 = original line of the posting key; 1.. = later rows for the key"),
+    sa.Column("entry", sa.Text, nullable=False, server_default="charge"),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("reverses_run_id", sa.Text, nullable=True),
+    sa.Column("idempotency_key", sa.Text, nullable=True),
+    sa.UniqueConstraint("assignment_id", "kind", "period_start", "revision"),
+    sa.UniqueConstraint("idempotency_key"),
+    sa.CheckConstraint("quantity >= 0", name="quantity"),
+    sa.CheckConstraint("unit_price_micros >= 0", name="unit_price"),
+    sa.CheckConstraint("entry <> 'charge' OR kind = 'free_minutes_credit' OR "
+                       "(amount_micros >= 0 AND cost_micros >= 0)", name="money"),
+    sa.CheckConstraint(f"kind IN ({_in(LEDGER_KINDS)})", name="kind"),
+    sa.CheckConstraint(f"entry IN ({_in(LEDGER_ENTRIES)})", name="entry"),
     sa.CheckConstraint("status IN ('posted', 'invoiced')", name="status"),
     sa.CheckConstraint("period_end IS NULL OR period_end > period_start", name="period"),
     sa.Index(None, "customer_id", "run_date"),
+    sa.Index(None, "run_id"),
 )
 
 grants = sa.Table(

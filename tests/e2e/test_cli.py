@@ -69,7 +69,7 @@ def charges(folder: Path) -> dict:
 def balances(url: str) -> dict:
     eng = sa.create_engine(url)
     with eng.connect() as conn:
-        rows = conn.execute(sa.text("SELECT customer_id, balance FROM customers")).all()
+        rows = conn.execute(sa.text("SELECT customer_id, balance_micros FROM customers")).all()
     eng.dispose()
     return {c: Decimal(b) / 1_000_000 for c, b in rows}
 

@@ -362,7 +362,7 @@ def test_settle_retried_after_a_database_error_posts_once(dag_module, seeded, mo
 
     env = seeded
     with env.engine.connect() as conn:
-        before = dict(conn.execute(sa.text("SELECT customer_id, balance FROM customers")).all())
+        before = dict(conn.execute(sa.text("SELECT customer_id, balance_micros FROM customers")).all())
     real, calls = pipeline.settle_stage, []
 
     def flaky(engine, result, req, run_id):
@@ -379,9 +379,9 @@ def test_settle_retried_after_a_database_error_posts_once(dag_module, seeded, mo
     charges = _csv(_folder(dag_module, D, dr), "charges.csv")
     assert _count(env.engine, "ledger") == len(charges) > 0
     with env.engine.connect() as conn:
-        after = dict(conn.execute(sa.text("SELECT customer_id, balance FROM customers")).all())
+        after = dict(conn.execute(sa.text("SELECT customer_id, balance_micros FROM customers")).all())
         debits = dict(conn.execute(sa.text(
-            "SELECT customer_id, sum(amount) FROM ledger WHERE status = 'posted' "
+            "SELECT customer_id, sum(amount_micros) FROM ledger WHERE status = 'posted' "
             "GROUP BY customer_id")).all())
     for customer_id, balance in before.items():
         assert after[customer_id] == balance - int(debits.get(customer_id, 0)), (

@@ -38,7 +38,8 @@ def seed_customers(engine: sa.Engine, n: int, balance: int = INITIAL_BALANCE,
                    currency: str = "EUR") -> None:
     with engine.begin() as conn:
         conn.execute(customers_t.insert(), [
-            {"customer_id": c, "name": f"Customer {c}", "currency": currency, "balance": balance}
+            {"customer_id": c, "name": f"Customer {c}", "currency": currency, "balance_micros": balance,
+             "opening_balance_micros": balance}
             for c in customer_ids(n)
         ])
 
@@ -105,7 +106,7 @@ def _plain(v):
 def balances(engine: sa.Engine) -> dict[str, int]:
     with engine.connect() as conn:
         return {c: int(b) for c, b in conn.execute(
-            sa.text("SELECT customer_id, balance FROM customers")).all()}
+            sa.text("SELECT customer_id, balance_micros FROM customers")).all()}
 
 
 def ledger_keys(engine: sa.Engine) -> list[tuple]:

@@ -28,12 +28,12 @@ def _seed(engine, n_customers: int = 4) -> None:
     utc = timezone.utc
     with engine.begin() as conn:
         conn.execute(customers.insert(), [
-            {"customer_id": f"C{i}", "name": f"N{i}", "currency": "EUR", "balance": i * 1_000_001}
+            {"customer_id": f"C{i}", "name": f"N{i}", "currency": "EUR", "balance_micros": i * 1_000_001}
             for i in range(n_customers)
         ])
         conn.execute(packages.insert(), [{
-            "package_id": "P1", "name": "DID", "type": "standard", "cost": 1, "retail": 2,
-            "setup_cost": 0, "setup_retail": 0, "currency": "EUR", "frequency": "monthly",
+            "package_id": "P1", "name": "DID", "type": "standard", "cost_micros": 1, "retail_micros": 2,
+            "setup_cost_micros": 0, "setup_retail_micros": 0, "currency": "EUR", "frequency": "monthly",
             "frequency_match": None, "free_minutes": 0, "destination": None,
             "minimum_spend": False, "minimum_days": 0, "prorate": True, "description": "",
         }])
@@ -54,7 +54,7 @@ def _seed(engine, n_customers: int = 4) -> None:
             ]:
                 calls.append({"call_id": f"{label}-{i}", "customer_id": f"C{i}",
                               "start_time": when, "destination": "+4412", "duration_s": 60,
-                              "charge": 12_345})
+                              "charge_micros": 12_345})
         conn.execute(usage.insert(), calls)
 
 
@@ -138,7 +138,7 @@ def test_unparsable_stored_values_reach_validation_and_are_rejected(tmp_path):
     _seed(engine, 1)
     with engine.begin() as conn:
         conn.execute(sa.text("UPDATE assignments SET end_date = 'soon'"))
-        conn.execute(sa.text("UPDATE packages SET retail = 'free'"))
+        conn.execute(sa.text("UPDATE packages SET retail_micros = 'free'"))
     inputs = load_inputs(engine, D)
     clean, rejected = validate_inputs(inputs)
     assert clean.assignments.empty and clean.packages.empty
@@ -150,8 +150,8 @@ def test_unparsable_stored_values_reach_validation_and_are_rejected(tmp_path):
 
 
 def _pkg(pid: str, **kw) -> dict:
-    row = {"package_id": pid, "name": pid, "type": "standard", "cost": 1, "retail": 2,
-           "setup_cost": 0, "setup_retail": 0, "currency": "EUR", "frequency": "monthly",
+    row = {"package_id": pid, "name": pid, "type": "standard", "cost_micros": 1, "retail_micros": 2,
+           "setup_cost_micros": 0, "setup_retail_micros": 0, "currency": "EUR", "frequency": "monthly",
            "frequency_match": None, "free_minutes": 0, "destination": None,
            "minimum_spend": False, "minimum_days": 0, "prorate": False, "description": ""}
     row.update(kw)
@@ -167,10 +167,10 @@ def test_a_night_reads_only_the_calls_the_date_needs(db_url, dense_share, monkey
     utc = timezone.utc
     with engine.begin() as conn:
         conn.execute(customers.insert(), [
-            {"customer_id": c, "name": c, "currency": "EUR", "balance": 0}
+            {"customer_id": c, "name": c, "currency": "EUR", "balance_micros": 0}
             for c in ("STD", "MS", "FM", "GAP")])
         conn.execute(packages.insert(), [
-            _pkg("P"), _pkg("MSP", minimum_spend=True, retail=100_000_000),
+            _pkg("P"), _pkg("MSP", minimum_spend=True, retail_micros=100_000_000),
             _pkg("FMP", type="free_minutes", free_minutes=100)])
         conn.execute(assignments.insert(), [
             {"assignment_id": aid, "customer_id": c, "package_id": p, "quantity": 1,
@@ -187,7 +187,7 @@ def test_a_night_reads_only_the_calls_the_date_needs(db_url, dense_share, monkey
         conn.execute(usage.insert(), [
             {"call_id": f"{c}-{d.isoformat()}", "customer_id": c,
              "start_time": datetime(d.year, d.month, d.day, 12, tzinfo=utc),
-             "destination": "44", "duration_s": 60, "charge": 1}
+             "destination": "44", "duration_s": 60, "charge_micros": 1}
             for c in ("STD", "MS", "FM", "GAP") for d in days])
     monkeypatch.setattr(load_module, "DENSE_SHARE", dense_share)  # both read paths
     inputs = load_inputs(engine, D)

@@ -61,8 +61,8 @@ def test_ledger_rows_carry_the_line_exactly(db_url):
     post_result(engine, result, simulate=False, run_id=run_id)
     with engine.connect() as conn:
         rows = conn.execute(sa.text(
-            "SELECT assignment_id, kind, period_start, period_end, quantity, unit_price, amount, "
-            "cost, currency, auto_decrement, status, run_id, run_date, customer_id, package_id "
+            "SELECT assignment_id, kind, period_start, period_end, quantity, unit_price_micros, amount_micros, "
+            "cost_micros, currency, auto_decrement, status, run_id, run_date, customer_id, package_id "
             "FROM ledger ORDER BY assignment_id, kind")).all()
         grants = conn.execute(sa.text(
             "SELECT assignment_id, period_start, period_end, destination, seconds, run_id, "
@@ -70,15 +70,15 @@ def test_ledger_rows_carry_the_line_exactly(db_url):
     by_key = {(r[0], r[1]): r for r in rows}
     did = by_key[("A0002-did", "recurring")]
     assert str(did.period_start) == "2027-03-01" and str(did.period_end) == "2027-04-01"
-    assert (did.quantity, did.unit_price, did.amount, did.cost) == (2, 1_250_000, 2_500_000, 1_000_000)
+    assert (did.quantity, did.unit_price_micros, did.amount_micros, did.cost_micros) == (2, 1_250_000, 2_500_000, 1_000_000)
     assert did.currency == "EUR" and bool(did.auto_decrement) and did.status == "posted"
     assert did.run_id == run_id and str(did.run_date) == "2027-03-01" and did.customer_id == "C0002"
     setup = by_key[("A0002-seat", "setup")]
-    assert setup.period_end is None and setup.amount == 250_000  # 0.25 exactly
-    assert by_key[("A0001-seat", "setup")].amount == 125_000      # 0.125 exactly
+    assert setup.period_end is None and setup.amount_micros == 250_000  # 0.25 exactly
+    assert by_key[("A0001-seat", "setup")].amount_micros == 125_000      # 0.125 exactly
     minimum = by_key[("A0001-min", "minimum_spend")]
     assert minimum.status == "invoiced" and not bool(minimum.auto_decrement)
-    assert str(minimum.period_start) == "2027-02-01" and minimum.amount == 3_330_000
+    assert str(minimum.period_start) == "2027-02-01" and minimum.amount_micros == 3_330_000
     assert len(grants) == 1
     g = grants[0]
     assert (g.assignment_id, str(g.period_start), str(g.period_end)) == ("A0001-fm", "2027-03-01", "2027-04-01")
@@ -146,7 +146,7 @@ def test_readers_do_not_wait_for_a_writer(db_url):
     result = synthetic_result(3)
     with engine.connect() as writer:
         trans = writer.begin()
-        writer.execute(sa.text("UPDATE customers SET balance = 0, name = 'changing'"))
+        writer.execute(sa.text("UPDATE customers SET balance_micros = 0, name = 'changing'"))
         sim = post_result(engine, result, simulate=True, run_id="sim")
         inputs = load_inputs(engine, date(2027, 3, 1))
         trans.rollback()

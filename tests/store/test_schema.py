@@ -23,7 +23,7 @@ def test_upgrade_creates_schema_matching_tables_and_is_idempotent(db_url):
     assert current_revision(engine) is None
     upgrade(engine)
     upgrade(engine)  # second call: nothing to do, no error
-    assert current_revision(engine) == head_revision() == "0001"
+    assert current_revision(engine) == head_revision()
     names = set(sa.inspect(engine).get_table_names())
     assert {"customers", "packages", "assignments", "usage", "ledger", "grants", "runs"} <= names
     with engine.connect() as conn:
@@ -40,15 +40,16 @@ def test_upgrade_creates_schema_matching_tables_and_is_idempotent(db_url):
 def _ledger_row(**over):
     row = dict(run_id="r", run_date=date(2027, 3, 1), customer_id="C1", assignment_id="A1",
                package_id="P1", kind="recurring", period_start=date(2027, 3, 1),
-               period_end=date(2027, 4, 1), quantity=1, unit_price=1_000_000,
-               amount=1_000_000, cost=0, currency="EUR", auto_decrement=True,
+               period_end=date(2027, 4, 1), quantity=1, unit_price_micros=1_000_000,
+               amount_micros=1_000_000, cost_micros=0, currency="EUR", auto_decrement=True,
                status="posted", posted_at=datetime(2027, 3, 1, tzinfo=timezone.utc))
     row.update(over)
     return row
 
 
 BROKEN_LEDGER_ROWS = [
-    {"quantity": 0}, {"amount": -1}, {"cost": -1}, {"unit_price": -5},
+    {"quantity": -1}, {"amount_micros": -1}, {"cost_micros": -1}, {"unit_price_micros": -5},
+    {"entry": "edit"},
     {"kind": "refund"}, {"status": "simulated"}, {"period_end": date(2027, 2, 1)},
 ]
 
@@ -70,7 +71,7 @@ def test_ledger_key_is_unique(db_url):
         conn.execute(ledger.insert().values(**_ledger_row()))
     with pytest.raises(sa.exc.IntegrityError):
         with engine.begin() as conn:
-            conn.execute(ledger.insert().values(**_ledger_row(run_id="other", amount=5)))
+            conn.execute(ledger.insert().values(**_ledger_row(run_id="other", amount_micros=5)))
     engine.dispose()
 
 
@@ -78,10 +79,10 @@ def test_money_is_exact_bigint(db_url):
     engine = fresh_engine(db_url)
     big = 10**12 * 10**6 + 1  # one trillion units and one micro
     with engine.begin() as conn:
-        conn.execute(sa.text("INSERT INTO customers (customer_id, name, currency, balance) "
+        conn.execute(sa.text("INSERT INTO customers (customer_id, name, currency, balance_micros) "
                              "VALUES ('C1', 'x', 'EUR', :b)"), {"b": -big})
     with engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT balance FROM customers")).scalar() == -big
+        assert conn.execute(sa.text("SELECT balance_micros FROM customers")).scalar() == -big
     engine.dispose()
 
 
@@ -126,3 +127,37 @@ def test_bad_url_is_database_error():
         make_engine("not a url at all")
     with pytest.raises(DatabaseError):
         make_engine("nosuchdb://x/y")
+
+
+def test_0002_converts_an_existing_database(db_url):
+    """A database made by 0001 with posted money keeps every amount under the new names, and
+    its opening balances make balance = opening - posted ledger hold at once."""
+    from alembic import command
+
+    from billing_jobs.store.db import _alembic_config
+
+    engine = make_engine(db_url)
+    with engine.begin() as conn:
+        command.upgrade(_alembic_config(conn), "0001")
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO customers (customer_id, name, currency, balance) "
+                             "VALUES ('C1', 'x', 'EUR', 70000000), ('C2', 'y', 'EUR', 5)"))
+        conn.execute(sa.text(
+            "INSERT INTO ledger (run_id, run_date, customer_id, assignment_id, package_id, kind, "
+            "period_start, quantity, unit_price, amount, cost, currency, auto_decrement, status, "
+            "posted_at) VALUES ('r', '2027-03-01', 'C1', 'A1', 'P1', 'recurring', '2027-03-01', "
+            "3, 10000000, 30000000, 0, 'EUR', true, 'posted', '2027-03-01 00:00:00'), "
+            "('r', '2027-03-01', 'C1', 'A2', 'P1', 'recurring', '2027-03-01', 1, 7, 7, 0, "
+            "'EUR', false, 'invoiced', '2027-03-01 00:00:00')"))
+    upgrade(engine)
+    with engine.connect() as conn:
+        customers = conn.execute(sa.text(
+            "SELECT customer_id, balance_micros, opening_balance_micros FROM customers "
+            "ORDER BY customer_id")).all()
+        rows = conn.execute(sa.text(
+            "SELECT assignment_id, amount_micros, unit_price_micros, revision, entry "
+            "FROM ledger ORDER BY assignment_id")).all()
+    assert [tuple(c) for c in customers] == [("C1", 70_000_000, 100_000_000), ("C2", 5, 5)]
+    assert [tuple(r) for r in rows] == [("A1", 30_000_000, 10_000_000, 0, "charge"),
+                                        ("A2", 7, 7, 0, "charge")]
+    engine.dispose()
