@@ -12,7 +12,7 @@ from billing_jobs.engine.calendar import NEVER, OPEN, from_days, to_days
 from billing_jobs.engine.charges import due_lines_on
 from billing_jobs.engine.frames import BillingInputs, BillingResult
 from billing_jobs.engine.grants import grants_on
-from billing_jobs.engine.usage import PeriodSpend, SpendIndex, call_days
+from billing_jobs.engine.usage import SpendIndex, call_days
 from billing_jobs.engine.utilisation import utilisation_on
 
 
@@ -49,9 +49,6 @@ def compute_billing(inputs: BillingInputs, run_date, tz: str = "UTC") -> Billing
         known = committed[np.where(call_customer >= 0, call_customer, n_codes)]
         spend_index = SpendIndex(call_customer[known], day_of_call[known],
                                  usage["charge"].to_numpy(dtype="int64")[known])
-
-    if getattr(inputs, "spend", None) is not None:  # spend per (assignment, period) given
-        spend_index = PeriodSpend(inputs.spend, customer_ids)
 
     return BillingResult(
         due_lines=due_lines_on(book, run_day, spend_index, book.customer_code),

@@ -76,9 +76,6 @@ class BillingInputs:
     packages: pd.DataFrame
     assignments: pd.DataFrame
     usage: pd.DataFrame
-    #: optional minimum-spend input (engine.usage.SPEND_COLUMNS): when given, the spend of
-    #: each period ending on the date is taken from it (net of `credited`) instead of the calls
-    spend: pd.DataFrame | None = None
 
 
 @dataclass
