@@ -16,7 +16,7 @@ Imports the CSVs of DIR (from bench.generate) into a database, then in fresh sub
 The database:
 
 * default: a fresh one in a temporary folder (SQLite file, or a PostgreSQL server started with
-  tests/pg_server.py), imported and thrown away;
+  bench/pg_server.py), imported and thrown away;
 * `--keep-db DIR`: kept in DIR (SQLite `DIR/bench.db`, PostgreSQL data folder `DIR/pg`, its
   server started for this command and stopped after). The import is skipped when DIR already
   holds an import of the same data folder (`DIR/imported-<db>.json`), so a 10M-call database
@@ -96,39 +96,72 @@ def floor_child(url: str) -> dict:
             "rows": rows, "floor_peak_mib": peak}
 
 
-def _watch_stages() -> dict:
-    """Wrap the pipeline's stage functions to note the peak RSS (MiB) reached by the end of
-    each stage (the pipeline looks them up at call time)."""
-    from billing_jobs import pipeline
+class _RssSampler:
+    """Samples this process's resident memory every `every` seconds on a thread (the
+    pipeline is run as it is: no stage is wrapped or replaced), so the peak reached by the
+    end of each stage can be read off the pipeline's own stage timings afterwards."""
 
-    peaks: dict = {}
-    for name in ("load_stage", "compute_stage", "gate_stage", "settle_stage", "report_stage"):
-        fn = getattr(pipeline, name)
+    def __init__(self, every: float = 0.05) -> None:
+        import threading
 
-        def wrapped(*args, _fn=fn, _name=name, **kwargs):
-            try:
-                return _fn(*args, **kwargs)
-            finally:
-                peaks[_name.removesuffix("_stage")] = _peak_mib()
-        setattr(pipeline, name, wrapped)
-    return peaks
+        self.every = every
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.t0 = time.perf_counter()
+
+    @staticmethod
+    def _rss_mib() -> float:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append((time.perf_counter() - self.t0, self._rss_mib()))
+            self._stop.wait(self.every)
+
+    def __enter__(self) -> "_RssSampler":
+        self.t0 = time.perf_counter()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def peaks_by_stage(self, timings: dict, total: float,
+                       order=("load", "validate", "compute", "gate", "simulate", "post",
+                              "report")) -> dict:
+        """Highest sampled RSS (MiB) up to the end of each stage, stages taken in pipeline
+        order (a stage's end = the time not in any stage, counted first, plus the timings so
+        far; approximate by `every`)."""
+        out = {}
+        end = max(0.0, total - sum(float(timings[n]) for n in order if n in timings))
+        for name in order:
+            if name not in timings:
+                continue
+            end += float(timings[name])
+            seen = [m for t, m in self.samples if t <= end + self.every]
+            if seen:
+                out[name] = round(max(seen), 1)
+        return out
 
 
 def run_child(url: str, run_date: str, post: bool, out: str) -> dict:
     from billing_jobs.pipeline import RunRequest, run_billing
 
-    peaks = _watch_stages()
     req = RunRequest(run_date=date.fromisoformat(run_date), simulate=not post, out_dir=Path(out),
                      started_by="bench", tz="UTC")
-    t0 = time.perf_counter()
-    outcome = run_billing(url, req)
-    total = time.perf_counter() - t0
+    with _RssSampler() as rss:
+        t0 = time.perf_counter()
+        outcome = run_billing(url, req)
+        total = time.perf_counter() - t0
     timings = outcome.summary.get("timings", {})
     counts = outcome.summary.get("counts", {})
     return {"status": outcome.status, "message": outcome.message, "total_s": round(total, 3),
             "stages": timings, "lines": counts.get("lines"), "grants": counts.get("grants"),
             "rejects": counts.get("rejects"), "counts": counts, "peak_mib": _peak_mib(),
-            "peak_mib_by_stage": peaks}
+            "peak_mib_by_stage": rss.peaks_by_stage(timings, total)}
 
 
 def _child(kind: str, *args: str, profile: Path | None = None) -> dict:
@@ -233,11 +266,10 @@ def _data_stamp(data: Path) -> dict:
 
 
 class _KeptPostgres:
-    """A PostgreSQL server whose data folder survives (tests/pg_server.py settings)."""
+    """A PostgreSQL server whose data folder survives (bench/pg_server.py settings)."""
 
     def __init__(self, folder: Path) -> None:
-        sys.path.insert(0, str(ROOT))
-        from tests.pg_server import PostgresServer
+        from bench.pg_server import PostgresServer
 
         self.server = PostgresServer()
         import shutil
@@ -308,6 +340,119 @@ def _append_row(result: dict) -> None:
 
 # ----------------------------------------------------------------------------- main
 
+def _history_ratios(base: list[dict], hist: list[dict]) -> list[dict]:
+    """The same night with the long history vs the short one: time and peak memory, per mode
+    (the medians when repeated)."""
+    import statistics
+
+    out = []
+    for mode in dict.fromkeys(r["mode"] for r in base):
+        b = [r["run"] for r in base if r["mode"] == mode]
+        h = [r["run"] for r in hist if r["mode"] == mode]
+        if not b or not h:
+            continue
+        bt, ht = (statistics.median(x["total_s"] for x in v) for v in (b, h))
+        bm, hm = (statistics.median(x["peak_mib"] for x in v) for v in (b, h))
+        bl, hl = (statistics.median(x["stages"].get("load", 0) for x in v) for v in (b, h))
+        out.append({"mode": mode, "time_ratio": round(ht / bt, 3),
+                    "memory_ratio": round(hm / bm, 3), "load_ratio": round(hl / bl, 3) if bl else None,
+                    "short_total_s": bt, "long_total_s": ht, "short_peak_mib": bm,
+                    "long_peak_mib": hm, "short_calls": base[0]["floor"]["rows"].get("usage"),
+                    "long_calls": hist[0]["floor"]["rows"].get("usage"),
+                    "same_lines": {x["lines"] for x in b} == {x["lines"] for x in h}})
+    return out
+
+
+def _append_ratio(a, ratios: list[dict]) -> None:
+    """One line per mode under the raw rows: the history ratio (kept inside the table as a
+    row whose note says so)."""
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M")
+    with TABLE.open("a") as fh:
+        for r in ratios:
+            fh.write(f"| {when} | {a.db} | {r['mode']} | | {r['long_calls']} | | | | | | | | | "
+                     f"| {r['long_total_s']} | | {r['long_peak_mib']} | | {_loadavg()} "
+                     f"| history ratio vs {r['short_calls']} calls: time {r['time_ratio']}, "
+                     f"memory {r['memory_ratio']}, load {r['load_ratio']}, "
+                     f"same lines {r['same_lines']} |\n")
+
+
+def _bench_database(a, data: Path, keep_db: Path | None, modes: list[str], note: str
+                    ) -> list[dict]:
+    """Import `data` (unless kept), measure the floor, then run each mode: the result rows."""
+    server = None
+    results = []
+    with tempfile.TemporaryDirectory(prefix="billing-bench-") as tmp:
+        stamp_file = None
+        if a.db_url:
+            url = a.db_url
+        elif keep_db:
+            keep_db.mkdir(parents=True, exist_ok=True)
+            stamp_file = keep_db / f"imported-{a.db}.json"
+            if a.db == "sqlite":
+                url = f"sqlite:///{(keep_db / 'bench.db').resolve()}"
+            else:
+                server = _KeptPostgres(keep_db / "pg").start()
+                url = server.url
+        elif a.db == "sqlite":
+            url = f"sqlite:///{tmp}/bench.db"
+        else:
+            from bench.pg_server import PostgresServer
+
+            server = PostgresServer().start()
+            url = server.url
+        owned = not a.db_url  # only a bench database is ever reset
+        try:
+            reused = bool(a.skip_import or (
+                stamp_file and stamp_file.exists()
+                and json.loads(stamp_file.read_text()) == _data_stamp(data)))
+            import_s = import_detail = None
+            if not reused:
+                if stamp_file and stamp_file.exists():
+                    raise SystemExit(f"{keep_db} holds another import; remove it first")
+                import_detail = _import(url, data)
+                import_s = round(sum(import_detail.values()), 2)
+                _analyze(url)
+                if stamp_file:
+                    stamp_file.write_text(json.dumps(_data_stamp(data)))
+            floor = ({"floor_s": None, "floor_raw_s": None, "rows": _csv_rows(data)}
+                     if a.no_floor else _child("floor", "--url", url))
+            for mode in modes:
+                for i in range(a.repeat):
+                    reset_s = None
+                    if owned and not a.no_reset and _posted_rows(url):
+                        reset_s = _reset_posting(url, data)
+                    prof = None
+                    if a.profile:
+                        n = floor["rows"].get("assignments", "x")
+                        prof = a.profile / f"{a.db}-{mode}-{n}-{i + 1}"
+                    load = _loadavg()
+                    run = _child("run", "--url", url, "--date", a.date, "--out",
+                                 f"{tmp}/report-{mode}-{i}",
+                                 *(["--post"] if mode == "post" else []),
+                                 profile=prof)
+                    result = {
+                        "when": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"),
+                        "db": a.db, "mode": mode, "date": a.date, "import_s": import_s,
+                        "import_detail": import_detail, "reset_s": reset_s, "floor": floor,
+                        "run": run, "loadavg": load, "note": note,
+                        "profile": str(prof) if prof else None,
+                        "run_over_floor": (round(run["total_s"] / floor["floor_s"], 2)
+                                           if floor.get("floor_s") else None),
+                        "run_over_floor_raw": (round(run["total_s"] / floor["floor_raw_s"], 2)
+                                               if floor.get("floor_raw_s") else None),
+                    }
+                    import_s = None  # reported on the first row only
+                    print(json.dumps(result), flush=True)
+                    results.append(result)
+                    if not a.no_record:
+                        _append_row(result)
+        finally:
+            if server:
+                server.stop()
+    return results
+
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -333,6 +478,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="run the billing children under pyinstrument, reports in DIR")
     p.add_argument("--no-record", action="store_true", help="do not append to docs/benchmarks.md")
     p.add_argument("--note", default="", help="free text for the row's note column")
+    p.add_argument("--history-data", type=Path, metavar="DIR",
+                   help="also run the same modes and date on DIR (the same data with a longer "
+                        "call history, `bench.generate --months 13`) and report the history "
+                        "ratio: its time and peak memory over those of --data")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--url", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
@@ -348,82 +497,23 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--data is required")
     if a.skip_import and not a.db_url:
         p.error("--skip-import needs --db-url")
+    if a.history_data is not None and a.db_url:
+        p.error("--history-data needs a bench database (not --db-url)")
     modes = ["post"] if a.post and not a.modes else (a.modes or "simulate").split(",")
     for m in modes:
         if m not in MODES:
             p.error(f"unknown mode {m!r} (simulate, post)")
 
-    server = None
-    results = []
-    with tempfile.TemporaryDirectory(prefix="billing-bench-") as tmp:
-        stamp_file = None
-        if a.db_url:
-            url = a.db_url
-        elif a.keep_db:
-            a.keep_db.mkdir(parents=True, exist_ok=True)
-            stamp_file = a.keep_db / f"imported-{a.db}.json"
-            if a.db == "sqlite":
-                url = f"sqlite:///{(a.keep_db / 'bench.db').resolve()}"
-            else:
-                server = _KeptPostgres(a.keep_db / "pg").start()
-                url = server.url
-        elif a.db == "sqlite":
-            url = f"sqlite:///{tmp}/bench.db"
-        else:
-            sys.path.insert(0, str(ROOT))
-            from tests.pg_server import PostgresServer
-
-            server = PostgresServer().start()
-            url = server.url
-        owned = not a.db_url  # only a bench database is ever reset
-        try:
-            reused = bool(a.skip_import or (
-                stamp_file and stamp_file.exists()
-                and json.loads(stamp_file.read_text()) == _data_stamp(a.data)))
-            import_s = import_detail = None
-            if not reused:
-                if stamp_file and stamp_file.exists():
-                    raise SystemExit(f"{a.keep_db} holds another import; remove it first")
-                import_detail = _import(url, a.data)
-                import_s = round(sum(import_detail.values()), 2)
-                _analyze(url)
-                if stamp_file:
-                    stamp_file.write_text(json.dumps(_data_stamp(a.data)))
-            floor = ({"floor_s": None, "floor_raw_s": None, "rows": _csv_rows(a.data)}
-                     if a.no_floor else _child("floor", "--url", url))
-            for mode in modes:
-                for i in range(a.repeat):
-                    reset_s = None
-                    if owned and not a.no_reset and _posted_rows(url):
-                        reset_s = _reset_posting(url, a.data)
-                    prof = None
-                    if a.profile:
-                        n = floor["rows"].get("assignments", "x")
-                        prof = a.profile / f"{a.db}-{mode}-{n}-{i + 1}"
-                    load = _loadavg()
-                    run = _child("run", "--url", url, "--date", a.date, "--out",
-                                 f"{tmp}/report-{mode}-{i}",
-                                 *(["--post"] if mode == "post" else []),
-                                 profile=prof)
-                    result = {
-                        "when": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"),
-                        "db": a.db, "mode": mode, "date": a.date, "import_s": import_s,
-                        "import_detail": import_detail, "reset_s": reset_s, "floor": floor,
-                        "run": run, "loadavg": load, "note": a.note,
-                        "profile": str(prof) if prof else None,
-                        "run_over_floor": (round(run["total_s"] / floor["floor_s"], 2)
-                                           if floor.get("floor_s") else None),
-                        "run_over_floor_raw": (round(run["total_s"] / floor["floor_raw_s"], 2)
-                                               if floor.get("floor_raw_s") else None),
-                    }
-                    import_s = None  # reported on the first row only
-                    print(json.dumps(result), flush=True)
-                    results.append(result)
-                    if not a.no_record:
-                        _append_row(result)
-        finally:
-            if server:
-                server.stop()
+    results = _bench_database(a, a.data, a.keep_db, modes, a.note)
+    if a.history_data is not None:
+        keep = a.keep_db / "history" if a.keep_db else None
+        hist = _bench_database(a, a.history_data, keep, modes,
+                               (a.note + " " if a.note else "") + "history")
+        ratios = _history_ratios(results, hist)
+        print(json.dumps({"history_ratio": ratios}), flush=True)
+        if not a.no_record:
+            _append_ratio(a, ratios)
+        results += hist
     return 0 if all(r["run"]["status"] == "succeeded" for r in results) else 1
 
 

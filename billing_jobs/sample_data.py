@@ -35,6 +35,7 @@ them as an iterator so `write_csv` can stream tens of millions of rows in bounde
 from __future__ import annotations
 
 import io
+import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
@@ -481,11 +482,16 @@ class _CallPlan:
     day_text: pa.Array  # 'YYYY-MM-DD' per day of the window
     base: _Base
     currencies: tuple[str, ...]
+    stream: tuple[int, ...] = (1,)  # random stream of the chunks (older months: (2, k))
+    id_prefix: str = "K"
 
 
 def _call_plan(rng: np.random.Generator, n: int, seed: int, as_of: date, base: _Base,
-               currencies: tuple[str, ...]) -> _CallPlan:
-    first_day = np.datetime64(as_of, "D") - np.timedelta64(CALL_DAYS - 1, "D")
+               currencies: tuple[str, ...], months_back: int = 0) -> _CallPlan:
+    """The calls of the 30 days up to `as_of` (months_back=0), or of the 30 days ending
+    30 x months_back days earlier (an older month of history: own random stream and ids)."""
+    first_day = (np.datetime64(as_of, "D") - np.timedelta64(CALL_DAYS * months_back, "D")
+                 - np.timedelta64(CALL_DAYS - 1, "D"))
     days = first_day + np.arange(CALL_DAYS).astype("timedelta64[D]")
     weekday = (days.astype("int64") + 3) % 7  # 0 = Monday (1970-01-01 was a Thursday)
     day_w = np.where(weekday >= 5, _WEEKEND_FACTOR, 1.0)
@@ -493,7 +499,9 @@ def _call_plan(rng: np.random.Generator, n: int, seed: int, as_of: date, base: _
     counts = rng.multinomial(n, w / w.sum()).astype("int64")
     return _CallPlan(n=n, seed=seed, first_day=first_day, slot_end=np.cumsum(counts),
                      slot_count=counts, day_text=_fmt_dates(days), base=base,
-                     currencies=currencies)
+                     currencies=currencies,
+                     stream=(1,) if months_back == 0 else (2, months_back),
+                     id_prefix="K" if months_back == 0 else f"H{months_back:02d}-")
 
 
 @lru_cache(maxsize=1)
@@ -518,7 +526,7 @@ def _usage_chunk(plan: _CallPlan, chunk: int) -> pd.DataFrame:
     lo = chunk * USAGE_CHUNK_ROWS
     hi = min(plan.n, lo + USAGE_CHUNK_ROWS)
     m = hi - lo
-    rng = np.random.default_rng([plan.seed, 1, chunk])
+    rng = np.random.default_rng([plan.seed, *plan.stream, chunk])
     base = plan.base
 
     # Time: calls are numbered in time order; call g is in the hourly slot holding g, and
@@ -566,7 +574,7 @@ def _usage_chunk(plan: _CallPlan, chunk: int) -> pd.DataFrame:
     charge = (duration * rate * 2 + 60) // 120
 
     return _frame(USAGE_COLUMNS, {
-        "call_id": _ids("K", lo + 1, m, _id_width(8, plan.n)),
+        "call_id": _ids(plan.id_prefix, lo + 1, m, _id_width(8, plan.n)),
         "customer_id": base.customer_ids.take(pa.array(cust)),
         "start_time": start_time,
         "destination": destination,
@@ -585,8 +593,12 @@ def _usage_chunks(plan: _CallPlan) -> Iterator[pd.DataFrame]:
 # --------------------------------------------------------------------------------------
 
 def generate(customers: int, assignments: int, calls: int, seed: int, as_of: date,
-             *, lazy_usage: bool = False) -> dict[str, pd.DataFrame]:
+             *, lazy_usage: bool = False, months: int = 1) -> dict[str, pd.DataFrame]:
     """A realistic sample: {'customers', 'packages', 'assignments', 'usage'} of string columns.
+
+    `calls` are the calls of the 30 days up to `as_of`; `months` > 1 adds `calls` more for
+    each earlier 30-day month of history (written oldest first, call ids `Hkk-...`), so the
+    last month is identical whatever `months` is.
 
     Same arguments -> identical frames. With `lazy_usage=True`, 'usage' is an iterator of
     DataFrame chunks (at most USAGE_CHUNK_ROWS rows each; the same rows, in the same order)
@@ -610,8 +622,12 @@ def generate(customers: int, assignments: int, calls: int, seed: int, as_of: dat
 
     base = _Base(currency_idx=cur_idx, tier_pct=tier, assignment_customer=assign_cust,
                  customer_ids=cust_ids)
+    if months < 1:
+        raise ValueError(f"months must be >= 1, got {months}")
     plan = _call_plan(rng, calls, seed, as_of, base, currencies)
-    chunks = _usage_chunks(plan)
+    older = [_call_plan(np.random.default_rng([seed, 2, k]), calls, seed, as_of, base,
+                        currencies, months_back=k) for k in range(months - 1, 0, -1)]
+    chunks = itertools.chain(*(_usage_chunks(p) for p in older), _usage_chunks(plan))
     if lazy_usage:
         usage = chunks
     else:
@@ -685,10 +701,10 @@ def write_csv(frames: dict[str, pd.DataFrame | Iterable[pd.DataFrame]],
 
 
 def write_sample(out_dir: str | Path, customers: int, assignments: int, calls: int, seed: int,
-                 as_of: date) -> dict[str, Path]:
+                 as_of: date, months: int = 1) -> dict[str, Path]:
     """generate() + write_csv(), streaming the calls chunk by chunk (bounded memory)."""
-    return write_csv(generate(customers, assignments, calls, seed, as_of, lazy_usage=True),
-                     out_dir)
+    return write_csv(generate(customers, assignments, calls, seed, as_of, lazy_usage=True,
+                              months=months), out_dir)
 
 
 def as_of_default() -> date:

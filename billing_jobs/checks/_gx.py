@@ -12,6 +12,13 @@ for the usage table (millions of call records) where GX's per-validation overhea
 hashes the whole batch and materialises every result list) would dominate the run; the
 test-suite checks that both evaluators agree on every rule kind.
 
+Small frames take a fast path (`evaluate` hands a frame of at most `fast_path_rows()` rows,
+default 2,000, to `evaluate_pandas`): an interactive run (Run Package: one customer, a few
+assignments and calls) then never imports GX, whose import and context start-up cost ~3-5 s,
+more than the whole run. The rules and their semantics are the same objects either way, and
+tests/checks/test_fast_path.py runs the hostile corpus and the gate through both evaluators
+and asserts identical results. Set `BILLING_GX_FAST_ROWS=0` to send every frame through GX.
+
 Importing great_expectations takes seconds and logs "Skipping registering function" lines
 at INFO; both are kept out of the way: the import is lazy (first validation only) and the
 `great_expectations` loggers are raised to WARNING before it happens.
@@ -19,7 +26,10 @@ at INFO; both are kept out of the way: the import is lazy (first validation only
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
+import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -249,10 +259,42 @@ def prepare(frame: pd.DataFrame, rules: Sequence[Rule]) -> dict:
     return out
 
 
+FAST_PATH_ROWS = 2_000
+_INTERACTIVE: contextvars.ContextVar[bool] = contextvars.ContextVar("billing_interactive",
+                                                                  default=False)
+
+
+@contextlib.contextmanager
+def interactive():
+    """Inside: every frame takes the pandas path, whatever its size (an interactive run such
+    as Run Package: one customer, whose calls may still be tens of thousands of rows). The
+    batch (no customer filter) keeps GX for every frame above `fast_path_rows()`."""
+    token = _INTERACTIVE.set(True)
+    try:
+        yield
+    finally:
+        _INTERACTIVE.reset(token)
+
+
+def fast_path_rows() -> int:
+    """Frames with at most this many rows are evaluated by `evaluate_pandas` (env
+    `BILLING_GX_FAST_ROWS`, default 2,000; 0 = always GX; inside `interactive()`: all)."""
+    if _INTERACTIVE.get():
+        return 1 << 62
+    text = os.environ.get("BILLING_GX_FAST_ROWS", "").strip()
+    try:
+        return max(0, int(text)) if text else FAST_PATH_ROWS
+    except ValueError:
+        return FAST_PATH_ROWS
+
+
 def evaluate(frame: pd.DataFrame, rules: Sequence[Rule], suite_name: str) -> list[np.ndarray]:
-    """Run `rules` as one GX suite over `frame`; failing row positions per rule."""
+    """Run `rules` as one GX suite over `frame`; failing row positions per rule. A frame of
+    at most `fast_path_rows()` rows takes the pandas path (same rules, same semantics)."""
     if len(frame) == 0 or not rules:
         return [np.zeros(0, dtype="int64") for _ in rules]
+    if len(frame) <= fast_path_rows():
+        return evaluate_pandas(frame, rules)
     gx, bd = _batch_definition()
     prepared = prepare(frame, rules)
     prepared.pop("__no_duplicates__")

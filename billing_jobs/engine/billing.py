@@ -12,7 +12,7 @@ from billing_jobs.engine.calendar import NEVER, OPEN, from_days, to_days
 from billing_jobs.engine.charges import due_lines_on
 from billing_jobs.engine.frames import BillingInputs, BillingResult
 from billing_jobs.engine.grants import grants_on
-from billing_jobs.engine.usage import SpendIndex, call_days
+from billing_jobs.engine.usage import PeriodSpend, SpendIndex, call_days
 from billing_jobs.engine.utilisation import utilisation_on
 
 
@@ -31,7 +31,10 @@ def extended_ends(book) -> pd.DataFrame:
     })
 
 
-def compute_billing(inputs: BillingInputs, run_date, tz: str = "UTC") -> BillingResult:
+def compute_billing(inputs: BillingInputs, run_date, tz: str = "UTC",
+                    spend: pd.DataFrame | None = None) -> BillingResult:
+    """`spend` (engine.usage.SPEND_COLUMNS), when given, is the spend of each minimum-spend
+    period ending on the date (net of `credited`), instead of summing the calls."""
     run_day = day_number(run_date)
     book = build_book(inputs.assignments, inputs.packages, inputs.customers)
 
@@ -49,6 +52,9 @@ def compute_billing(inputs: BillingInputs, run_date, tz: str = "UTC") -> Billing
         known = committed[np.where(call_customer >= 0, call_customer, n_codes)]
         spend_index = SpendIndex(call_customer[known], day_of_call[known],
                                  usage["charge"].to_numpy(dtype="int64")[known])
+
+    if spend is not None:  # spend per (assignment, period) given
+        spend_index = PeriodSpend(spend, customer_ids)
 
     return BillingResult(
         due_lines=due_lines_on(book, run_day, spend_index, book.customer_code),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import date, timedelta
+
 import numpy as np
 import pandas as pd
 
@@ -32,3 +34,213 @@ class SpendIndex:
         lo = np.searchsorted(self.keys, base + first_day, side="left")
         hi = np.searchsorted(self.keys, base + np.minimum(end_day, np.int64(1) << 29), side="left")
         return self.cum[hi] - self.cum[lo]
+
+
+# ----------------------------------------------------------------------------- what a date needs
+
+#: The longest period (days) a billing date opens, per frequency; `once` has no bound (its
+#: one period runs from the start date).
+_MAX_PERIOD_DAYS = {"daily": 1, "weekly": 7, "monthly": 31, "yearly": 366}
+_FALSE_TEXT = {"", "false", "0", "no", "n", "f", "off", "none", "nan"}
+
+
+def _norm(s: pd.Series) -> pd.Series:
+    return (s.astype(object).where(s.notna(), "").astype(str).str.strip().str.lower()
+            .str.replace(r"[\s\-]+", "_", regex=True))
+
+
+def _days(s: pd.Series) -> np.ndarray:
+    """Dates as day numbers; anything unreadable -> NaT -> the int64 minimum."""
+    ts = pd.to_datetime(s, errors="coerce", format="ISO8601") if s.dtype == object else s
+    arr = np.asarray(ts, dtype="datetime64[s]").astype("datetime64[D]")
+    out = arr.astype("int64")
+    out[np.isnat(arr)] = np.iinfo("int64").min
+    return out
+
+
+def usage_needs(customers: pd.DataFrame, packages: pd.DataFrame, assignments: pd.DataFrame,
+                run_day: int, lookback_days: int, last_day: int | None = None) -> pd.DataFrame:
+    """Per customer, the first calendar day of calls that billing date `run_day` (or any
+    date from `run_day` to `last_day`, for a backfill) can use:
+    `customer_id, since_day` (customers absent need no calls). Computed from the *raw* input
+    frames (before validation), so it is a superset of what the engine reads:
+
+    * minimum spend: an assignment of a minimum-spend package whose period holds the day
+      before `run_day` (ends on it) sums the calls from that period's start, which is no
+      earlier than max(start_date, run_day - longest period of its frequency);
+    * utilisation (report of the free-minute periods that hold the day before): calls from
+      the start of the chain of the customer's free-minute assignments whose active spans
+      [start_date, effective_end] overlap or touch, back from that day. Grant periods lie
+      inside those spans and the utilisation window only moves back to the start of a period
+      overlapping it, so it never leaves the chain.
+
+    Anything unreadable counts as needing more (a free-minute type, a minimum-spend flag, an
+    open end, a start `lookback_days` back), never less: a row validation rejects only widens
+    the read. The freemin helper's persisted counters will replace the chain rule.
+    """
+    x = run_day - 1
+    x_last = (run_day if last_day is None else max(run_day, last_day)) - 1
+    floor = run_day - lookback_days
+    never = np.iinfo("int64").min
+    a = assignments
+    if a.empty or packages.empty:
+        return pd.DataFrame({"customer_id": pd.Series([], dtype=object),
+                             "since_day": pd.Series([], dtype="int64")})
+    p = pd.DataFrame({
+        "package_id": packages["package_id"].astype(object),
+        "fm": (_norm(packages["type"]) != "standard").to_numpy(),
+        "ms": (~_norm(packages["minimum_spend"]).isin(_FALSE_TEXT)).to_numpy(),
+        "freq": _norm(packages["frequency"]).to_numpy(),
+        "min_days": pd.to_numeric(packages["minimum_days"], errors="coerce").to_numpy(),
+    })
+    rows = pd.DataFrame({
+        "customer_id": a["customer_id"].astype(object).to_numpy(),
+        "package_id": a["package_id"].astype(object).to_numpy(),
+        "start": _days(a["start_date"]),
+        "end": _days(a["end_date"]),
+        "end_raw_null": a["end_date"].isna().to_numpy(),
+    }).merge(p, on="package_id", how="inner")
+    if rows.empty:
+        return pd.DataFrame({"customer_id": pd.Series([], dtype=object),
+                             "since_day": pd.Series([], dtype="int64")})
+    start = rows["start"].to_numpy()
+    bad_start = start == never
+    start = np.where(bad_start, floor, start)
+    end = rows["end"].to_numpy()
+    min_days = rows["min_days"].to_numpy(dtype="float64")
+    min_end = np.where(np.isfinite(min_days), start + np.nan_to_num(min_days).astype("int64") - 1,
+                       np.iinfo("int64").max // 4)
+    open_end = (end == never)  # NULL, or unreadable: open either way (never narrower)
+    eff_end = np.where(open_end, np.iinfo("int64").max // 4, np.maximum(end, min_end))
+    active = (start <= x_last) & (eff_end >= x)
+
+    need_cust, need_since = [], []
+    # minimum spend
+    ms = rows["ms"].to_numpy(dtype=bool) & active
+    if ms.any():
+        span = rows["freq"].map(_MAX_PERIOD_DAYS).to_numpy(dtype="float64")[ms]
+        back = np.where(np.isfinite(span), run_day - np.nan_to_num(span).astype("int64"), never)
+        need_cust.append(rows["customer_id"].to_numpy()[ms])
+        need_since.append(np.maximum(start[ms], back))
+    # utilisation: the chain of free-minute spans reaching the day before run_day
+    fm = rows["fm"].to_numpy(dtype=bool) & (start <= x_last)
+    if fm.any():
+        f = pd.DataFrame({"c": rows["customer_id"].to_numpy()[fm], "s": start[fm],
+                          "e": eff_end[fm]}).sort_values(["c", "s"], kind="stable")
+        c = f["c"].to_numpy()
+        s = f["s"].to_numpy()
+        e = f["e"].to_numpy()
+        reach = f.groupby("c", sort=False)["e"].cummax().to_numpy()
+        first = np.ones(len(f), dtype=bool)
+        first[1:] = c[1:] != c[:-1]
+        new_chain = first.copy()
+        new_chain[1:] |= s[1:] > reach[:-1] + 1
+        chain = np.cumsum(new_chain)
+        g = pd.DataFrame({"c": c, "chain": chain, "s": s, "e": e}).groupby(
+            ["c", "chain"], sort=False).agg(s=("s", "min"), e=("e", "max")).reset_index()
+        # the chains holding a day from x to x_last (one chain when x_last == x: the last)
+        g = g[g["e"].to_numpy() >= x]
+        need_cust.append(g["c"].to_numpy())
+        need_since.append(g["s"].to_numpy(dtype="int64"))
+    if not need_cust:
+        return pd.DataFrame({"customer_id": pd.Series([], dtype=object),
+                             "since_day": pd.Series([], dtype="int64")})
+    needs = pd.DataFrame({"customer_id": np.concatenate(need_cust),
+                          "since_day": np.maximum(np.concatenate(need_since), floor)})
+    needs = needs.groupby("customer_id", sort=True, as_index=False)["since_day"].min()
+    needs["since_day"] = needs["since_day"].astype("int64")
+    return needs
+
+
+# ----------------------------------------------------------------------------- spend per period
+
+#: The minimum-spend input of a billing date: one row per (assignment, period ending on the
+#: date) with the customer's call `spend` over the period (micros) and the free-minute
+#: `credited` micros to take off it (SPEC section 9: spend is net of free-minute credits;
+#: 0 until the free-minute consumption provides it).
+SPEND_COLUMNS = ["customer_id", "assignment_id", "period_start", "period_end", "spend",
+                 "credited"]
+
+
+def spend_frame(customer_ids: np.ndarray, assignment_ids: np.ndarray, period_start: np.ndarray,
+                period_end: np.ndarray, spend: np.ndarray,
+                credited: np.ndarray | None = None) -> pd.DataFrame:
+    """A SPEND_COLUMNS frame (periods as day numbers)."""
+    n = len(assignment_ids)
+    return pd.DataFrame({
+        "customer_id": np.asarray(customer_ids, dtype=object),
+        "assignment_id": np.asarray(assignment_ids, dtype=object),
+        "period_start": np.asarray(period_start, dtype="int64"),
+        "period_end": np.asarray(period_end, dtype="int64"),
+        "spend": np.asarray(spend, dtype="int64"),
+        "credited": (np.zeros(n, dtype="int64") if credited is None
+                     else np.asarray(credited, dtype="int64")),
+    }, columns=SPEND_COLUMNS)
+
+
+class PeriodSpend:
+    """Net spend (`spend - credited`) looked up per (customer code, period start, period
+    end) from a SPEND_COLUMNS frame; the same `spend()` interface as SpendIndex, so the
+    charges take either. A period missing from the frame spent 0."""
+
+    def __init__(self, frame: pd.DataFrame, customer_ids: np.ndarray):
+        codes = pd.Categorical(frame["customer_id"].astype(object),
+                               categories=customer_ids).codes.astype("int64")
+        net = (frame["spend"].to_numpy(dtype="int64")
+               - frame["credited"].to_numpy(dtype="int64"))
+        key = pd.MultiIndex.from_arrays([codes, frame["period_start"].to_numpy(dtype="int64"),
+                                         frame["period_end"].to_numpy(dtype="int64")])
+        self.net = pd.Series(net, index=key).groupby(level=[0, 1, 2]).first()
+
+    def spend(self, customer_codes: np.ndarray, first_day: np.ndarray, end_day: np.ndarray
+              ) -> np.ndarray:
+        key = pd.MultiIndex.from_arrays([np.asarray(customer_codes, dtype="int64"),
+                                         np.asarray(first_day, dtype="int64"),
+                                         np.asarray(end_day, dtype="int64")])
+        return self.net.reindex(key).fillna(0).to_numpy(dtype="int64")
+
+
+def spend_from_calls(book, run_day: int, spend_index: "SpendIndex | None") -> pd.DataFrame:
+    """The SPEND_COLUMNS frame of billing date `run_day` from the calls: every
+    minimum-spend period ending on it (the one holding the day before), its customer's call
+    spend over it, credited 0. The free-minute credits go into `credited`."""
+    from billing_jobs.engine.calendar import period_containing
+
+    ms = np.flatnonzero(book.minimum_spend)
+    held = period_containing(book.cal.subset(ms), run_day - 1, book.eff_end[ms],
+                             book.prorate[ms])
+    ends = held.valid & (held.end == run_day)
+    idx = ms[ends]
+    ps, pe = held.start[ends], held.end[ends]
+    codes = book.customer_code[idx]
+    spend = np.zeros(idx.size, dtype="int64")
+    if spend_index is not None and idx.size:
+        known = codes >= 0
+        spend[known] = spend_index.spend(codes[known], ps[known], pe[known])
+    rows = book.rows.iloc[idx]
+    return spend_frame(rows["customer_id"].to_numpy(dtype=object),
+                       rows["assignment_id"].to_numpy(dtype=object), ps, pe, spend)
+
+
+def needed_calls(usage: pd.DataFrame, needs: pd.DataFrame, day: date) -> np.ndarray:
+    """Mask of the calls `store.load.load_inputs(engine, day)` reads: customer in `needs`
+    (customer_id, since_day), start from the day before its first day up to the end of the
+    day after `day` (the loader's margins)."""
+    if usage.empty or needs.empty:
+        return np.zeros(len(usage), dtype=bool)
+    from billing_jobs.engine.book import customer_codes
+
+    order = np.argsort(needs["customer_id"].astype(str).to_numpy(dtype=object), kind="stable")
+    ids = needs["customer_id"].astype(str).to_numpy(dtype=object)[order]
+    since = needs["since_day"].to_numpy(dtype="int64")[order] - 1
+    codes = customer_codes(usage["customer_id"], ids)
+    known = codes >= 0
+    ts = usage["start_time"]
+    if not isinstance(ts.dtype, pd.DatetimeTZDtype):
+        ts = pd.to_datetime(ts, utc=True, errors="coerce")
+    us = ts.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy().astype("datetime64[us]")
+    lo = np.where(known, since[np.maximum(codes, 0)], 0).astype("datetime64[D]").astype(
+        "datetime64[us]")
+    hi = np.datetime64(day + timedelta(days=2), "D").astype("datetime64[us]")
+    # a call whose time did not parse stays with its customer, for validation to reject
+    return known & (np.isnat(us) | ((us >= lo) & (us < hi)))

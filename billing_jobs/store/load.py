@@ -12,6 +12,7 @@ does not parse); ids are str.
 from __future__ import annotations
 
 import io
+import json
 from operator import itemgetter
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Iterable, Sequence
@@ -29,6 +30,7 @@ from billing_jobs.engine.frames import (
     USAGE_COLUMNS,
     BillingInputs,
 )
+from billing_jobs.engine.usage import needed_calls, usage_needs
 from billing_jobs.store.db import db_errors, read_connection
 from billing_jobs.store.tables import stored_name
 
@@ -48,14 +50,19 @@ def load_inputs(
     """Read customers, packages, assignments and usage for billing `run_date`.
 
     `customer_ids` limits customers, assignments and usage to those customers (packages are
-    all read). Usage is the calls with `start_time` from `usage_since` (default run_date minus
-    400 days) through the end of `run_date`; the window is widened by one day on each side so
-    that any billing time zone is covered (the engine cuts the calendar days exactly).
+    all read). Usage is read through the end of `run_date`:
+
+    * by default only the calls the date can use (`engine.usage.usage_needs`): per customer
+      with a minimum-spend period ending on the date or a free-minute period holding the day
+      before, its calls from the first day that needs them (at most `USAGE_LOOKBACK_DAYS`
+      back); customers without such a period get none. One set-based query joining those
+      (customer, first instant) pairs to the (customer_id, start_time) index;
+    * with `usage_since`, every call (of the selected customers) from that date, as before.
+
+    Windows are widened by one day on each side so that any billing time zone is covered
+    (the engine cuts the calendar days exactly).
     """
-    if usage_since is None:
-        usage_since = run_date - timedelta(days=USAGE_LOOKBACK_DAYS)
     ids = None if customer_ids is None else sorted({str(c) for c in customer_ids})
-    lo = datetime.combine(usage_since - timedelta(days=1), time(), tzinfo=timezone.utc)
     hi = datetime.combine(run_date + timedelta(days=2), time(), tzinfo=timezone.utc)
     with db_errors(engine, "loading the billing inputs"), read_connection(engine) as conn:
         customers = _customers(_select(conn, "customers", CUSTOMER_COLUMNS, "customer_id", ids))
@@ -63,12 +70,82 @@ def load_inputs(
         assignments = _assignments(
             _select(conn, "assignments", ASSIGNMENT_COLUMNS, "customer_id", ids)
         )
-        if conn.dialect.name == "postgresql":
-            usage = _usage_pg(conn, lo, hi, ids)
+        if usage_since is not None:
+            lo = datetime.combine(usage_since - timedelta(days=1), time(), tzinfo=timezone.utc)
+            usage = _read_usage(conn, lo, hi, ids, None)
         else:
-            usage = _usage_sqlite(conn, lo, hi, ids)
+            needs = usage_needs(customers, packages, assignments, _day(run_date),
+                                USAGE_LOOKBACK_DAYS)
+            usage = _read_needed(conn, needs, run_date, hi, ids, len(customers))
     return BillingInputs(customers=customers, packages=packages,
                          assignments=assignments, usage=usage)
+
+
+def load_range(engine: sa.Engine, first: date, last: date,
+               customer_ids: Sequence[str] | None = None) -> BillingInputs:
+    """The raw inputs of every billing date from `first` to `last`, read once (a backfill):
+    customers, packages and assignments as for one date, and per customer the calls from the
+    first day any of those dates needs through the end of `last`. Each date's engine run
+    takes from them only the calls it uses (it cuts the days itself), so billing date D from
+    these frames gives what `load_inputs(engine, D)` gives."""
+    if last < first:
+        raise ValueError(f"backfill range ends before it starts: {first} .. {last}")
+    ids = None if customer_ids is None else sorted({str(c) for c in customer_ids})
+    hi = datetime.combine(last + timedelta(days=2), time(), tzinfo=timezone.utc)
+    with db_errors(engine, "loading the billing inputs"), read_connection(engine) as conn:
+        customers = _customers(_select(conn, "customers", CUSTOMER_COLUMNS, "customer_id", ids))
+        packages = _packages(_select(conn, "packages", PACKAGE_COLUMNS, None, None))
+        assignments = _assignments(
+            _select(conn, "assignments", ASSIGNMENT_COLUMNS, "customer_id", ids))
+        needs = usage_needs(customers, packages, assignments, _day(first), USAGE_LOOKBACK_DAYS,
+                            last_day=_day(last))
+        usage = _read_needed(conn, needs, last, hi, ids, len(customers))
+    return BillingInputs(customers=customers, packages=packages,
+                         assignments=assignments, usage=usage)
+
+
+#: When the needed (customer, day) pairs are at least this share of every customer's days
+#: from the earliest needed day, one range scan of the time window (then the same cut in
+#: memory) reads faster than one index range per customer.
+DENSE_SHARE = 0.3
+
+
+def _read_needed(conn: sa.Connection, needs: pd.DataFrame, until: date, hi: datetime,
+                 ids: list[str] | None, n_customers: int) -> pd.DataFrame:
+    """The calls of `needs` up to `hi`: per customer index ranges, or (dense needs) one scan
+    of the window from the earliest needed day, cut to exactly the same calls."""
+    if needs.empty:
+        return _read_usage(conn, None, hi, None, ([], []))
+    end = _day(until) + 1
+    first = int(needs["since_day"].min())
+    covered = float((end - needs["since_day"].to_numpy(dtype="int64")).sum())
+    if covered < DENSE_SHARE * max(n_customers, 1) * max(end - first, 1):
+        return _read_usage(conn, None, hi, None, _need_pairs(needs))
+    lo = datetime.combine(date.fromordinal(date(1970, 1, 1).toordinal() + first - 1), time(),
+                          tzinfo=timezone.utc)
+    usage = _read_usage(conn, lo, hi, ids, None)
+    keep = needed_calls(usage, needs, until)
+    return usage if keep.all() else usage[keep].reset_index(drop=True)
+
+
+def _day(d: date) -> int:
+    return int(np.datetime64(d, "D").astype("int64"))
+
+
+def _need_pairs(needs: pd.DataFrame) -> tuple[list[str], list[datetime]]:
+    """(customer ids, first instants) with one day of margin before each first day."""
+    days = needs["since_day"].to_numpy(dtype="int64") - 1
+    firsts = (days.astype("datetime64[D]").astype("datetime64[us]")
+              .astype(datetime).tolist())
+    return ([str(c) for c in needs["customer_id"]],
+            [f.replace(tzinfo=timezone.utc) for f in firsts])
+
+
+def _read_usage(conn: sa.Connection, lo: datetime | None, hi: datetime,
+                ids: list[str] | None, pairs) -> pd.DataFrame:
+    if conn.dialect.name == "postgresql":
+        return _usage_pg(conn, lo, hi, ids, pairs)
+    return _usage_sqlite(conn, lo, hi, ids, pairs)
 
 
 def reference_tables(engine: sa.Engine, packages: bool = True) -> dict[str, pd.DataFrame]:
@@ -240,26 +317,34 @@ def _usage_frame(call_id, customer_id, start_time, destination, duration_s, char
     }, columns=USAGE_COLUMNS)
 
 
-def _usage_pg(conn: sa.Connection, lo: datetime, hi: datetime, ids: list[str] | None) -> pd.DataFrame:
+_PG_COLUMNS = ("u.call_id, u.customer_id, (extract(epoch FROM u.start_time) * 1000000)::bigint, "
+               "coalesce(u.destination, ''), u.duration_s, u.charge_micros")
+
+
+def _usage_pg(conn: sa.Connection, lo: datetime | None, hi: datetime, ids: list[str] | None,
+              pairs=None) -> pd.DataFrame:
     raw = conn.connection.driver_connection  # psycopg.Connection, inside our transaction
     buf = io.BytesIO()
-    with raw.cursor() as cur:
+    queries: list[tuple[str, list]] = []
+    if pairs is not None:
+        if pairs[0]:
+            queries.append((
+                f"SELECT {_PG_COLUMNS} FROM unnest(%s::text[], %s::timestamptz[]) AS n(cid, lo) "
+                "JOIN usage u ON u.customer_id = n.cid AND u.start_time >= n.lo "
+                "AND u.start_time < %s", [pairs[0], pairs[1], hi]))
+    else:
         for chunk in _chunks(ids):
             if chunk is not None and not chunk:
                 continue
-            where = "start_time >= %s AND start_time < %s"
+            where = "u.start_time >= %s AND u.start_time < %s"
             params: list = [lo, hi]
             if chunk is not None:
-                where += " AND customer_id = ANY(%s::text[])"
+                where += " AND u.customer_id = ANY(%s::text[])"
                 params.append(chunk)
-            stmt = (
-                "COPY (SELECT call_id, customer_id, "
-                "(extract(epoch FROM start_time) * 1000000)::bigint, "
-                "coalesce(destination, ''), duration_s, charge_micros "
-                f"FROM usage WHERE {where}) "
-                "TO STDOUT (FORMAT csv)"
-            )
-            with cur.copy(stmt, params) as copy:
+            queries.append((f"SELECT {_PG_COLUMNS} FROM usage u WHERE {where}", params))
+    with raw.cursor() as cur:
+        for query, params in queries:
+            with cur.copy(f"COPY ({query}) TO STDOUT (FORMAT csv)", params) as copy:
                 for block in copy:
                     buf.write(block)
     buf.seek(0)
@@ -302,22 +387,39 @@ def _int_array(values: list) -> np.ndarray:
         return _int(pd.Series(values, dtype=object)).to_numpy()
 
 
-def _usage_sqlite(conn: sa.Connection, lo: datetime, hi: datetime, ids: list[str] | None) -> pd.DataFrame:
+_SQLITE_COLUMNS = ("u.call_id, u.customer_id, u.start_time, coalesce(u.destination, ''), "
+                   "u.duration_s, u.charge_micros")
+
+
+def _usage_sqlite(conn: sa.Connection, lo: datetime | None, hi: datetime,
+                  ids: list[str] | None, pairs=None) -> pd.DataFrame:
     text_cols: dict[int, list[pa.Array]] = {0: [], 1: [], 2: [], 3: []}
     int_cols: dict[int, list[np.ndarray]] = {4: [], 5: []}
-    for chunk in _chunks(ids):
-        if chunk is not None and not chunk:
-            continue
-        where = "start_time >= ? AND start_time < ?"
-        params: list = [_sqlite_ts(lo), _sqlite_ts(hi)]
-        if chunk is not None:
-            where += f" AND customer_id IN ({', '.join('?' * len(chunk))})"
-            params.extend(chunk)
-        cur = conn.exec_driver_sql(
-            "SELECT call_id, customer_id, start_time, coalesce(destination, ''), duration_s, "
-            f"charge_micros FROM usage WHERE {where}",
-            tuple(params),
-        ).cursor
+    queries: list[tuple[str, tuple]] = []
+    if pairs is not None:
+        if pairs[0]:
+            # the (customer, first instant) pairs as one JSON parameter; the CROSS JOIN keeps
+            # them the outer loop, each a range scan of the (customer_id, start_time) index
+            doc = json.dumps([[c, _sqlite_ts(f)] for c, f in zip(*pairs)])
+            queries.append((
+                "WITH n(cid, lo) AS MATERIALIZED (SELECT json_extract(value, '$[0]'), "
+                "json_extract(value, '$[1]') FROM json_each(?)) "
+                f"SELECT {_SQLITE_COLUMNS} FROM n CROSS JOIN usage AS u "
+                "WHERE u.customer_id = n.cid AND u.start_time >= n.lo AND u.start_time < ?",
+                (doc, _sqlite_ts(hi))))
+    else:
+        for chunk in _chunks(ids):
+            if chunk is not None and not chunk:
+                continue
+            where = "u.start_time >= ? AND u.start_time < ?"
+            params: list = [_sqlite_ts(lo), _sqlite_ts(hi)]
+            if chunk is not None:
+                where += f" AND u.customer_id IN ({', '.join('?' * len(chunk))})"
+                params.extend(chunk)
+            queries.append((f"SELECT {_SQLITE_COLUMNS} FROM usage AS u WHERE {where}",
+                            tuple(params)))
+    for query, params in queries:
+        cur = conn.exec_driver_sql(query, params).cursor
         while rows := cur.fetchmany(_FETCH_CHUNK):
             for i in text_cols:
                 text_cols[i].append(pa.array(list(map(itemgetter(i), rows)), type=pa.string()))

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 
 import pandas as pd
+import pytest
 import sqlalchemy as sa
 
 from billing_jobs.engine.frames import (
@@ -14,11 +15,13 @@ from billing_jobs.engine.frames import (
     USAGE_COLUMNS,
 )
 from billing_jobs.store import load_inputs
+from billing_jobs.store import load as load_module
 from billing_jobs.store.tables import assignments, customers, packages, usage
 
 from tests.store.helpers import fresh_engine
 
 D = date(2027, 3, 1)
+WINDOW = D - timedelta(days=400)  # the explicit look-back form (every call since)
 
 
 def _seed(engine, n_customers: int = 4) -> None:
@@ -58,7 +61,7 @@ def _seed(engine, n_customers: int = 4) -> None:
 def test_frames_follow_the_contract(db_url):
     engine = fresh_engine(db_url)
     _seed(engine)
-    inputs = load_inputs(engine, D)
+    inputs = load_inputs(engine, D, usage_since=WINDOW)
     assert list(inputs.customers.columns) == CUSTOMER_COLUMNS
     assert list(inputs.packages.columns) == PACKAGE_COLUMNS
     assert list(inputs.assignments.columns) == ASSIGNMENT_COLUMNS
@@ -88,13 +91,14 @@ def test_frames_follow_the_contract(db_url):
 def test_usage_window_and_customer_filter(db_url):
     engine = fresh_engine(db_url)
     _seed(engine)
-    inputs = load_inputs(engine, D)
+    inputs = load_inputs(engine, D, usage_since=WINDOW)
     assert sorted(inputs.usage["call_id"]) == sorted(
         [f"in-{i}" for i in range(4)] + [f"edge-{i}" for i in range(4)])
     # a longer look-back brings the old calls in
     inputs = load_inputs(engine, D, usage_since=date(2024, 12, 1))
     assert len(inputs.usage) == 12
-    inputs = load_inputs(engine, D, customer_ids=["C1", "C3", "nobody"])
+    inputs = load_inputs(engine, D, customer_ids=["C1", "C3", "nobody"],
+                         usage_since=WINDOW)
     assert inputs.customers["customer_id"].tolist() == ["C1", "C3"]
     assert inputs.assignments["assignment_id"].tolist() == ["A1", "A3"]
     assert sorted(inputs.usage["call_id"]) == ["edge-1", "edge-3", "in-1", "in-3"]
@@ -118,7 +122,7 @@ def test_many_customer_ids_are_chunked(db_url):
     engine = fresh_engine(db_url)
     _seed(engine, n_customers=12)
     wanted = [f"C{i}" for i in range(0, 12, 2)] + [f"missing{i}" for i in range(12_000)]
-    inputs = load_inputs(engine, D, customer_ids=wanted)
+    inputs = load_inputs(engine, D, customer_ids=wanted, usage_since=WINDOW)
     assert inputs.customers["customer_id"].tolist() == sorted(f"C{i}" for i in range(0, 12, 2))
     assert len(inputs.usage) == 12
     engine.dispose()
@@ -142,4 +146,67 @@ def test_unparsable_stored_values_reach_validation_and_are_rejected(tmp_path):
     assert "soon" in reasons
     assert set(rejected["entity"]) >= {"assignments", "packages"}
     assert any("retail" in r for r in rejected.loc[rejected.entity == "packages", "reason"])
+    engine.dispose()
+
+
+def _pkg(pid: str, **kw) -> dict:
+    row = {"package_id": pid, "name": pid, "type": "standard", "cost_micros": 1, "retail_micros": 2,
+           "setup_cost_micros": 0, "setup_retail_micros": 0, "currency": "EUR", "frequency": "monthly",
+           "frequency_match": None, "free_minutes": 0, "destination": None,
+           "minimum_spend": False, "minimum_days": 0, "prorate": False, "description": ""}
+    row.update(kw)
+    return row
+
+
+@pytest.mark.parametrize("dense_share", [0.0, 2.0], ids=["range-scan", "index-ranges"])
+def test_a_night_reads_only_the_calls_the_date_needs(db_url, dense_share, monkeypatch):
+    """Default read: per customer, the calls from the first day its minimum-spend period
+    (ending on D) or its chain of free-minute periods (holding D-1) needs; no calls for a
+    customer with neither; never the whole history."""
+    engine = fresh_engine(db_url)
+    utc = timezone.utc
+    with engine.begin() as conn:
+        conn.execute(customers.insert(), [
+            {"customer_id": c, "name": c, "currency": "EUR", "balance_micros": 0}
+            for c in ("STD", "MS", "FM", "GAP")])
+        conn.execute(packages.insert(), [
+            _pkg("P"), _pkg("MSP", minimum_spend=True, retail_micros=100_000_000),
+            _pkg("FMP", type="free_minutes", free_minutes=100)])
+        conn.execute(assignments.insert(), [
+            {"assignment_id": aid, "customer_id": c, "package_id": p, "quantity": 1,
+             "start_date": s, "end_date": e, "auto_decrement": True, "free_minutes": None}
+            for aid, c, p, s, e in [
+                ("a-std", "STD", "P", date(2025, 6, 1), None),
+                ("a-ms", "MS", "MSP", date(2026, 5, 10), None),       # period Feb 10 - Mar 10
+                ("a-ms2", "MS", "MSP", date(2026, 1, 1), None),       # period Feb 1 - Mar 1: ends on D
+                ("a-fm", "FM", "FMP", date(2026, 2, 15), None),       # chain from 2026-02-15
+                ("a-gap1", "GAP", "FMP", date(2025, 1, 1), date(2026, 6, 30)),
+                ("a-gap2", "GAP", "FMP", date(2026, 9, 1), None),     # chain from 2026-09-01
+            ]])
+        days = [date(2025, 6, 1) + timedelta(days=k) for k in range(0, 660, 3)]
+        conn.execute(usage.insert(), [
+            {"call_id": f"{c}-{d.isoformat()}", "customer_id": c,
+             "start_time": datetime(d.year, d.month, d.day, 12, tzinfo=utc),
+             "destination": "44", "duration_s": 60, "charge_micros": 1}
+            for c in ("STD", "MS", "FM", "GAP") for d in days])
+    monkeypatch.setattr(load_module, "DENSE_SHARE", dense_share)  # both read paths
+    inputs = load_inputs(engine, D)
+    got = inputs.usage.groupby("customer_id")["start_time"].agg(["min", "max", "count"])
+    assert "STD" not in got.index
+    # the longest monthly period (31 days) back from D, minus a day of margin
+    assert got.loc["MS", "min"] == pd.Timestamp("2027-01-28T12:00Z")
+    assert got.loc["FM", "min"] == pd.Timestamp("2026-02-14T12:00Z")  # its start, minus a day
+    assert got.loc["GAP", "min"] == pd.Timestamp("2026-08-31T12:00Z")
+    for c in ("MS", "FM", "GAP"):
+        assert got.loc[c, "max"] <= pd.Timestamp("2027-03-02T12:00Z")
+    # exactly the calls of each customer inside its window (a set-based read, not a sample)
+    full = load_inputs(engine, D, usage_since=WINDOW).usage
+    lo = {"MS": "2027-01-28", "FM": "2026-02-14", "GAP": "2026-08-31"}
+    want = full[full["customer_id"].isin(list(lo))]
+    want = want[want["start_time"] >= want["customer_id"].map(lo).map(pd.Timestamp).dt.tz_localize("UTC")]
+    assert sorted(inputs.usage["call_id"]) == sorted(want["call_id"])
+    # the customer filter keeps its meaning
+    only = load_inputs(engine, D, customer_ids=["GAP", "STD"]).usage
+    assert set(only["customer_id"]) == {"GAP"}
+    assert len(only) == got.loc["GAP", "count"]
     engine.dispose()
