@@ -188,5 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+from billing_jobs.cli_ledger import register as _register_ledger  # noqa: E402
+_register_ledger(app)  # adjust, rebill, reverse
+
 if __name__ == "__main__":
     sys.exit(main())
+

@@ -67,9 +67,13 @@ def due_lines_on(book: Book, run_day: int, spend_index: SpendIndex | None,
     today = period_opened_on(book.cal, D, book.eff_end)
     idx = np.flatnonzero(today.valid & ~book.minimum_spend)
     if idx.size:
-        ones = np.ones(idx.size, dtype="int64")
+        # trailing proration (SPEC section 9): with prorate, a period cut by effective_end + 1
+        # is charged kept days / days of the uncut period (rounded once, half up)
+        pro = book.prorate[idx]
+        days = np.where(pro, today.days[idx], 1).astype("int64")
+        full = np.where(pro, today.full[idx], 1).astype("int64")
         parts.append(_lines(book, idx, "recurring", run_day, today.start[idx], today.end[idx],
-                            "retail", "cost", ones, ones))
+                            "retail", "cost", days, full))
 
     # prorated: the start is not a billing date, prorate on, no minimum spend
     stub = start_stub(book.cal, book.eff_end)

@@ -240,13 +240,16 @@ def _simulate(engine: sa.Engine, lines: pa.Table, grants: pa.Table) -> tuple[np.
     return line_done, grant_done
 
 
+# "already posted": the key has rows and its highest revision is not a reversal
 _EXISTING_LINES = (
     "SELECT t.seq FROM {t} t JOIN ledger l ON l.assignment_id = t.assignment_id "
-    "AND l.kind = t.kind AND l.period_start = t.period_start"
+    "AND l.kind = t.kind AND l.period_start = t.period_start AND l.entry <> 'reversal' "
+    "AND l.revision = (SELECT MAX(x.revision) FROM ledger x WHERE x.assignment_id = "
+    "t.assignment_id AND x.kind = t.kind AND x.period_start = t.period_start)"
 )
 _EXISTING_GRANTS = (
     "SELECT t.seq FROM {t} t JOIN grants g ON g.assignment_id = t.assignment_id "
-    "AND g.period_start = t.period_start"
+    "AND g.period_start = t.period_start AND g.withdrawn_at IS NULL"
 )
 
 
@@ -361,6 +364,27 @@ def _post_batch(engine: sa.Engine, number: int, lines: pa.Table, grants: pa.Tabl
                 "auto_decrement",
                 (run_id, stamp),
             ).all()
+            # a key whose latest row is a reversal counts as not posted: post it again as
+            # the next revision (docs/ledger.md); concurrent re-posters collide on the revision
+            inserted += conn.exec_driver_sql(
+                f"INSERT INTO ledger (run_id, {into}, status, posted_at, revision) "
+                f"SELECT {p}, " + ", ".join(f"t.{c}" for c in _LINE_OUT) + ", "
+                "CASE WHEN t.auto_decrement THEN 'posted' ELSE 'invoiced' END, "
+                f"{p}, m.rev + 1 FROM _post_lines t JOIN ("
+                "SELECT assignment_id, kind, period_start, MAX(revision) AS rev FROM ledger "
+                "WHERE assignment_id IN (SELECT assignment_id FROM _post_lines) "
+                "GROUP BY assignment_id, kind, period_start) m "
+                "ON m.assignment_id = t.assignment_id AND m.kind = t.kind "
+                "AND m.period_start = t.period_start "
+                "JOIN ledger l ON l.assignment_id = m.assignment_id AND l.kind = m.kind "
+                "AND l.period_start = m.period_start AND l.revision = m.rev "
+                "WHERE l.entry = 'reversal' "
+                "ORDER BY t.customer_id, t.assignment_id, t.kind, t.period_start "
+                "ON CONFLICT (assignment_id, kind, period_start, revision) DO NOTHING "
+                "RETURNING assignment_id, kind, period_start, customer_id, amount_micros, "
+                "auto_decrement",
+                (run_id, stamp),
+            ).all()
             new_lines = _returned_seqs(inserted, lines, ["assignment_id", "kind", "period_start"])
             _crash_point("mid_batch", number)
             debits: dict[str, int] = {}
@@ -373,7 +397,12 @@ def _post_batch(engine: sa.Engine, number: int, lines: pa.Table, grants: pa.Tabl
                 f"INSERT INTO grants (run_id, {gout}, granted_at) "
                 f"SELECT {p}, {gout}, {p} FROM _post_grants WHERE true "
                 "ORDER BY customer_id, assignment_id, period_start "
-                "ON CONFLICT (assignment_id, period_start) DO NOTHING "
+                "ON CONFLICT (assignment_id, period_start) DO UPDATE SET "
+                "run_id = excluded.run_id, run_date = excluded.run_date, "
+                "seconds = excluded.seconds, period_end = excluded.period_end, "
+                "destination = excluded.destination, granted_at = excluded.granted_at, "
+                "withdrawn_at = NULL, withdrawn_by_run = NULL "
+                "WHERE grants.withdrawn_at IS NOT NULL "
                 "RETURNING assignment_id, period_start",
                 (run_id, stamp),
             ).all()
@@ -395,6 +424,7 @@ def _debit(conn: sa.Connection, debits: list[tuple[str, int]]) -> None:
         return
     ids = [c for c, _ in debits]
     amounts = [a for _, a in debits]
+    _check_bounds(conn, debits)
     if conn.dialect.name == "postgresql":
         raw = conn.connection.driver_connection
         with raw.cursor() as cur:
@@ -415,3 +445,26 @@ def _debit(conn: sa.Connection, debits: list[tuple[str, int]]) -> None:
                             [(a, c) for c, a in debits])
         finally:
             cur.close()
+
+
+#: |balance| must stay within 9e15 micros (9e9 units): far inside int64 on SQLite and PostgreSQL.
+BALANCE_BOUND_MICROS = 9 * 10**15
+
+
+def _check_bounds(conn: sa.Connection, debits: list[tuple[str, int]]) -> None:
+    """Refuse the batch (rolled back, nothing written) if a balance would leave the bound."""
+    p = _param(conn)
+    for start in range(0, len(debits), 500):
+        chunk = debits[start:start + 500]
+        marks = ", ".join([p] * len(chunk))
+        rows = conn.exec_driver_sql(
+            f"SELECT customer_id, balance_micros FROM customers WHERE customer_id IN ({marks})",
+            tuple(c for c, _ in chunk)).all()
+        have = {str(c): int(b) for c, b in rows}
+        for customer, amount in chunk:
+            new = have.get(customer, 0) - int(amount)
+            if abs(new) > BALANCE_BOUND_MICROS:
+                raise GateError(
+                    f"refusing to post: customer {customer}: balance would become {new} micros, "
+                    f"beyond the bound +/-{BALANCE_BOUND_MICROS} micros (9e9 units); "
+                    "nothing posted for its batch")

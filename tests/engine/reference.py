@@ -343,8 +343,10 @@ def due_lines_on(D: date, a: Assignment, currency: str, calls: list[Call]) -> li
     if not p.minimum_spend:
         if a.is_billing_date(D):
             per = a.period_of(D)
+            cut = (Fraction(per.days, per.uncut_days) if p.prorate and per.end is not None
+                   else 1)  # trailing proration
             lines.append(_line(D, a, currency, "recurring", per.start, per.end, p.retail,
-                               p.retail * q, p.cost * q))
+                               p.retail * q * cut, p.cost * q * cut))
         if D == a.start and p.prorate and not a.calendar.contains(D):
             stub = a.stub()
             ratio = Fraction(stub.days, stub.uncut_days)

@@ -1,0 +1,114 @@
+"""`billing-jobs adjust | rebill | reverse`: the correction commands (wiring only).
+
+Each prints the rows it wrote (or would write) with amounts as plain decimals, and exits
+0 on success, 1 when the database refused, 2 for bad arguments (like `run`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, List, Optional
+
+import typer
+
+from datetime import date, datetime
+
+from rich.console import Console
+
+from billing_jobs.errors import UsageError
+
+out = Console(soft_wrap=True, highlight=False)
+DbOption = Annotated[Optional[str], typer.Option(
+    "--db", help="SQLAlchemy database URL (default: $BILLING_DB_URL, else sqlite:///billing.db)")]
+
+
+def _parse_date(value: str, option: str) -> date:
+    try:
+        return datetime.strptime(value, "%Y-%m-%d").date()
+    except ValueError:
+        raise UsageError(f"{option}: {value!r} is not a date in YYYY-MM-DD form") from None
+
+
+def _amount(text: str) -> int:
+    from billing_jobs.engine.money import parse_micros
+
+    s = text.strip()
+    sign = -1 if s.startswith("-") else 1
+    try:
+        return sign * parse_micros(s[1:] if sign < 0 else s.lstrip("+"))
+    except ValueError as exc:
+        raise UsageError(f"--amount: {exc}") from None
+
+
+def _show(written, what: str, simulate: bool) -> None:
+    from billing_jobs.engine.money import format_minor
+
+    verb = "would write" if simulate else "wrote"
+    count = len(written.rows) if simulate else written.count
+    out.print(f"{what}: {verb} {count} row(s)")
+    for row, done in zip(written.rows, written.written):
+        if not simulate and not done:
+            continue
+        out.print(f"  {row['customer_id']}  {row['assignment_id'] or '-'}  {row['kind']}  "
+                  f"{row['period_start']}  rev {row['revision']}  {row['entry']}  "
+                  f"{format_minor(int(row['amount_micros']), row['currency'])} {row['currency']}"
+                  f"  {row['status']}  {row['reason']}")
+
+
+def _engine(db):
+    from billing_jobs.store import make_engine, upgrade
+
+    engine = make_engine(db)
+    upgrade(engine)
+    return engine
+
+
+def adjust_cmd(
+    customer: Annotated[str, typer.Option("--customer", help="customer id")],
+    amount: Annotated[str, typer.Option("--amount", help="decimal; > 0 debit, < 0 credit")],
+    reason: Annotated[str, typer.Option("--reason", help="why (kept on the ledger row)")],
+    key: Annotated[Optional[str], typer.Option("--key", help="idempotency key: retries are safe")] = None,
+    post: Annotated[bool, typer.Option("--post", help="write it (default: show only)")] = False,
+    db: DbOption = None,
+) -> None:
+    """A manual debit or credit of a customer, once per idempotency key."""
+    from billing_jobs.store.corrections import adjust
+
+    written = adjust(_engine(db), customer, _amount(amount), reason, idempotency_key=key, post=post)
+    _show(written, "adjust", not post)
+    out.print(f"idempotency key: {written.rows[0]['idempotency_key']}")
+    if post and not written.count:
+        out.print("already written under this key: nothing changed")
+
+
+def rebill_cmd(
+    from_: Annotated[str, typer.Option("--from", help="first date YYYY-MM-DD")],
+    to: Annotated[str, typer.Option("--to", help="last date YYYY-MM-DD")],
+    customer: Annotated[Optional[List[str]], typer.Option("--customer", help="customer id (repeatable)")] = None,
+    simulate: Annotated[bool, typer.Option("--simulate/--post", help="show only (default) or write")] = True,
+    db: DbOption = None,
+) -> None:
+    """Post the differences between current data and the ledger, per posting key, once."""
+    from billing_jobs.store.corrections import rebill
+
+    first, last = _parse_date(from_, "--from"), _parse_date(to, "--to")
+    written = rebill(_engine(db), first, last, customer or None, simulate=simulate)
+    _show(written, "rebill", simulate)
+
+
+def reverse_cmd(
+    run: Annotated[str, typer.Option("--run", help="run id of a post run")],
+    simulate: Annotated[bool, typer.Option("--simulate/--post", help="show only (default) or write")] = True,
+    db: DbOption = None,
+) -> None:
+    """Void a posted run: compensating rows, balances restored, grants withdrawn; once."""
+    from billing_jobs.store.corrections import reverse
+
+    written = reverse(_engine(db), run, simulate=simulate)
+    _show(written, "reverse", simulate)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the commands to the CLI app (called at the bottom of billing_jobs/cli.py)."""
+    app.command("adjust")(adjust_cmd)
+    app.command("rebill")(rebill_cmd)
+    app.command("reverse")(reverse_cmd)
