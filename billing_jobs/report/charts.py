@@ -33,6 +33,30 @@ PLOT_CONFIG = {
 }
 
 
+def plain(values) -> list[str]:
+    """Labels as plain text: plotly renders a subset of HTML in labels and hover text, so
+    '<', '>' and '&' in ids and names are written as entities and shown as typed (#17.9)."""
+    return [str(v).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            for v in values]
+
+
+MIN_BAR_SHARE = 0.01  # a non-zero bar is drawn at least 1% of its panel's largest bar
+
+
+def _visible(values: list[float]) -> list[float]:
+    top = max((abs(v) for v in values), default=0.0)
+    floor = top * MIN_BAR_SHARE
+    return [(max(v, floor) if v > 0 else (min(v, -floor) if v < 0 else 0.0)) for v in values]
+
+
+def _count_axis(fig, top: int, **where) -> None:
+    """Integer ticks for counts: never 0.5 lines."""
+    kw = dict(rangemode="tozero", tickformat=",d")
+    if top <= 10:
+        kw["dtick"] = 1
+    fig.update_yaxes(**kw, **where)
+
+
 def _layout(fig: go.Figure, height: int) -> go.Figure:
     fig.update_layout(
         template="plotly_white",
@@ -56,9 +80,9 @@ def _money_text(values, currency: str) -> list[str]:
 
 def _bar_pair(fig, frame: pd.DataFrame, label_col: str, currency: str, row: int, col: int,
               first: bool, horizontal: bool) -> None:
-    labels = frame[label_col].astype(str).tolist()
+    labels = plain(frame[label_col].astype(str).tolist())
     for what, colour in (("amount", AMOUNT_COLOUR), ("cost", COST_COLOUR)):
-        values = frame[what + "_f"].tolist()
+        values = _visible(frame[what + "_f"].tolist())
         text = _money_text(frame[what], currency)
         common = dict(name=what, legendgroup=what, showlegend=first, marker_color=colour,
                       customdata=[[t, n] for t, n in zip(text, frame["lines"].tolist())],
@@ -84,7 +108,8 @@ def amount_by_package(agg: Aggregates) -> go.Figure | None:
             # would dwarf the ones an analyst looks at
             title = (f"{cur}: top {TOP_PACKAGES} of {len(rows)} packages by amount "
                      f"(other {len(rest)}: {format_minor(sum(rest['amount']), cur)} {cur})")
-        panels.append((cur, title, rows.head(TOP_PACKAGES)))
+        panels.append((cur, title.replace("&", "&amp;").replace("<", "&lt;"),
+                       rows.head(TOP_PACKAGES)))
     heights = [max(2, len(p)) * 34 + 40 for _, _, p in panels]
     gap = 70  # px between panels: tick labels + next subplot title
     total_h = sum(heights) + gap * (len(panels) - 1)
@@ -106,7 +131,7 @@ def amount_by_kind(agg: Aggregates) -> go.Figure | None:
     nrows = math.ceil(len(currencies) / cols)
     fig = make_subplots(rows=nrows, cols=cols,
                         subplot_titles=[f"{cur}: by kind" for cur in currencies],
-                        horizontal_spacing=0.08, vertical_spacing=0.18 if nrows > 1 else 0.1)
+                        horizontal_spacing=0.12, vertical_spacing=0.22 if nrows > 1 else 0.1)
     order = {k: i for i, k in enumerate(KINDS)}
     for i, cur in enumerate(currencies):
         frame = agg.by_kind[agg.by_kind["currency"] == cur]
@@ -131,6 +156,9 @@ def lines_by_status(counts: dict) -> go.Figure | None:
     fig.add_trace(go.Bar(x=statuses, y=[counts["grants_by_status"].get(s, 0) for s in statuses],
                          name="free-minute grants", marker_color=USED_COLOUR,
                          hovertemplate="%{y} grants<extra>%{x}</extra>"))
+    top = max(list(counts["lines_by_status"].values()) + list(counts["grants_by_status"].values())
+              + [0])
+    _count_axis(fig, top)
     return _layout(fig, 320)
 
 
@@ -140,12 +168,16 @@ def utilisation(agg: Aggregates) -> go.Figure | None:
         return None
     top = per_customer.sort_values(["seconds_granted", "customer_id"], ascending=[False, True],
                                    kind="stable").head(TOP_UTIL_CUSTOMERS)
-    fig = make_subplots(rows=1, cols=2, column_widths=[0.62, 0.38], horizontal_spacing=0.1,
-                        subplot_titles=[f"Minutes granted vs used (top {len(top)} customers)",
-                                        "Periods by share of minutes used"])
-    customers = top["customer_id"].astype(str).tolist()
-    granted = (top["seconds_granted"] / 60).round(1).tolist()
-    used = (top["seconds_used"] / 60).round(1).tolist()
+    title = "Minutes granted vs used"
+    if len(per_customer) > len(top) and len(top) > 1:
+        title += f" (top {len(top)} of {len(per_customer)} customers)"
+    elif len(top) > 1:
+        title += f" ({len(top)} customers)"
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.62, 0.38], horizontal_spacing=0.12,
+                        subplot_titles=[title, "Periods by share of minutes used"])
+    customers = plain(top["customer_id"].astype(str).tolist())
+    granted = _visible((top["seconds_granted"] / 60).round(1).tolist())
+    used = _visible((top["seconds_used"] / 60).round(1).tolist())
     fig.add_trace(go.Bar(x=customers, y=granted, name="granted (min)",
                          marker_color=GRANTED_COLOUR,
                          hovertemplate="%{y} min granted<extra>%{x}</extra>"), row=1, col=1)
@@ -157,4 +189,5 @@ def utilisation(agg: Aggregates) -> go.Figure | None:
                          hovertemplate="%{y} periods<extra>%{x} used</extra>"), row=1, col=2)
     fig.update_yaxes(title_text="minutes", row=1, col=1)
     fig.update_yaxes(title_text="periods", row=1, col=2)
+    _count_axis(fig, max([n for _, n in agg.util_histogram] + [0]), row=1, col=2)
     return _layout(fig, 380)

@@ -8,10 +8,12 @@ complete detail stays in the CSV files next to the page.
 from __future__ import annotations
 
 import json
+import secrets
 from functools import lru_cache
 from pathlib import Path
 
 import jinja2
+import numpy as np
 import pandas as pd
 import plotly.offline
 from markupsafe import Markup
@@ -21,6 +23,17 @@ from billing_jobs.report.aggregate import Aggregates
 from billing_jobs.report.formatting import format_dates
 
 HERE = Path(__file__).parent
+STAGE_NAMES = {
+    "load": "load inputs from the database",
+    "validate": "check input rows",
+    "compute": "compute what is due",
+    "gate": "check lines before posting (gate)",
+    "post": "post to the ledger",
+    "simulate": "compare with the ledger (simulation)",
+    "total_before_report": "total before writing the report",
+    "report": "write the report",
+    "forecast": "simulate the forecast dates",
+}
 TABLE_ROWS = 2000
 
 
@@ -69,17 +82,34 @@ def table_payload(frame: pd.DataFrame, *, total: int | None = None, limit: int =
     }
 
 
-def _figure_html(fig, div_id: str) -> Markup:
-    return Markup(fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id,
+def _in_minutes(frame: pd.DataFrame, columns: dict) -> pd.DataFrame:
+    """Seconds columns shown as minutes (one decimal when not whole), period_end labelled."""
+    out = frame.copy()
+    for sec, minutes in columns.items():
+        v = pd.to_numeric(out[sec], errors="coerce").fillna(0).astype("int64")
+        whole = v % 60 == 0
+        out[sec] = np.where(whole, (v // 60).astype(str), (v / 60).round(1).astype(str))
+        out = out.rename(columns={sec: minutes})
+    if "period_end" in out.columns:
+        out = out.rename(columns={"period_end": "period_end (exclusive)"})
+    return out
+
+
+def _figure_html(fig, div_id: str, nonce: str) -> Markup:
+    html = fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id,
                               config=charts.PLOT_CONFIG, default_width="100%",
-                              default_height=f"{int(fig.layout.height or 400)}px"))
+                              default_height=f"{int(fig.layout.height or 400)}px")
+    # every inline script carries the page's nonce: the CSP allows no other inline script
+    html = html.replace("<script type=\"text/javascript\">", f'<script nonce="{nonce}">')
+    html = html.replace("<script>", f'<script nonce="{nonce}">')
+    return Markup(html)
 
 
-def _charts(agg: Aggregates, counts: dict) -> list[dict]:
+def _charts(agg: Aggregates, counts: dict, nonce: str) -> list[dict]:
     specs = [
         ("chart-package", "Amount by package", "wide", charts.amount_by_package(agg),
          "No charge lines in this run."),
-        ("chart-kind", "Amount by kind", "span2", charts.amount_by_kind(agg),
+        ("chart-kind", "Amount by kind", "wide", charts.amount_by_kind(agg),
          "No charge lines in this run."),
         ("chart-status", "Lines and grants by status", "", charts.lines_by_status(counts),
          "Nothing computed for this run."),
@@ -89,13 +119,15 @@ def _charts(agg: Aggregates, counts: dict) -> list[dict]:
     out = []
     for div_id, title, width, fig, empty in specs:
         out.append({"id": div_id, "title": title, "width": width,
-                    "html": _figure_html(fig, div_id) if fig is not None else None,
+                    "html": _figure_html(fig, div_id, nonce) if fig is not None else None,
                     "empty": empty})
     return out
 
 
 def render_html(summary: dict, agg: Aggregates, charges: pd.DataFrame, grants: pd.DataFrame,
-                util: pd.DataFrame, rejected: pd.DataFrame, extended: pd.DataFrame) -> str:
+                util: pd.DataFrame, rejected: pd.DataFrame, extended: pd.DataFrame,
+                balances: pd.DataFrame | None = None, total_lines: int | None = None,
+                context: dict | None = None, nonce: str | None = None) -> str:
     counts = summary["counts"]
     ext = pd.DataFrame({
         "assignment_id": extended["assignment_id"].astype(str).to_numpy(),
@@ -108,21 +140,33 @@ def render_html(summary: dict, agg: Aggregates, charges: pd.DataFrame, grants: p
     used_pct = (f"{util_total['seconds_used'] * 100 / granted:.1f}" if granted else None)
     tables = {
         "lines": table_payload(
-            charges, numeric=("quantity", "unit_price", "amount", "cost"),
+            charges, total=total_lines, numeric=("quantity", "unit_price", "amount", "cost"),
             filters=("status", "kind", "currency"), source="charges.csv"),
-        "grants": table_payload(grants, numeric=("seconds",), filters=("status",),
-                                source="grants.csv"),
-        "utilisation": table_payload(util, numeric=("seconds_granted", "seconds_used"),
-                                     source="utilisation.csv"),
+        "grants": table_payload(_in_minutes(grants, {"seconds": "minutes"}),
+                                numeric=("minutes",), filters=("status",),
+                                source="grants.csv (in seconds)"),
+        "utilisation": table_payload(
+            _in_minutes(util, {"seconds_granted": "minutes_granted",
+                               "seconds_used": "minutes_used"}),
+            numeric=("minutes_granted", "minutes_used"), source="utilisation.csv (in seconds)"),
+        "balances": table_payload(
+            balances if balances is not None else pd.DataFrame(
+                columns=["customer_id", "name", "currency", "posted_lines", "posted_amount",
+                         "balance_before", "balance_after"]),
+            numeric=("posted_lines", "posted_amount", "balance_before", "balance_after"),
+            filters=("currency",), source="balances.csv"),
         "rejected": table_payload(rejected, filters=("entity",), source="rejected.csv"),
         "extended": table_payload(ext, source="summary.json (extended_ends)"),
     }
+    nonce = nonce or secrets.token_urlsafe(18)
     context = {
+        "nonce": nonce,
+        "stage_names": STAGE_NAMES,
         "s": summary,
         "run": summary["run"],
         "counts": counts,
         "currencies": agg.currencies,
-        "charts": _charts(agg, counts),
+        "charts": _charts(agg, counts, nonce),
         "used_pct": used_pct,
         "tables": {k: script_json(v) for k, v in tables.items()},
         "table_meta": tables,

@@ -14,6 +14,7 @@ import pyarrow.csv as pacsv
 
 from billing_jobs.engine.frames import BillingResult
 from billing_jobs.report import aggregate as agg_mod
+from billing_jobs.report import explain
 from billing_jobs.report.formatting import (
     charges_text,
     format_dates,
@@ -56,6 +57,35 @@ def _run_block(run_info: dict) -> dict:
 
 _NEEDS_QUOTES = r'[",\r\n]'
 
+# CSV injection (OWASP "CSV Injection"): a text cell starting with one of these is run as a
+# formula by spreadsheet programs. Such cells get a leading single quote; columns that the
+# report computes as numbers (amounts such as -0.72) are left as they are.
+FORMULA_START = r"^[=+\-@\t\r]"
+NUMERIC_COLUMNS = frozenset({
+    "quantity", "unit_price", "amount", "cost", "seconds", "seconds_granted", "seconds_used",
+    "minutes", "minutes_granted", "minutes_used", "balance_before", "balance_after",
+    "commitment", "spend", "shortfall", "stub_days", "period_days", "covered_minutes",
+    "posted_amount",
+})
+
+
+def neutralise_formulas(frame: pd.DataFrame, numeric=NUMERIC_COLUMNS) -> pd.DataFrame:
+    """Prefix ' to text cells a spreadsheet would evaluate (vectorised, per column)."""
+    out = {}
+    for c in frame.columns:
+        col = frame[c]
+        if c in numeric or not (col.dtype == object or pd.api.types.is_string_dtype(col)):
+            out[c] = col
+            continue
+        text = col.astype(object).where(col.notna(), "").astype(str)
+        risky = text.str.contains(FORMULA_START, regex=True)
+        out[c] = text.where(~risky, "'" + text) if risky.any() else col
+    header = [("'" + str(c)) if pd.Series([str(c)]).str.contains(FORMULA_START).iloc[0]
+              else c for c in frame.columns]
+    result = pd.DataFrame(out, columns=list(frame.columns))
+    result.columns = header
+    return result
+
 
 def _write_csv(frame: pd.DataFrame, path: Path) -> None:
     """Write an all-text/int frame as CSV, quoting only where needed (like csv.QUOTE_MINIMAL).
@@ -64,6 +94,7 @@ def _write_csv(frame: pd.DataFrame, path: Path) -> None:
     decimals), pyarrow writes it unquoted, about 20x faster than DataFrame.to_csv; otherwise
     pandas writes it with minimal quoting. Both give the same bytes for such data.
     """
+    frame = neutralise_formulas(frame)
     table = pa.Table.from_pandas(frame, preserve_index=False)
     needs_quotes = any(
         (pa.types.is_string(col.type) or pa.types.is_large_string(col.type))
@@ -91,6 +122,7 @@ def build_summary(run_info: dict, lines, grants, util, rejected, extended, timin
         "status": run.get("status"),
         "message": run.get("message"),
         "run": run,
+        "outcome": outcome_block(agg, run),
         "counts": agg.counts,
         "totals": totals,
         "margin": margin,
@@ -119,7 +151,8 @@ def build_summary(run_info: dict, lines, grants, util, rejected, extended, timin
 
 
 def write_report(out_dir: Path, run_info: dict, result: BillingResult | None,
-                 rejected: pd.DataFrame | None, timings: dict | None) -> Path:
+                 rejected: pd.DataFrame | None, timings: dict | None,
+                 context: dict | None = None) -> Path:
     """Write the run's report folder (SPEC §7) and return it.
 
     `result.due_lines` / `result.grants` carry a `status` column (a simulation without one
@@ -147,13 +180,20 @@ def write_report(out_dir: Path, run_info: dict, result: BillingResult | None,
     _write_csv(util_txt, out_dir / "utilisation.csv")
     rejected_txt = rejected_text(rejected)
     _write_csv(rejected_txt, out_dir / "rejected.csv")
+    balances = explain.balances(lines, context) if mode != "simulate" else explain.balances(
+        lines.iloc[0:0], None)
+    _write_csv(balances, out_dir / "balances.csv")
 
     agg = agg_mod.aggregate(lines, grants, util, rejected, extended)
     summary = build_summary(run_info, lines, grants, util, rejected, extended, timings or {}, agg)
     summary["report_dir"] = str(out_dir.resolve())
     summary["report_html"] = str((out_dir / "report.html").resolve())
 
-    html = render_html(summary, agg, charges, grants_txt, util_txt, rejected_txt, extended)
+    _name_customers(summary, context)
+    summary["balances"] = {"customers": int(len(balances))}
+    page_lines = _page_lines(lines, charges, context)
+    html = render_html(summary, agg, page_lines, grants_txt, util_txt, rejected_txt, extended,
+                       balances=balances, total_lines=len(charges), context=context)
     (out_dir / "report.html").write_text(html, encoding="utf-8")
 
     summary["timings"].setdefault("report", round(time.perf_counter() - started, 3))
@@ -161,6 +201,34 @@ def write_report(out_dir: Path, run_info: dict, result: BillingResult | None,
         json.dumps(summary, indent=2, ensure_ascii=False, default=_jsonable) + "\n",
         encoding="utf-8")
     return out_dir
+
+
+def _name_customers(summary: dict, context: dict | None) -> None:
+    ref = (context or {}).get("customers")
+    names = (dict(zip(ref["customer_id"].astype(str), ref["name"].fillna("").astype(str)))
+             if ref is not None and "name" in ref.columns else {})
+    for rows in summary.get("top_customers", {}).values():
+        for r in rows:
+            r["name"] = names.get(r["customer_id"], "")
+
+
+def _page_lines(lines: pd.DataFrame, charges: pd.DataFrame, context: dict | None) -> pd.DataFrame:
+    """The rows the page embeds: names, description and the explanation beside the CSV text."""
+    from billing_jobs.report.html import TABLE_ROWS
+
+    head, text = lines.head(TABLE_ROWS), charges.head(TABLE_ROWS).reset_index(drop=True)
+    cust = explain.names(head, context, "customer_id", "customers", ("name",))
+    pkg = explain.names(head, context, "package_id", "packages", ("name", "description"))
+    return pd.DataFrame({
+        "customer_id": text["customer_id"], "customer": cust["name"],
+        "assignment_id": text["assignment_id"], "package_id": text["package_id"],
+        "package": pkg["name"], "description": pkg["description"], "kind": text["kind"],
+        "period_start": text["period_start"], "period_end (exclusive)": text["period_end"],
+        "quantity": text["quantity"], "unit_price": text["unit_price"],
+        "amount": text["amount"], "cost": text["cost"], "currency": text["currency"],
+        "why this amount": explain.explain_lines(head, context),
+        "auto_decrement": text["auto_decrement"], "status": text["status"],
+    })
 
 
 def _n(count: int, word: str) -> str:
@@ -172,10 +240,8 @@ def headline(summary: dict) -> str:
     counts = summary.get("counts", {})
     mode = summary.get("mode") or "?"
     what = "simulation (nothing posted)" if mode == "simulate" else mode
-    out = [f"Run {summary.get('run_id') or '-'} for {summary.get('run_date') or '?'}: "
-           f"{what}, {summary.get('status') or '?'}"]
-    if summary.get("message"):
-        out.append(f"  {summary['message']}")
+    out = [f"{summary.get('run_date') or '?'}: {outcome_sentence(summary)}",
+           f"  run {summary.get('run_id') or '-'}: {what}, {summary.get('status') or '?'}"]
     by_status = ", ".join(f"{k} {v}" for k, v in counts.get("lines_by_status", {}).items())
     out.append(f"  lines {counts.get('lines', 0)}" + (f" ({by_status})" if by_status else "")
                + f"; grants {counts.get('grants', 0)}; customers {counts.get('customers', 0)}")
@@ -201,3 +267,95 @@ def headline(summary: dict) -> str:
     if path:
         out.append(f"  report: {path}")
     return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- what happened
+
+NEW_STATUSES = ("posted", "invoiced")
+
+
+def _amounts_text(amounts: dict) -> str:
+    return ", ".join(f"{a} {c}" for c, a in amounts.items()) if amounts else "0"
+
+
+def outcome_block(agg: agg_mod.Aggregates, run: dict) -> dict:
+    """What the run did, in counts and exact amounts per currency, and in one sentence."""
+    from billing_jobs.engine.money import format_minor
+
+    mode = str(run.get("mode") or "simulate")
+    status = str(run.get("status") or "")
+    by = agg.by_status
+    new_st = ("simulated",) if mode == "simulate" else NEW_STATUSES
+
+    micros: dict = {}
+
+    def pick(statuses, keep=False) -> tuple[int, dict]:
+        rows = by[by["status"].isin(statuses)]
+        lines = int(rows["lines"].sum()) if len(rows) else 0
+        amounts = {}
+        for cur in agg.currencies:  # one row per currency and status: a handful
+            sel = rows[rows["currency"] == cur]
+            if len(sel):
+                m = sum(int(v) for v in sel["amount"])
+                amounts[cur] = format_minor(m, cur)
+                if keep:
+                    micros[cur] = m
+        return lines, amounts
+
+    new_lines, new_amounts = pick(new_st, keep=True)
+    invoiced_lines, _ = pick(("invoiced",)) if mode != "simulate" else (0, {})
+    old_lines, old_amounts = pick(("already_posted",))
+    not_lines, not_amounts = pick(("not_posted",))
+    block = {
+        "kind": "", "new_lines": new_lines, "new_amounts": new_amounts,
+        "invoiced_lines": invoiced_lines, "already_posted_lines": old_lines,
+        "already_posted_amounts": old_amounts, "not_posted_lines": not_lines,
+        "not_posted_amounts": not_amounts, "new_micros": micros,
+    }
+    reason = str(run.get("message") or "").strip() or "of an unknown error"
+    if status == "failed":
+        if new_lines and mode != "simulate":
+            block["kind"] = "partly_posted"
+            text = (f"failed after posting {_n(new_lines, 'line')} for "
+                    f"{_amounts_text(new_amounts)} (those stand and will not be charged again)"
+                    f"; {_n(not_lines, 'other line')} {'was' if not_lines == 1 else 'were'} "
+                    f"not posted, because {reason}")
+        else:
+            block["kind"] = "failed"
+            text = (("failed: nothing simulated, because " if mode == "simulate"
+                     else "failed: nothing posted, because ") + reason)
+        block["sentence"] = text
+        return block
+    if mode == "simulate":
+        block["kind"] = "simulated"
+        if new_lines:
+            text = (f"simulated: would post {_n(new_lines, 'new line')} for "
+                    f"{_amounts_text(new_amounts)}")
+        else:
+            text = "simulated: nothing new would be posted"
+        if old_lines:
+            text += (f"; {_n(old_lines, 'line')} {'was' if old_lines == 1 else 'were'} already "
+                     "posted earlier and would not be charged again")
+        elif not new_lines:
+            text += ": nothing is due on this date"
+        text += "; nothing was written to the database"
+    else:
+        block["kind"] = "posted" if new_lines else "nothing_new"
+        if new_lines:
+            text = f"posted {_n(new_lines, 'new line')} for {_amounts_text(new_amounts)}"
+            if invoiced_lines:
+                text += (f" ({invoiced_lines} of them invoiced: balance untouched)")
+        else:
+            text = "posted nothing new"
+        if old_lines:
+            text += (f"; {_n(old_lines, 'line')} {'was' if old_lines == 1 else 'were'} already "
+                     "posted earlier, nothing charged twice")
+        elif not new_lines:
+            text += ": nothing was due on this date"
+    block["sentence"] = text
+    return block
+
+
+def outcome_sentence(summary: dict) -> str:
+    o = summary.get("outcome") or {}
+    return o.get("sentence") or f"{summary.get('status') or '?'}"

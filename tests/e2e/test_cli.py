@@ -197,3 +197,154 @@ def test_demo_runs_twice(tmp_path, capsys, monkeypatch):
     assert first == second and len(first) > 20
     assert {"setup", "recurring", "minimum_spend"} <= {k[1] for k in first}
     assert (reports[-1] / "report.html").stat().st_size > 100_000
+
+
+# ------------------------------------------------------------------ #14: what the CLI says
+
+
+def test_headlines_say_what_happened_and_backfill_skips_empty_days(billing_db, tmp_path, capsys):
+    assert cli("run", "--db", billing_db, "--date", "2027-01-01", "--out", str(tmp_path / "s")) == 0
+    assert "simulated: would post 6 new lines" in capsys.readouterr().out
+    assert cli("run", "--db", billing_db, "--date", "2027-01-01", "--post",
+               "--out", str(tmp_path / "p")) == 0
+    text = capsys.readouterr().out
+    assert "posted 6 new lines for 97.61 EUR, 334 JPY" in text
+    assert cli("run", "--db", billing_db, "--date", "2027-01-01", "--post",
+               "--out", str(tmp_path / "again")) == 0
+    text = capsys.readouterr().out
+    assert "posted nothing new; 6 lines were already posted earlier, nothing charged twice" in text
+    html = (tmp_path / "again" / "report.html").read_text()
+    assert "NOTHING NEW POSTED" in html and ">POSTED<" not in html
+    rows = list(csv.DictReader(open(tmp_path / "p" / "balances.csv", newline="")))
+    c1 = {r["customer_id"]: r for r in rows}["C1"]
+    assert (c1["name"], c1["balance_before"], c1["balance_after"]) == ("Alice Telecom", "100.00",
+                                                                      "17.38")
+    # backfill for one customer: one folder per date with something in it, totals at the end
+    out = tmp_path / "bf"
+    assert cli("backfill", "--db", billing_db, "--from", "2027-01-01", "--to", "2027-01-03",
+               "--post", "--customer", "C2", "--out", str(out)) == 0
+    text = capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["2027-01-01", "2027-01-02", "2027-01-03"]
+    assert "2027-01-02: posted 1 new line for 334 JPY" in text
+    assert "posted 2 new line(s) for 668 JPY; 1 line(s) already posted earlier" in text
+    assert balances(billing_db)["C2"] == Decimal(10000 - 3 * 334)
+    out2 = tmp_path / "bf2"
+    assert cli("backfill", "--db", billing_db, "--from", "2027-01-02", "--to", "2027-01-03",
+               "--post", "--customer", "C1", "--out", str(out2)) == 0
+    assert "no report folder written" in capsys.readouterr().out
+    assert not out2.exists() or not any(out2.iterdir())
+
+
+def test_a_failed_strict_run_says_so_once_and_never_posted(billing_db, tmp_path, capsys):
+    eng = sa.create_engine(billing_db)
+    with eng.begin() as conn:
+        conn.execute(sa.text("UPDATE assignments SET quantity = 0 WHERE assignment_id = 'A4'"))
+    eng.dispose()
+    out = tmp_path / "strict"
+    assert cli("run", "--db", billing_db, "--date", "2027-01-01", "--post", "--strict",
+               "--out", str(out)) == 1
+    err = capsys.readouterr().err
+    assert err.count("--strict:") == 1 and "failed: nothing posted, because --strict" in err
+    html = (out / "report.html").read_text()
+    assert "FAILED · nothing posted" in html and ">POSTED<" not in html
+    assert "Nothing was due on this date" not in html
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["run", "--date", "2027-02-30"], "2027-02-30 is not a calendar date (February 2027 has 28 days)"),
+    (["run", "--date", "9999-12-31"], "out of range: billing dates run from 2000-01-01 to 2199-12-31"),
+    (["run", "--date", "2027-01-01", "--tz", "Mars/Base"], "--tz 'Mars/Base' is not a time zone"),
+    (["run", "--date", "2027-01-01", "--customer", "NOPE"], "unknown customer NOPE"),
+])
+def test_bad_values_are_one_line_naming_the_value(billing_db, args, expected, capsys):
+    assert cli(*args, "--db", billing_db) == 2
+    err = capsys.readouterr().err.strip()
+    assert expected in err and len(err.splitlines()) == 1
+
+
+def test_db_nonsense_and_empty_tz_exit_2(tmp_path, monkeypatch):
+    res = subprocess.run([sys.executable, "-m", "billing_jobs.cli", "run", "--date", "2027-01-01",
+                          "--db", "nonsense"], capture_output=True, text=True)
+    assert res.returncode == 2 and "nonsense" in res.stderr and "Traceback" not in res.stderr
+    env = {**__import__("os").environ, "BILLING_TZ": ""}
+    res = subprocess.run([sys.executable, "-m", "billing_jobs.cli", "run", "--date", "2027-01-01",
+                          "--db", f"sqlite:///{tmp_path / 'x.db'}"], capture_output=True,
+                         text=True, env=env)
+    assert res.returncode == 2 and "BILLING_TZ '' is not a time zone" in res.stderr
+
+
+def test_version_and_help_without_type_tags():
+    res = subprocess.run([sys.executable, "-m", "billing_jobs.cli", "--version"],
+                         capture_output=True, text=True)
+    assert res.returncode == 0 and res.stdout.startswith("billing-jobs ")
+    res = subprocess.run([sys.executable, "-m", "billing_jobs.cli", "run", "--help"],
+                         capture_output=True, text=True)
+    assert res.returncode == 0 and "<list[str]>" not in res.stdout and "<bool>" not in res.stdout
+    assert "--tz ZONE" in res.stdout and "--force" in res.stdout
+
+
+def test_out_onto_a_non_empty_folder_refuses_unless_force(billing_db, tmp_path, capsys):
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    assert cli("run", "--db", billing_db, "--date", "2027-01-01", "--out", str(out)) == 2
+    assert "already exists and is not empty" in capsys.readouterr().err
+    assert (out / "keep.txt").exists()
+    assert cli("run", "--db", billing_db, "--date", "2027-01-01", "--out", str(out),
+               "--force") == 0
+    assert not (out / "keep.txt").exists() and (out / "charges.csv").exists()
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
+
+
+def test_a_report_that_cannot_be_written_after_a_post_is_said_as_such(billing_db, tmp_path,
+                                                                       capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    assert cli("run", "--db", billing_db, "--date", "2027-01-01", "--post",
+               "--out", str(blocker / "sub")) == 1
+    err = capsys.readouterr().err
+    assert "the report could not be written" in err and "the run itself succeeded" in err
+    assert ledger_count(billing_db) == 6  # the posting stands
+    eng = sa.create_engine(billing_db)
+    with eng.connect() as conn:
+        status, counts = conn.execute(sa.text("SELECT status, counts FROM runs")).one()
+    eng.dispose()
+    assert status == "succeeded" and json.loads(counts)["lines"] == 6
+
+
+def test_started_by_falls_back_to_the_os_login(billing_db, tmp_path, monkeypatch):
+    import getpass
+
+    monkeypatch.delenv("USER", raising=False)
+    assert cli("run", "--db", billing_db, "--date", "2027-01-01", "--out", str(tmp_path / "u")) == 0
+    s = json.loads((tmp_path / "u" / "summary.json").read_text())
+    assert s["run"]["started_by"] == f"cli:{getpass.getuser()}"
+
+
+def test_after_a_failed_post_the_report_says_which_lines_the_ledger_holds(billing_db):
+    """#17.4: lines are marked by the ledger rows with this run_id, not all 'not_posted'."""
+    from datetime import date
+
+    from billing_jobs import pipeline
+    from billing_jobs.engine.frames import BillingResult
+    from billing_jobs.store import make_engine, post_result
+
+    engine = make_engine(billing_db)
+    req = pipeline.RunRequest(run_date=date(2027, 1, 1), simulate=False)
+    run_id = pipeline.begin_run(engine, req)
+    inputs, _ = pipeline.load_stage(engine, req)
+    result = pipeline.compute_stage(inputs, req)
+    part = result.due_lines[result.due_lines["customer_id"] == "C2"]
+    post_result(engine, BillingResult(part, result.grants.iloc[0:0], result.utilisation),
+                simulate=False, run_id=run_id)  # batch 1 committed, then the post "failed"
+    marked = pipeline.posted_by_run(engine, run_id, result).due_lines
+    got = dict(zip(marked["assignment_id"] + "/" + marked["kind"], marked["status"]))
+    assert got == {"A2/recurring": "posted", "A1/setup": "not_posted",
+                   "A1/recurring": "not_posted", "A3/minimum_spend": "not_posted",
+                   "A4/setup": "not_posted", "A4/recurring": "not_posted"}
+    assert pipeline.close_run(engine, run_id, "failed", {"counts": {"lines": 6}}, "boom") == ""
+    engine.dispose()
+    eng = sa.create_engine(billing_db)
+    with eng.connect() as conn:
+        assert conn.execute(sa.text("SELECT status FROM runs")).scalar() == "failed"
+    eng.dispose()

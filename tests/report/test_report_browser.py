@@ -114,3 +114,34 @@ def test_million_line_report_opens_and_pages(browser, big_report):
     assert view.requested == []
     assert view.errors == []
     page.close()
+
+
+def _variant(tmp_path, name, status_of_lines, run_status, message=""):
+    from billing_jobs.report import write_report
+    from tests.report import scenario
+
+    result = scenario.result()
+    result.due_lines["status"] = status_of_lines
+    info = scenario.run_info(mode="post", status=run_status)
+    info["message"] = message
+    return write_report(tmp_path / name, info, result, scenario.rejected(), scenario.TIMINGS)
+
+
+@pytest.mark.parametrize("name,lines,status,message,badge,sentence", [
+    ("repost", "already_posted", "succeeded", "", "NOTHING NEW POSTED",
+     "Posted nothing new; 7 lines were already posted earlier, nothing charged twice."),
+    ("failed", "not_posted", "failed", "gate failed: amount out of range for A1",
+     "FAILED · nothing posted", "Failed: nothing posted, because gate failed"),
+])
+def test_repost_and_failed_pages_say_what_happened(browser, tmp_path, name, lines, status,
+                                                   message, badge, sentence):
+    out = _variant(tmp_path, name, lines, status, message)
+    view = OfflinePage(browser)
+    page = view.open(out / "report.html")
+    assert badge in page.locator(".badges").inner_text()
+    assert "POSTED" != page.locator(".badges .badge").first.inner_text()
+    assert sentence in page.locator("#what-happened").inner_text()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"report-{name}.png"), full_page=True)
+    assert view.requested == [] and view.errors == []
+    page.close()

@@ -48,7 +48,8 @@ def by(rows, key):
 
 def test_the_folder_holds_the_spec_files_with_exactly_the_spec_columns(report_dir):
     names = sorted(p.name for p in report_dir.iterdir())
-    assert names == sorted([*SPEC_COLUMNS, "summary.json", "report.html"])
+    # the SPEC's files, plus balances.csv (balance before/after per customer, #14)
+    assert names == sorted([*SPEC_COLUMNS, "balances.csv", "summary.json", "report.html"])
     for name, columns in SPEC_COLUMNS.items():
         header, _ = read_csv(report_dir / name)
         assert header == columns, name
@@ -164,7 +165,7 @@ def test_summary_counts_run_info_and_flags(report_dir):
     assert s["free_minutes"]["seconds_granted"] == 9000
     assert s["free_minutes"]["utilisation"] == {"periods": 2, "seconds_granted": 9000,
                                                 "seconds_used": 4800}
-    assert s["top_customers"]["EUR"][0] == {"customer_id": "C-EUR-1", "lines": 3,
+    assert s["top_customers"]["EUR"][0] == {"customer_id": "C-EUR-1", "lines": 3, "name": "",
                                             "amount": "35.88", "cost": "9.04", "margin": "26.84"}
     assert s["report_html"].endswith("report.html")
 
@@ -188,9 +189,12 @@ def test_report_html_is_self_contained_and_shows_the_run(report_dir):
     assert "<script>alert(1)" not in html
     assert _embedded(html, "rejected")["rows"][0] == list(scenario.rejected().iloc[0])
     lines = _embedded(html, "lines")
-    assert lines["columns"] == SPEC_COLUMNS["charges.csv"]
+    # the page's lines: the CSV's columns plus names, description and the explanation
+    assert set(SPEC_COLUMNS["charges.csv"]) - {"run_date", "period_end"} <= set(lines["columns"])
+    assert {"customer", "package", "description", "why this amount",
+            "period_end (exclusive)"} <= set(lines["columns"])
     assert lines["total"] == 7 and len(lines["rows"]) == 7
-    assert lines["rows"][4][9] == "334"
+    assert lines["rows"][4][lines["columns"].index("amount")] == "334"
     assert _embedded(html, "extended")["rows"] == [["A3", "C-EUR-1", "2026-03-05", "2026-03-31"]]
     # the largest-customers table
     assert re.search(r'<table class="grid top-customers" data-currency="EUR">.*?C-EUR-1.*?35\.88',
