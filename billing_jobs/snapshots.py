@@ -45,41 +45,59 @@ SHARD_ORDER_KEY = "customer_id"
 # -- frames <-> files ------------------------------------------------------------------------
 
 
-def _write_frames(frames: dict[str, pd.DataFrame], folder: str | os.PathLike) -> Path:
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+def _is_local(folder) -> bool:
+    return isinstance(folder, (str, os.PathLike)) and "://" not in str(folder)
+
+
+def _write_frames(frames: dict[str, pd.DataFrame], folder) -> Path:
+    """``folder`` is a local path or an object storage path (``ObjectStoragePath``, or any
+    pathlib-like object with ``open``/``read_text``)."""
+    folder = Path(folder) if _is_local(folder) else folder
+    if _is_local(folder):
+        folder.mkdir(parents=True, exist_ok=True)
     dtypes: dict[str, dict[str, str]] = {}
     for name, frame in frames.items():
         if not isinstance(frame, pd.DataFrame):
             raise TypeError(f"{name}: expected a DataFrame, got {type(frame).__name__}")
         dtypes[name] = {str(c): str(t) for c, t in frame.dtypes.items()}
-        _atomic_write(folder / f"{name}.parquet",
-                      lambda p, f=frame: f.reset_index(drop=True).to_parquet(p, index=False))
+        _write(folder / f"{name}.parquet",
+               lambda f, fr=frame: fr.reset_index(drop=True).to_parquet(f, index=False))
     # dtypes.json last: a folder with it is complete (a retried task simply rewrites all).
-    _atomic_write(folder / DTYPES_FILE,
-                  lambda p: Path(p).write_text(json.dumps(dtypes, indent=1, sort_keys=True)))
+    text = json.dumps(dtypes, indent=1, sort_keys=True).encode()
+    _write(folder / DTYPES_FILE, lambda f: f.write(text))
     return folder
 
 
-def _atomic_write(target: Path, write) -> None:
+def _write(target, write) -> None:
+    """Write a file whole: a local file through a temporary file and a rename; an object in
+    object storage with one upload (an object is never seen half written)."""
+    if not isinstance(target, Path):
+        with target.open("wb") as f:
+            write(f)
+        return
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        write(tmp)
+        with open(tmp, "wb") as f:
+            write(f)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def _read_frames(folder: str | os.PathLike, names: Iterable[str]) -> dict[str, pd.DataFrame]:
-    folder = Path(folder)
+def _read_frames(folder, names: Iterable[str]) -> dict[str, pd.DataFrame]:
+    folder = Path(folder) if _is_local(folder) else folder
     manifest = folder / DTYPES_FILE
     if not manifest.is_file():
         raise FileNotFoundError(f"{folder} is not a complete snapshot (no {DTYPES_FILE})")
     dtypes = json.loads(manifest.read_text())
-    return {name: _restore(pd.read_parquet(folder / f"{name}.parquet"), dtypes.get(name, {}))
-            for name in names if name in dtypes}
+    out = {}
+    for name in names:
+        if name in dtypes:
+            with (folder / f"{name}.parquet").open("rb") as f:
+                out[name] = _restore(pd.read_parquet(f), dtypes.get(name, {}))
+    return out
 
 
 def _restore(frame: pd.DataFrame, dtypes: dict[str, str]) -> pd.DataFrame:

@@ -1,20 +1,27 @@
 """One billing run in separate stages, each able to run in its own process or on its own machine.
 
 The Airflow DAG ``package_billing`` runs each function here in its own task; this module knows
-nothing about Airflow (plain values and paths in, paths out). Every stage calls the matching
-stage of ``billing_jobs.pipeline`` (the same functions ``billing-jobs run`` uses) and hands its
-dataframes to the next one as Parquet folders (``billing_jobs.snapshots``).
+nothing about Airflow's scheduling (plain values and paths in, paths out). Every stage calls the
+matching stage of ``billing_jobs.pipeline`` (the same functions ``billing-jobs run`` uses) and
+hands its dataframes to the next one as Parquet folders (``billing_jobs.snapshots``).
 
     extract ──> compute_shard[0..n-1] ──> gate ──> settle ──> report
                                     (any stage failing for good) ──> record_failure
 
-A run lives in one folder (``run_folder``): the report, and under ``snapshots/`` the hand-offs
-plus ``run.json`` (the manifest: the billing run record's id and what every stage needs to
-rebuild the ``RunRequest``) and ``timings/`` (each stage's timings, in its own file because the
-shards run in parallel).
+An *attempt* of a run (the first run, or each clear / reprocess of it) has its own report folder
+(``run_folder``) and its own billing run record with its true mode: a cleared or reprocessed run
+never overwrites the report of an earlier attempt. Its hand-offs live in its work folder
+(``work_dir``): ``<run folder>/snapshots`` by default, or under ``$BILLING_HANDOFF_URL`` (for
+example ``s3://bucket/prefix``, opened with Airflow's ``ObjectStoragePath`` and the connection
+``$BILLING_HANDOFF_CONN_ID``) so that workers on several machines share them. The work folder
+holds ``run.json`` (the manifest: the billing run record's id, the report folder and what every
+stage needs to rebuild the ``RunRequest``), the inputs and results, ``timings/`` (each stage's
+timings, one file each because the shards run in parallel) and ``workers/`` (which worker
+computed each shard).
 
-Heavy imports (pandas, SQLAlchemy, the engine) happen inside the functions, so that importing
-this module (as the DAG file does when Airflow parses it) stays cheap.
+Heavy imports (pandas, SQLAlchemy, the engine, Airflow's object storage) happen inside the
+functions, so that importing this module (as the DAG file does when Airflow parses it) stays
+cheap.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import json
 import logging
 import os
 import re
+import socket
 from collections.abc import Iterable, Iterator
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -35,8 +43,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "run.json"  # in <run_dir>/snapshots/: what every stage needs to rebuild the request
+MANIFEST = "run.json"  # in the work folder: what every stage needs to rebuild the request
+UNPOSTED = "unposted.json"  # in the work folder: settle's view of the unposted dates
 DEFAULT_SHARDS = 4
+# Below this many assignments one shard computes faster than several (each mapped task costs
+# seconds of start-up); see docs/benchmarks.md.
+DEFAULT_SHARD_MIN_ASSIGNMENTS = 200_000
 
 
 # -- settings --------------------------------------------------------------------------------
@@ -72,6 +84,19 @@ def n_shards() -> int:
     return max(1, int(os.environ.get("BILLING_SHARDS", str(DEFAULT_SHARDS))))
 
 
+def shard_min_assignments() -> int:
+    """$BILLING_SHARD_MIN_ASSIGNMENTS: a run with fewer assignments is not split (default
+    200000)."""
+    return max(0, int(os.environ.get("BILLING_SHARD_MIN_ASSIGNMENTS",
+                                     str(DEFAULT_SHARD_MIN_ASSIGNMENTS))))
+
+
+def shards_for(n_assignments: int) -> int:
+    """How many shards a run with ``n_assignments`` gets: ``n_shards()`` when it is large
+    enough to gain from it, else 1."""
+    return n_shards() if n_assignments >= shard_min_assignments() else 1
+
+
 def billing_date(chosen: str | None, when: datetime | None, tz: str) -> date:
     """The billing date: ``chosen`` (``YYYY-MM-DD``) if given, else the calendar date of ``when``
     in the billing time zone ``tz`` (a naive ``when`` is taken as UTC)."""
@@ -83,35 +108,82 @@ def billing_date(chosen: str | None, when: datetime | None, tz: str) -> date:
     return date(local.year, local.month, local.day)
 
 
-# -- the run folder --------------------------------------------------------------------------
+# -- the run folder and the work folder -----------------------------------------------------
 
 
-def run_folder(run_date: date, run_id: str) -> Path:
-    """``$BILLING_REPORT_DIR/airflow/<run_date>/<run_id>`` (``:`` and other unsafe characters
-    of the run id become ``_``)."""
-    root = Path(os.environ.get("BILLING_REPORT_DIR", "reports")).resolve()
-    return root / "airflow" / run_date.isoformat() / re.sub(r"[^A-Za-z0-9._+-]", "_", run_id)
+def report_root() -> Path:
+    return Path(os.environ.get("BILLING_REPORT_DIR", "reports")).resolve()
 
 
-def work_dir(run_dir: str | Path) -> Path:
-    """``<run_dir>/snapshots``: the hand-offs between stages, the manifest, the timings."""
-    return Path(run_dir) / "snapshots"
+def run_folder(run_date: date, run_id: str, attempt: int = 0) -> Path:
+    """``$BILLING_REPORT_DIR/airflow/<run_date>/<run_id>`` for a run's first attempt,
+    ``.../<run_id>.attempt-<n>`` (n = 2, 3 ...) for each clear or reprocess of it (``:`` and
+    other unsafe characters of the run id become ``_``)."""
+    name = re.sub(r"[^A-Za-z0-9._+-]", "_", run_id)
+    if attempt:
+        name += f".attempt-{int(attempt) + 1}"
+    return report_root() / "airflow" / run_date.isoformat() / name
 
 
-def run_dir_of_path(path: str | Path) -> Path:
-    """The run folder holding a snapshot path (``<run_dir>/snapshots/...``)."""
-    for parent in Path(path).parents:
+def handoff_url() -> str | None:
+    """$BILLING_HANDOFF_URL (e.g. ``s3://bucket/prefix``), else None: hand-offs stay local."""
+    return os.environ.get("BILLING_HANDOFF_URL", "").strip() or None
+
+
+def storage_path(location: str | os.PathLike):
+    """A hand-off location as a path object: a local ``Path``, or an ``ObjectStoragePath`` for
+    a URL (its credentials from the Airflow connection $BILLING_HANDOFF_CONN_ID, when set)."""
+    text = str(location)
+    if "://" not in text or text.startswith("file://"):
+        return Path(text.removeprefix("file://"))
+    from airflow.sdk import ObjectStoragePath
+
+    return ObjectStoragePath(text, conn_id=os.environ.get("BILLING_HANDOFF_CONN_ID") or None)
+
+
+def work_dir(run_dir: str | Path):
+    """The hand-offs of the attempt whose report goes to ``run_dir``: ``<run_dir>/snapshots``,
+    or the same relative folder under $BILLING_HANDOFF_URL."""
+    url = handoff_url()
+    if url is None:
+        return Path(run_dir) / "snapshots"
+    try:
+        rel = Path(run_dir).resolve().relative_to(report_root())
+    except ValueError:
+        rel = Path(*Path(run_dir).resolve().parts[-3:])
+    return storage_path(url.rstrip("/") + "/" + rel.as_posix() + "/snapshots")
+
+
+def work_of(path: str | os.PathLike):
+    """The work folder (``.../snapshots``) holding a hand-off path."""
+    path = storage_path(path)
+    for parent in path.parents:
         if parent.name == "snapshots":
-            return parent.parent
+            return parent
     raise ValueError(f"{path} is not inside a run's snapshots/ folder")
 
 
+def run_dir_of_path(path: str | os.PathLike) -> Path:
+    """The report folder of the attempt that wrote a hand-off path."""
+    return Path(_manifest_at(work_of(path))["run_dir"])
+
+
+def _manifest_at(work) -> dict:
+    return json.loads((work / MANIFEST).read_text())
+
+
+def _write_manifest(work, manifest: dict) -> None:
+    if isinstance(work, Path):
+        work.mkdir(parents=True, exist_ok=True)
+    (work / MANIFEST).write_text(json.dumps(manifest, indent=1))
+
+
 def read_manifest(run_dir: str | Path) -> dict:
-    return json.loads((work_dir(run_dir) / MANIFEST).read_text())
+    return _manifest_at(work_dir(run_dir))
 
 
 def has_started(run_dir: str | Path) -> bool:
-    """True once ``extract`` has written the manifest (so a run record exists)."""
+    """True once the attempt has a manifest (so a run record exists)."""
     return (work_dir(run_dir) / MANIFEST).exists()
 
 
@@ -125,41 +197,66 @@ def new_request(run_date: date, run_dir: str | Path, *, simulate, customer_ids, 
                       out_dir=Path(run_dir), started_by=started_by, tz=tz)
 
 
-def request_of(run_dir: str | Path) -> RunRequest:
-    """The run's request, rebuilt from its manifest."""
+def _request(m: dict) -> RunRequest:
     from billing_jobs.pipeline import RunRequest
 
-    m = read_manifest(run_dir)
     return RunRequest(run_date=date.fromisoformat(m["run_date"]), simulate=m["simulate"],
                       customer_ids=m["customer_ids"], strict=m["strict"],
-                      out_dir=Path(run_dir), started_by=m["started_by"], tz=m["tz"])
+                      out_dir=Path(m["run_dir"]), started_by=m["started_by"], tz=m["tz"])
 
 
-def save_timings(run_dir: str | Path, name: str, timings: dict) -> None:
+def request_of(run_dir: str | Path) -> RunRequest:
+    """The run's request, rebuilt from its manifest."""
+    return _request(read_manifest(run_dir))
+
+
+def _put_json(folder, name: str, value) -> None:
+    if isinstance(folder, Path):
+        folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text(json.dumps(value))
+
+
+def save_timings(work, name: str, timings: dict) -> None:
     """One stage's timings in ``timings/<name>.json`` (shards run in parallel: one file each)."""
-    folder = work_dir(run_dir) / "timings"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{name}.json").write_text(json.dumps(dict(timings)))
+    _put_json(work / "timings", f"{name}.json", dict(timings))
 
 
-def load_timings(run_dir: str | Path) -> dict:
+def load_timings(work) -> dict:
     """Every stage's timings so far, summed per stage."""
     out: dict[str, float] = {}
-    for path in sorted((work_dir(run_dir) / "timings").glob("*.json")):
-        for stage, seconds in json.loads(path.read_text()).items():
-            out[stage] = round(out.get(stage, 0.0) + seconds, 4)
+    folder = work / "timings"
+    if not folder.exists():
+        return out
+    for path in sorted(folder.iterdir(), key=lambda p: p.name):
+        if path.name.endswith(".json"):
+            for stage, seconds in json.loads(path.read_text()).items():
+                out[stage] = round(out.get(stage, 0.0) + seconds, 4)
     return out
 
 
-def run_info(run_dir: str | Path, req: RunRequest, status: str, message: str,
-             unposted: list[str]) -> dict:
-    """``pipeline.run_info`` of the run, plus the Airflow DAG and run ids from its manifest."""
+def shard_workers(run_dir: str | Path) -> dict[int, str]:
+    """Which worker computed each shard of the attempt (``$BILLING_WORKER_NAME``, else the
+    host name, with the process id)."""
+    folder = work_dir(run_dir) / "workers"
+    if not folder.exists():
+        return {}
+    out = {}
+    for path in folder.iterdir():
+        rec = json.loads(path.read_text())
+        out[int(rec["shard"])] = rec["worker"]
+    return dict(sorted(out.items()))
+
+
+def run_info(m: dict, req: RunRequest, status: str, message: str, unposted: list[str],
+             posting_now: list[str] | None = None) -> dict:
+    """``pipeline.run_info`` of the attempt, plus the Airflow ids and the attempt's number."""
     from billing_jobs import pipeline
 
-    m = read_manifest(run_dir)
     return {**pipeline.run_info(req, m["billing_run_id"], status, message, unposted,
                                 m["started_at"]),
-            "airflow_dag_id": m["airflow_dag_id"], "airflow_run_id": m["airflow_run_id"]}
+            "airflow_dag_id": m["airflow_dag_id"], "airflow_run_id": m["airflow_run_id"],
+            "airflow_attempt": m.get("attempt", 0) + 1,
+            "posting_now_dates": list(posting_now or [])}
 
 
 def _summary_of(report_dir: Path) -> dict:
@@ -182,69 +279,88 @@ def database(db_url: str | None) -> Iterator:
 # -- the stages ------------------------------------------------------------------------------
 
 
+def _new_record(engine, req: RunRequest) -> str:
+    from billing_jobs.store import runs
+
+    return runs.start_run(engine, req.run_date, req.mode, req.customer_ids, req.started_by)
+
+
+def _reusable(engine, manifest: dict, req: RunRequest) -> bool:
+    """A retried ``extract`` keeps its attempt's run record while that record is still open
+    and of the same mode; anything else is a new attempt with a record of its own."""
+    from billing_jobs.store import runs
+
+    rec = runs.get_run(engine, manifest.get("billing_run_id", ""))
+    return bool(rec) and rec["status"] == "running" and rec["mode"] == req.mode
+
+
 def extract(db_url: str | None, req: RunRequest, run_dir: str | Path, *,
-            airflow_dag_id: str, airflow_run_id: str, shards: int | None = None) -> list[str]:
-    """Start the run (its run record and manifest; a retried or cleared run keeps its record),
+            airflow_dag_id: str, airflow_run_id: str, shards: int | None = None,
+            attempt: int = 0) -> list[str]:
+    """Start the attempt (its run record, with the mode it really runs in, and its manifest),
     load and validate the inputs (``pipeline.load_stage``), write them as a snapshot and split
-    the customers into ``shards`` (default ``n_shards()``). Returns one shard file per shard."""
+    the customers into ``shards`` (default: ``shards_for`` the number of assignments). Returns
+    one shard file per shard."""
     from billing_jobs import pipeline, snapshots
-    from billing_jobs.store import runs, upgrade
+    from billing_jobs.store import upgrade
 
     work = work_dir(run_dir)
-    work.mkdir(parents=True, exist_ok=True)
     timings = pipeline.Timings()
-    manifest_path = work / MANIFEST
     with database(db_url) as engine:
         upgrade(engine)
-        if manifest_path.exists():  # a retry or a cleared run: one run record per run folder
-            manifest = json.loads(manifest_path.read_text())
-        else:
+        manifest = (_manifest_at(work) if (work / MANIFEST).exists() else None)
+        if manifest is None or not _reusable(engine, manifest, req):
             manifest = {
-                "billing_run_id": runs.start_run(engine, req.run_date, req.mode,
-                                                 req.customer_ids, req.started_by),
+                "billing_run_id": _new_record(engine, req),
                 "started_at": datetime.now(timezone.utc).isoformat(),
                 "airflow_dag_id": airflow_dag_id, "airflow_run_id": airflow_run_id,
+                "attempt": int(attempt or 0),
             }
         manifest.update(run_date=req.run_date.isoformat(), simulate=req.simulate,
                         customer_ids=req.customer_ids, strict=req.strict, tz=req.tz,
-                        started_by=req.started_by)
-        manifest_path.write_text(json.dumps(manifest, indent=1))
+                        started_by=req.started_by, run_dir=str(Path(run_dir)),
+                        inputs=str(work / "inputs"))
+        _write_manifest(work, manifest)
         inputs, rejected = pipeline.load_stage(engine, req, timings)
     snapshots.save_inputs(inputs, rejected, work / "inputs")
-    n = shards if shards is not None else n_shards()
+    n = shards if shards is not None else shards_for(len(inputs.assignments))
     groups = [s for s in snapshots.shard_customers(inputs.customers["customer_id"], n)
               if s] or [[]]
     shard_files = []
     for i, customer_ids in enumerate(groups):
-        path = work / "shards" / f"shard-{i}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"index": i, "customer_ids": customer_ids}))
-        shard_files.append(str(path))
-    save_timings(run_dir, "extract", timings)
+        _put_json(work / "shards", f"shard-{i}.json", {"index": i, "customer_ids": customer_ids})
+        shard_files.append(str(work / "shards" / f"shard-{i}.json"))
+    save_timings(work, "extract", timings)
     return shard_files
 
 
 def shard_label(shard: str | Path) -> str:
     """``shard <i> (<n> customers)``, of a shard file."""
-    spec = json.loads(Path(shard).read_text())
+    spec = json.loads(storage_path(shard).read_text())
     return f"shard {spec['index']} ({len(spec['customer_ids'])} customers)"
+
+
+def worker_name() -> str:
+    return os.environ.get("BILLING_WORKER_NAME") or f"{socket.gethostname()}:{os.getpid()}"
 
 
 def compute_shard(shard: str | Path) -> str:
     """``pipeline.compute_stage`` on one shard's customers; returns its result folder."""
     from billing_jobs import pipeline, snapshots
 
-    spec = json.loads(Path(shard).read_text())
-    run_dir = run_dir_of_path(shard)
+    spec = json.loads(storage_path(shard).read_text())
+    work = work_of(shard)
+    m = _manifest_at(work)
     timings = pipeline.Timings()
     with timings.stage("compute"):
-        inputs, _ = snapshots.load_inputs(work_dir(run_dir) / "inputs")
+        inputs, _ = snapshots.load_inputs(storage_path(m["inputs"]))
         result = pipeline.compute_stage(
-            snapshots.filter_inputs(inputs, spec["customer_ids"]), request_of(run_dir))
-        out = snapshots.save_result(result,
-                                    work_dir(run_dir) / "computed" / f"shard-{spec['index']}")
+            snapshots.filter_inputs(inputs, spec["customer_ids"]), _request(m))
+        out = snapshots.save_result(result, work / "computed" / f"shard-{spec['index']}")
     # the shard's index is its position in extract's list, so the index of its mapped task
-    save_timings(run_dir, f"compute-{spec['index']}", timings)
+    save_timings(work, f"compute-{spec['index']}", timings)
+    _put_json(work / "workers", f"shard-{spec['index']}.json",
+              {"shard": spec["index"], "worker": worker_name()})
     return str(out)
 
 
@@ -254,84 +370,143 @@ def gate(shard_results: Iterable[str | Path]) -> str:
     from billing_jobs import pipeline, snapshots
 
     shard_results = list(shard_results)
-    run_dir = run_dir_of_path(shard_results[0])
+    work = work_of(shard_results[0])
+    m = _manifest_at(work)
     timings = pipeline.Timings()
     with timings.stage("gate"):
-        result = snapshots.concat_results([snapshots.load_result(p) for p in shard_results])
-        inputs, _ = snapshots.load_inputs(work_dir(run_dir) / "inputs")
+        result = snapshots.concat_results(
+            [snapshots.load_result(storage_path(p)) for p in shard_results])
+        inputs, _ = snapshots.load_inputs(storage_path(m["inputs"]))
         pipeline.gate_stage(result, inputs)
-        out = snapshots.save_result(result, work_dir(run_dir) / "gated")
-    save_timings(run_dir, "gate", timings)
+        out = snapshots.save_result(result, work / "gated")
+    save_timings(work, "gate", timings)
     return str(out)
 
 
-def settle(db_url: str | None, gated: str | Path) -> str:
+def _attempt_work(db_url: str | None, handed: str | Path, run_dir: str | Path | None):
+    """The work folder of the current attempt for a stage handed ``handed``. When only part of
+    a run was cleared (e.g. ``settle`` and ``report``), the stage runs in a new attempt: its
+    own report folder ``run_dir`` and a new run record, reading the earlier attempt's inputs."""
+    source = work_of(handed)
+    if run_dir is None:
+        return source
+    work = work_dir(run_dir)
+    if str(work) == str(source) or (work / MANIFEST).exists():
+        return work
+    m = dict(_manifest_at(source))
+    with database(db_url) as engine:
+        m.update(billing_run_id=_new_record(engine, _request(m)),
+                 started_at=datetime.now(timezone.utc).isoformat(),
+                 run_dir=str(Path(run_dir)), follows=m["billing_run_id"])
+    _write_manifest(work, m)
+    return work
+
+
+def _posting_now(engine, dates: list[date], own_run_id: str) -> set[date]:
+    """Of ``dates``, those a full post run other than ours is posting right now (its record
+    ``running``): a backfill posting them, not a gap."""
+    import sqlalchemy as sa
+
+    from billing_jobs.store.db import read_connection
+    from billing_jobs.store.runs import _as_date
+    from billing_jobs.store.tables import runs
+
+    if not dates:
+        return set()
+    with read_connection(engine) as conn:
+        found = conn.execute(sa.select(runs.c.run_date).where(
+            runs.c.mode == "post", runs.c.status == "running", runs.c.customer_filter.is_(None),
+            runs.c.run_id != own_run_id, runs.c.run_date.in_(dates))).scalars()
+        return {_as_date(d) for d in found}
+
+
+def settle(db_url: str | None, gated: str | Path, run_dir: str | Path | None = None) -> str:
     """``pipeline.settle_stage``: simulate, or post exactly once; returns the settled result's
-    folder."""
-    from billing_jobs import pipeline, snapshots
-
-    run_dir = run_dir_of_path(gated)
-    req = request_of(run_dir)
-    timings = pipeline.Timings()
-    with timings.stage(req.mode), database(db_url) as engine:
-        result = pipeline.settle_stage(engine, snapshots.load_result(gated), req,
-                                       read_manifest(run_dir)["billing_run_id"])
-        out = snapshots.save_result(result, work_dir(run_dir) / "settled")
-    save_timings(run_dir, "settle", timings)
-    return str(out)
-
-
-def report(db_url: str | None, settled: str | Path) -> str:
-    """``pipeline.report_stage`` into the run folder, then the run record says ``succeeded``;
-    returns the report folder."""
+    folder. A post then takes the dates never posted before it, still inside the posting slot
+    (pool ``billing_posting``), so that a night another run is posting at the same time is
+    named as being posted (``posting_now_dates``), not as never posted."""
     from billing_jobs import pipeline, snapshots
     from billing_jobs.store import runs
 
-    run_dir = run_dir_of_path(settled)
-    req = request_of(run_dir)
-    _, rejected = snapshots.load_inputs(work_dir(run_dir) / "inputs")
-    timings = pipeline.Timings(load_timings(run_dir))
+    work = _attempt_work(db_url, gated, run_dir)
+    m = _manifest_at(work)
+    req = _request(m)
+    timings = pipeline.Timings()
+    with timings.stage(req.mode), database(db_url) as engine:
+        result = pipeline.settle_stage(engine, snapshots.load_result(storage_path(gated)), req,
+                                       m["billing_run_id"])
+        out = snapshots.save_result(result, work / "settled")
+        if not req.simulate:
+            unposted = runs.unposted_dates(engine, req.run_date)
+            now = _posting_now(engine, unposted, m["billing_run_id"])
+            _put_json(work, UNPOSTED, {
+                "unposted": [d.isoformat() for d in unposted if d not in now],
+                "posting_now": sorted(d.isoformat() for d in now)})
+    save_timings(work, "settle", timings)
+    return str(out)
+
+
+def report(db_url: str | None, settled: str | Path, run_dir: str | Path | None = None) -> str:
+    """``pipeline.report_stage`` into the attempt's report folder, then its run record says
+    ``succeeded``; returns the report folder."""
+    from billing_jobs import pipeline, snapshots
+    from billing_jobs.store import runs
+
+    work = _attempt_work(db_url, settled, run_dir)
+    m = _manifest_at(work)
+    req = _request(m)
+    _, rejected = snapshots.load_inputs(storage_path(m["inputs"]))
+    timings = pipeline.Timings(load_timings(work))
     timings["total_before_report"] = round(sum(timings.values()), 4)
     with database(db_url) as engine:
-        unposted = ([] if req.simulate
-                    else [d.isoformat() for d in runs.unposted_dates(engine, req.run_date)])
+        unposted, posting_now = [], []
+        if not req.simulate:
+            seen = (json.loads((work / UNPOSTED).read_text())
+                    if (work / UNPOSTED).exists() else None)
+            if seen is None:  # settled in an earlier attempt: look again now
+                seen = {"unposted": [d.isoformat()
+                                     for d in runs.unposted_dates(engine, req.run_date)]}
+            unposted, posting_now = seen["unposted"], seen.get("posting_now", [])
         with timings.stage("report"):
             report_dir = pipeline.report_stage(
-                req, snapshots.load_result(settled), rejected,
-                run_info(run_dir, req, "succeeded", "", unposted), timings, Path(run_dir))
+                req, snapshots.load_result(storage_path(settled)), rejected,
+                run_info(m, req, "succeeded", "", unposted, posting_now), timings,
+                Path(m["run_dir"]))
         summary = _summary_of(report_dir)
-        runs.finish_run(engine, read_manifest(run_dir)["billing_run_id"], "succeeded",
+        runs.finish_run(engine, m["billing_run_id"], "succeeded",
                         summary.get("counts", {}), summary.get("totals", {}), "")
     return str(report_dir)
 
 
 def record_failure(db_url: str | None, run_dir: str | Path, message: str) -> None:
-    """A stage failed for good: the run folder's report and the run record say ``failed``
-    with ``message``. The report lists the lines computed so far (if the gate passed), not
-    posted, as the command line's does. Nothing to do if the run never started."""
+    """A stage failed for good: the attempt's report and run record say ``failed`` with
+    ``message``. The report lists the lines computed so far (if the gate passed), not
+    posted, as the command line's does. Nothing to do if the attempt never started."""
     from billing_jobs import pipeline, snapshots
     from billing_jobs.store import runs
 
     if not has_started(run_dir):
-        log.warning("no run record to mark failed (the run failed before it started)")
+        log.warning("no run record to mark failed (the attempt failed before it started)")
         return
-    req = request_of(run_dir)
+    work = work_dir(run_dir)
+    m = _manifest_at(work)
+    req = _request(m)
     try:
-        _, rejected = snapshots.load_inputs(work_dir(run_dir) / "inputs")
+        _, rejected = snapshots.load_inputs(storage_path(m["inputs"]))
     except FileNotFoundError:
         from billing_jobs.engine.frames import empty_frame
         rejected = empty_frame(snapshots.REJECTED_COLUMNS)
     try:
-        computed = snapshots.load_result(work_dir(run_dir) / "gated")
+        computed = snapshots.load_result(work / "gated")
     except FileNotFoundError:
         computed = pipeline.empty_result()
     result = snapshots.BillingResult(computed.due_lines.assign(status="not_posted"),
                                      computed.grants.assign(status="not_posted"),
                                      computed.utilisation, computed.extended_ends)
     report_dir = pipeline.report_stage(req, result, rejected,
-                                       run_info(run_dir, req, "failed", message, []),
-                                       load_timings(run_dir), Path(run_dir))
+                                       run_info(m, req, "failed", message, []),
+                                       load_timings(work), Path(m["run_dir"]))
     summary = _summary_of(report_dir)
     with database(db_url) as engine:
-        runs.finish_run(engine, read_manifest(run_dir)["billing_run_id"], "failed",
+        runs.finish_run(engine, m["billing_run_id"], "failed",
                         summary.get("counts", {}), summary.get("totals", {}), message)

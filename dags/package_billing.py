@@ -119,8 +119,15 @@ def run_date_of(context) -> date:
     return staged_run.billing_date(chosen, when, billing_tz())
 
 
+def attempt_of(context) -> int:
+    """0 for a run's first attempt, n after its n-th clear or reprocess (Airflow counts them in
+    the run's ``clear_number``; task retries within an attempt do not count)."""
+    return int(getattr(context["dag_run"], "clear_number", 0) or 0)
+
+
 def run_dir_of(context) -> Path:
-    return run_folder(run_date_of(context), context["run_id"])
+    """The report folder of this attempt of the run (a clear or reprocess gets a new one)."""
+    return run_folder(run_date_of(context), context["run_id"], attempt_of(context))
 
 
 def record_failure(context) -> None:
@@ -179,7 +186,8 @@ def package_billing():
             customer_ids=params.get("customer_ids"), strict=params.get("strict"),
             started_by=f"airflow:{DAG_ID}/{run_id}", tz=billing_tz())
         return staged_run.extract(billing_db_url(), req, run_dir,  # one compute task per shard
-                                  airflow_dag_id=DAG_ID, airflow_run_id=run_id)
+                                  airflow_dag_id=DAG_ID, airflow_run_id=run_id,
+                                  attempt=attempt_of(context))
 
     @task(map_index_template="{{ shard_label }}")
     def compute(shard: str) -> str:
@@ -188,15 +196,17 @@ def package_billing():
 
     @task
     def gate(shard_results: list[str]) -> str:
-        return staged_run.gate(shard_results)
+        # one slice read: iterating the lazy sequence probes one index past its end, and the
+        # API logs that miss as "XCom not found ... offset=N"
+        return staged_run.gate(shard_results[:])
 
     @task(pool=POOL, pool_slots=1, **DB_TASK_ARGS)
     def settle(gated: str) -> str:
-        return staged_run.settle(billing_db_url(), gated)
+        return staged_run.settle(billing_db_url(), gated, run_dir_of(get_current_context()))
 
     @task(**DB_TASK_ARGS)
     def report(settled: str) -> str:
-        return staged_run.report(billing_db_url(), settled)
+        return staged_run.report(billing_db_url(), settled, run_dir_of(get_current_context()))
 
     shards = extract()
     computed = compute.expand(shard=shards)

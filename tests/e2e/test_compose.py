@@ -171,3 +171,38 @@ def test_dag_folder_and_package_paths_exist():
     assert (ROOT / "dags" / "package_billing.py").is_file()
     assert (ROOT / "billing_jobs").is_dir() and (ROOT / "sql").is_dir()
     assert (ROOT / "docs" / "airflow.md").is_file()
+
+
+# Read only by tests or by hand (crash injection), never set in a deployment.
+TEST_ONLY_SETTINGS = {"BILLING_CRASH_AT", "BILLING_WORKER_NAME"}
+
+
+def _settings_read_by_the_code() -> set[str]:
+    names = set()
+    for path in [*ROOT.joinpath("billing_jobs").rglob("*.py"), *ROOT.joinpath("dags").glob("*.py")]:
+        names |= set(re.findall(r"\bBILLING_[A-Z][A-Z0-9_]*[A-Z0-9]\b", path.read_text()))
+    return names - TEST_ONLY_SETTINGS - {"BILLING_DB_CONN_ID"}
+
+
+TASK_SERVICES = ["airflow-init", *AIRFLOW_SERVICES, "airflow-worker"]
+
+
+@pytest.mark.parametrize("name", TASK_SERVICES)
+def test_every_setting_the_code_reads_reaches_every_service_running_tasks(compose, name):
+    """A deployment set to post (BILLING_SIMULATE_DEFAULT=false in .env) really posts."""
+    service = compose["services"][name]
+    env = _env(service)
+    wanted = _settings_read_by_the_code()
+    assert {"BILLING_SIMULATE_DEFAULT", "BILLING_DB_RETRIES", "BILLING_DB_RETRY_DELAY_S"} <= wanted
+    assert sorted(wanted - set(env)) == [], name
+    env_file = service["env_file"]
+    assert env_file == [{"path": ".env", "required": False}], name
+    # a value set in .env wins over the default: ${NAME:-default}, never a fixed value
+    for key in ("BILLING_SIMULATE_DEFAULT", "BILLING_DB_RETRIES", "BILLING_DB_RETRY_DELAY_S"):
+        assert env[key].startswith("${" + key + ":-"), (name, key, env[key])
+
+
+def test_docs_list_every_setting(compose):
+    docs = (ROOT / "docs" / "airflow.md").read_text()
+    missing = sorted(n for n in _settings_read_by_the_code() if f"`{n}`" not in docs)
+    assert missing == []

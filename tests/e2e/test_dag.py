@@ -52,6 +52,7 @@ def dag_module(tmp_path_factory):
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
         "BILLING_DB_RETRY_DELAY_S": "0.1",  # retried settle: no need to wait in a test
         "BILLING_SHARDS": "3",
+        "BILLING_SHARD_MIN_ASSIGNMENTS": "0",  # shard even this small sample
     }
     if "airflow.settings" in sys.modules:
         from airflow.configuration import AIRFLOW_HOME
