@@ -483,3 +483,25 @@ def reference_billing(inputs: BillingInputs, run_date: date, tz: str = "UTC") ->
         utilisation=_frame(util, UTILISATION_COLUMNS),
         extended_ends=_frame(ext, EXTENDED_END_COLUMNS),
     )
+
+
+# ----------------------------------------------------------------- free-minute consumption (#12)
+
+def reference_consume(grants: list[dict], calls: list[dict]) -> list[tuple[str, str, int]]:
+    """Plain-loop consumption: (call_id, assignment_id, seconds taken). `grants` dicts carry
+    customer_id, assignment_id, start/end (day numbers, end None = open), pattern (a predicate),
+    seconds, used; `calls` carry call_id, customer_id, t, day, dest, duration. Mutates `used`."""
+    out = []
+    for call in sorted(calls, key=lambda c: (c["customer_id"], c["t"], c["call_id"])):
+        left = call["duration"]
+        mine = [g for g in grants if g["customer_id"] == call["customer_id"]
+                and g["start"] <= call["day"] and (g["end"] is None or call["day"] < g["end"])
+                and g["pattern"](call["dest"])]
+        mine.sort(key=lambda g: (g["end"] if g["end"] is not None else 10**9, g["assignment_id"]))
+        for g in mine:
+            take = min(left, g["seconds"] - g["used"])
+            if take > 0:
+                g["used"] += take
+                left -= take
+                out.append((call["call_id"], g["assignment_id"], take))
+    return sorted(out)

@@ -1,0 +1,140 @@
+"""Free-minute consumption (SPEC section 9, issue #12): calls consume open grants, and the
+covered charge becomes one credit per assignment. Pure: frames in, frames out, no I/O.
+
+Precedence (SPEC section 4): calls in (start_time, call_id) order; a call that matches
+several grants uses the one ending first (open periods last), then the lowest
+assignment_id, and spills into the next when one runs out.
+
+Vectorised as in engine/utilisation.py: grants are ranked per customer by
+(period_end, assignment_id); rank r's consumption never depends on lower ranks, and within
+a rank each customer has at most one grant, so its take is a waterfall (cumulative sum)
+over the remaining seconds of its eligible calls. The loop runs over ranks, never calls.
+
+Counters: each grant comes with `seconds_used` (already consumed, e.g. read from the
+database); only `seconds - seconds_used` is available.
+
+Covered charge of a call part: charge x seconds taken / duration_s, kept in micros rounded
+half up (sub-minor precision); the credit line of an assignment is -(sum of those),
+rounded ONCE half up to the currency's minor unit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from billing_jobs.engine.money import MICRO_DIGITS, minor_digits_series, round_to_minor
+from billing_jobs.engine.patterns import destination_matches
+
+_OPEN = np.iinfo("int64").max // 4
+
+GRANT_INPUT = ["customer_id", "assignment_id", "period_start", "period_end", "destination",
+               "seconds", "seconds_used"]
+CALL_INPUT = ["call_id", "customer_id", "start_time", "day", "destination", "duration_s",
+              "charge"]
+COVERED_COLUMNS = ["call_id", "customer_id", "assignment_id", "period_start", "seconds",
+                   "covered"]
+
+
+def _days(s: pd.Series) -> np.ndarray:
+    """Dates (or NaT for open) as int64 day numbers; NaT -> a far future day."""
+    d = pd.to_datetime(s).to_numpy().astype("datetime64[D]")
+    out = d.astype("int64")
+    return np.where(np.isnat(d), _OPEN, out)
+
+
+def consume(grants: pd.DataFrame, calls: pd.DataFrame) -> pd.DataFrame:
+    """Per (call, grant) the seconds the call takes from the grant and the covered charge
+    (micros). `calls.day` is the call's local day number (engine.usage.call_days)."""
+    empty = pd.DataFrame({c: pd.Series(dtype="int64" if c in ("seconds", "covered") else object)
+                          for c in COVERED_COLUMNS})
+    if len(grants) == 0 or len(calls) == 0:
+        return empty
+    g = grants.reset_index(drop=True)
+    g_start = _days(g["period_start"])
+    g_end = _days(g["period_end"])
+    g_avail = np.maximum(g["seconds"].to_numpy("int64") - g["seconds_used"].to_numpy("int64"), 0)
+    g_cust = g["customer_id"].astype(str).to_numpy(dtype=object)
+    order = np.lexsort((g["assignment_id"].astype(str).to_numpy(dtype=object), g_end, g_cust))
+    cust_sorted = g_cust[order]
+    first_of = pd.Series(cust_sorted).groupby(cust_sorted, sort=False).cumcount().to_numpy()
+    g_rank = np.empty(len(g), dtype="int64")
+    g_rank[order] = first_of
+
+    c = calls.reset_index(drop=True)
+    c = c.assign(_t=pd.to_datetime(c["start_time"], utc=True))
+    c = c.sort_values(["customer_id", "_t", "call_id"], kind="stable").reset_index(drop=True)
+    remaining = c["duration_s"].to_numpy("int64").copy()
+    c_day = c["day"].to_numpy("int64")
+    c_cust = c["customer_id"].astype(str).to_numpy(dtype=object)
+    c_dest = c["destination"].fillna("").astype(str)
+
+    # pattern matches once per distinct pattern
+    patterns = g["destination"].fillna("").astype(str)
+    match = {p: destination_matches(c_dest, p) for p in patterns.unique()}
+
+    parts = []
+    for r in range(int(g_rank.max()) + 1):
+        at = np.flatnonzero(g_rank == r)
+        gi = pd.DataFrame({"_g": at, "customer_id": g_cust[at]})
+        pairs = pd.DataFrame({"_c": np.arange(len(c)), "customer_id": c_cust}).merge(
+            gi, on="customer_id", how="inner")
+        if pairs.empty:
+            continue
+        ci, gj = pairs["_c"].to_numpy(), pairs["_g"].to_numpy()
+        ok = (c_day[ci] >= g_start[gj]) & (c_day[ci] < g_end[gj])
+        pat = patterns.to_numpy()[gj]
+        mt = np.zeros(len(ci), dtype=bool)
+        for p in np.unique(pat):
+            sel = pat == p
+            mt[sel] = match[p][ci[sel]]
+        ok &= mt
+        ci, gj = ci[ok], gj[ok]
+        if ci.size == 0:
+            continue
+        o = np.lexsort((ci, gj))  # per grant, calls in time order
+        ci, gj = ci[o], gj[o]
+        need = remaining[ci]
+        total = np.cumsum(need)
+        starts = np.r_[True, gj[1:] != gj[:-1]]
+        base = np.maximum.accumulate(np.where(starts, total - need, 0))
+        before = total - need - base
+        taken = np.clip(g_avail[gj] - before, 0, need)
+        remaining[ci] -= taken
+        keep = taken > 0
+        parts.append((ci[keep], gj[keep], taken[keep]))
+    if not parts:
+        return empty
+    ci = np.concatenate([p[0] for p in parts])
+    gj = np.concatenate([p[1] for p in parts])
+    taken = np.concatenate([p[2] for p in parts])
+    charge = c["charge"].to_numpy("int64")[ci]
+    dur = c["duration_s"].to_numpy("int64")[ci]
+    covered = (2 * charge * taken + dur) // (2 * dur)  # half up, in micros
+    out = pd.DataFrame({
+        "call_id": c["call_id"].to_numpy(dtype=object)[ci],
+        "customer_id": c_cust[ci],
+        "assignment_id": g["assignment_id"].to_numpy(dtype=object)[gj],
+        "period_start": g["period_start"].to_numpy()[gj],
+        "seconds": taken.astype("int64"),
+        "covered": covered.astype("int64"),
+    })
+    return out.sort_values(["customer_id", "assignment_id", "call_id"]).reset_index(drop=True)
+
+
+def credit_amounts(covered: pd.DataFrame, currency_of: pd.Series) -> pd.DataFrame:
+    """Per assignment: the credit amount (negative micros, the sum rounded once half up to
+    the minor unit of its currency) and seconds used. `currency_of` maps assignment_id ->
+    currency."""
+    if len(covered) == 0:
+        return pd.DataFrame({"assignment_id": pd.Series(dtype=object),
+                             "seconds": pd.Series(dtype="int64"),
+                             "amount": pd.Series(dtype="int64")})
+    per = covered.groupby("assignment_id", sort=True).agg(
+        seconds=("seconds", "sum"), covered=("covered", "sum")).reset_index()
+    digits = minor_digits_series(per["assignment_id"].map(currency_of)).to_numpy()
+    per["amount"] = -round_to_minor(per["covered"].to_numpy("int64"), digits)
+    return per[["assignment_id", "seconds", "amount"]]
+
+
+__all__ = ["consume", "credit_amounts", "MICRO_DIGITS"]
