@@ -28,7 +28,7 @@ MAX_PATTERN_LENGTH = 200
 
 # `^44|^91|^1`: only anchored digit prefixes (spaces around alternatives tolerated? no:
 # the provider's form has none, and a space would be a literal to match).
-_PREFIX_FORM = re.compile(r"^\^\d+(?:\|\^\d+)*$")
+_PREFIX_FORM = re.compile(r"^\^[0-9]+(?:\|\^[0-9]+)*$")  # ASCII digits only
 
 _OPTIONS = re2.Options()
 _OPTIONS.log_errors = False  # RE2 otherwise writes every refused pattern to stderr

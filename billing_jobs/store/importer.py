@@ -239,7 +239,7 @@ def _read_body(path: Path, header: list[str]) -> pa.Table:
         more = f" (and {len(bad_rows) - 1} more such rows)" if len(bad_rows) > 1 else ""
         found = _first_bad_record(path, len(header))
         if found is None:  # pragma: no cover - pyarrow and the csv module disagree
-            raise ImportFailed(f"{name}: malformed CSV near {bad_rows[0].text!r}{more}")
+            raise ImportFailed(f"{name}: malformed CSV (a row has the wrong number of fields){more}")
         row, width = found
         raise ImportFailed(
             f"{name} row {row} (row 1 is the header): expected {len(header)} fields, "
