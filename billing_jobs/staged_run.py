@@ -48,7 +48,7 @@ UNPOSTED = "unposted.json"  # in the work folder: settle's view of the unposted 
 DEFAULT_SHARDS = 4
 # Below this many assignments one shard computes faster than several (each mapped task costs
 # seconds of start-up); see docs/benchmarks.md.
-DEFAULT_SHARD_MIN_ASSIGNMENTS = 200_000
+DEFAULT_SHARD_MIN_ASSIGNMENTS = 2_000_000  # docs/benchmarks.md: shards pay off only above ~2M
 
 
 # -- settings --------------------------------------------------------------------------------
@@ -86,7 +86,7 @@ def n_shards() -> int:
 
 def shard_min_assignments() -> int:
     """$BILLING_SHARD_MIN_ASSIGNMENTS: a run with fewer assignments is not split (default
-    200000)."""
+    2000000)."""
     return max(0, int(os.environ.get("BILLING_SHARD_MIN_ASSIGNMENTS",
                                      str(DEFAULT_SHARD_MIN_ASSIGNMENTS))))
 
