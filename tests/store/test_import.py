@@ -52,7 +52,7 @@ def test_round_trip_of_every_entity(db_url, tmp_path):
     assert import_csv(engine, "assignments", write(tmp_path, "assignments.csv", ASSIGNMENTS)) == 3
     assert import_csv(engine, "usage", write(tmp_path, "usage.csv", USAGE)) == 4
 
-    inputs = load_inputs(engine, date(2027, 1, 2))
+    inputs = load_inputs(engine, date(2027, 1, 2), usage_since=date(2027, 1, 1))
     c = inputs.customers.set_index("customer_id")
     assert c.loc["C1", "balance"] == 10_500_000
     assert c.loc["C2", "balance"] == -3_250_000 and c.loc["C2", "name"] == "Bob, Inc"
@@ -201,7 +201,7 @@ def test_one_bad_row_in_a_big_file_writes_nothing(db_url, tmp_path):
     lines[15_001] = lines[15_001].rsplit(",", 1)[0] + ",1.23"
     path.write_text("\n".join(lines) + "\n")
     assert import_csv(engine, "usage", path) == n
-    usage = load_inputs(engine, date(2027, 1, 1)).usage
+    usage = load_inputs(engine, date(2027, 1, 1), usage_since=date(2027, 1, 1)).usage
     assert len(usage) == n and usage["charge"].sum() == sum(
         (i % 1000) * 1000 for i in range(n) if i != 15_000) + 1_230_000
     engine.dispose()
