@@ -85,6 +85,12 @@ def load_stage(engine, req: RunRequest, timings: "Timings | None" = None
         raw = load_inputs(engine, req.run_date, customer_ids=req.customer_ids)
     with timings.stage("validate"):
         clean, rejected = validate_inputs(raw)
+    return strict_check(req, clean, rejected)
+
+
+def strict_check(req: RunRequest, clean: BillingInputs, rejected: pd.DataFrame
+                 ) -> tuple[BillingInputs, pd.DataFrame]:
+    """--strict: any rejected input row fails the run before anything is posted."""
     if req.strict and len(rejected):
         first = rejected.iloc[0]
         error = StrictRejection(
@@ -369,8 +375,12 @@ def check_customers(engine, customer_ids: list[str] | None) -> None:
 # ------------------------------------------------------------------ the whole run
 
 def run_billing(db_url: str | None, req: RunRequest, engine=None,
-                keep_empty: bool = True) -> RunOutcome:
-    """One run for one date, with its run record and report folder."""
+                keep_empty: bool = True,
+                loaded: tuple[BillingInputs, pd.DataFrame] | None = None) -> RunOutcome:
+    """One run for one date, with its run record and report folder.
+
+    `loaded`: the date's (clean inputs, rejected rows) already loaded and validated (a
+    backfill's plan, `backfill_plan.night`); otherwise the load stage reads them."""
     from billing_jobs.engine.frames import empty_frame
     from billing_jobs.store import make_engine, runs, upgrade
 
@@ -389,7 +399,10 @@ def run_billing(db_url: str | None, req: RunRequest, engine=None,
     error: BaseException | None = None
     t_all = time.perf_counter()
     try:
-        inputs, rejected = load_stage(engine, req, timings)
+        if loaded is None:
+            inputs, rejected = load_stage(engine, req, timings)
+        else:
+            inputs, rejected = strict_check(req, *loaded)
         stage = "compute"
         with timings.stage("compute"):
             result = compute_stage(inputs, req)
@@ -461,12 +474,21 @@ def backfill(db_url: str | None, first: date, last: date, simulate: bool, starte
              tz: str | None = None) -> list[RunOutcome]:
     """Each date from first to last in order; stops at the first failed date.
 
+    The range's inputs are read and validated once (`backfill_plan`); each date then runs
+    on exactly the inputs a run of that date alone would load (same rows, same rejects),
+    with its own run record, gate and exactly-once posting. Posting does not change the
+    inputs a later date reads (charges depend on packages, assignments and calls, not on
+    balances), so loading once is safe.
     Each date's report goes to `out_parent/<YYYY-MM-DD>` (default: under the report root);
     a date with nothing due (no line, grant or reject) writes no folder (report_dir None).
     """
-    from billing_jobs.store import make_engine
+    from billing_jobs.backfill_plan import night, plan_backfill
+    from billing_jobs.store import make_engine, upgrade
 
     engine = engine or make_engine(db_url)
+    upgrade(engine)
+    check_customers(engine, customer_ids)
+    plan = plan_backfill(engine, first, last, customer_ids)
     outcomes = []
     for day in pd.date_range(first, last, freq="D"):
         req = RunRequest(run_date=day.date(), simulate=simulate, customer_ids=customer_ids,
@@ -474,7 +496,8 @@ def backfill(db_url: str | None, first: date, last: date, simulate: bool, starte
                          out_dir=(Path(out_parent) / day.date().isoformat()) if out_parent else None)
         if tz:
             req.tz = tz
-        outcome = run_billing(db_url, req, engine=engine, keep_empty=False)
+        outcome = run_billing(db_url, req, engine=engine, keep_empty=False,
+                              loaded=night(plan, day.date()))
         outcomes.append(outcome)
         if on_date:
             on_date(outcome)
