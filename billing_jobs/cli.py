@@ -355,6 +355,8 @@ def main(argv: list[str] | None = None) -> int:
 
 from billing_jobs.cli_ledger import register as _register_ledger  # noqa: E402
 _register_ledger(app)  # adjust, rebill, reverse
+from billing_jobs.cli_forecast import register as _register_forecast  # noqa: E402
+_register_forecast(app)  # forecast
 
 if __name__ == "__main__":
     sys.exit(main())

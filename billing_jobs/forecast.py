@@ -1,0 +1,100 @@
+"""Upcoming charges: what the next N billing dates will charge, in one pass (issue #14).
+
+`forecast(engine, first, days)` reads the inputs of the whole range once and validates them
+once (`backfill_plan`), computes each billing date from exactly the inputs a run of that
+date alone would use, and asks the ledger which of those lines are posted already
+(read-only, the simulation's check). Nothing is written to the database: a forecast is
+not a run, it has no run record and it can never post.
+
+What a forecast cannot know: calls not made yet. A minimum-spend line of a period that is
+still open is computed from the calls recorded so far, so it is the most the shortfall can
+be (`provisional` True); every other line (setup, recurring, prorated) is exact for the data
+as it is now.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Sequence
+
+import pandas as pd
+import sqlalchemy as sa
+
+from billing_jobs.engine import compute_billing
+from billing_jobs.engine.frames import BillingResult, DUE_LINE_COLUMNS, GRANT_COLUMNS, empty_frame
+
+MAX_FORECAST_DAYS = 366
+
+
+@dataclass
+class Forecast:
+    first: date
+    last: date
+    tz: str
+    lines: pd.DataFrame  # DUE_LINE_COLUMNS + status (upcoming | already_posted) + provisional
+    grants: pd.DataFrame  # GRANT_COLUMNS + status
+    rejected: pd.DataFrame  # entity, id, reason: input rows left out of the forecast
+    customers: pd.DataFrame  # customer_id, name, currency, balance (micros, as stored now)
+    packages: pd.DataFrame  # package_id, name, description
+
+
+def forecast(engine: sa.Engine, first: date, days: int, tz: str = "UTC",
+             customer_ids: Sequence[str] | None = None) -> Forecast:
+    """Simulate billing dates first .. first + days - 1 with the data as it is now."""
+    from billing_jobs.backfill_plan import night, plan_backfill
+    from billing_jobs.store import post_result
+
+    if not 1 <= days <= MAX_FORECAST_DAYS:
+        raise ValueError(f"--days {days}: give 1 to {MAX_FORECAST_DAYS} days")
+    last = first + timedelta(days=days - 1)
+    plan = plan_backfill(engine, first, last, customer_ids)
+    lines, grants = [], []
+    for day in pd.date_range(first, last, freq="D"):
+        inputs, _ = night(plan, day.date())
+        result = compute_billing(inputs, day.date(), tz)
+        lines.append(result.due_lines)
+        grants.append(result.grants)
+    all_lines = _concat(lines, DUE_LINE_COLUMNS)
+    all_grants = _concat(grants, GRANT_COLUMNS)
+    checked = post_result(engine, BillingResult(all_lines, all_grants, pd.DataFrame()),
+                          simulate=True, run_id="forecast")
+    out_lines = checked.due_lines.copy()
+    out_lines["status"] = out_lines["status"].replace({"simulated": "upcoming"})
+    # a minimum-spend period still open today: its spend can only grow, its shortfall shrink
+    today = pd.Timestamp(date.today())
+    out_lines["provisional"] = ((out_lines["kind"] == "minimum_spend")
+                                & (out_lines["status"] == "upcoming")
+                                & (pd.to_datetime(out_lines["period_end"]) > today))
+    out_grants = checked.grants.copy()
+    out_grants["status"] = out_grants["status"].replace({"simulated": "upcoming"})
+    cols = [c for c in ("package_id", "name", "description") if c in plan.clean.packages.columns]
+    return Forecast(first=first, last=last, tz=tz,
+                    lines=out_lines.sort_values(["run_date", "customer_id", "assignment_id",
+                                                 "kind"], kind="stable").reset_index(drop=True),
+                    grants=out_grants.reset_index(drop=True),
+                    rejected=plan.rejected,
+                    customers=plan.clean.customers.copy(),
+                    packages=plan.clean.packages[cols].copy())
+
+
+def _concat(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return empty_frame(columns)
+    return pd.concat(frames, ignore_index=True)[columns]
+
+
+def per_customer(fc: Forecast) -> pd.DataFrame:
+    """One row per (customer, currency): upcoming lines, their total (micros), the first
+    date a charge falls due, and how much of the total is provisional (minimum spend)."""
+    up = fc.lines[fc.lines["status"] == "upcoming"]
+    if up.empty:
+        return pd.DataFrame(columns=["customer_id", "currency", "lines", "amount",
+                                     "provisional_amount", "first_date", "last_date"])
+    prov = up["amount"].where(up["provisional"], 0)
+    grouped = up.assign(prov=prov).groupby(["customer_id", "currency"], sort=True)
+    table = grouped.agg(lines=("amount", "size"), amount=("amount", "sum"),
+                        provisional_amount=("prov", "sum"), first_date=("run_date", "min"),
+                        last_date=("run_date", "max")).reset_index()
+    return table
