@@ -167,6 +167,10 @@ def import_(
     packages: Annotated[Optional[Path], typer.Option(metavar="FILE", help="packages CSV")] = None,
     assignments: Annotated[Optional[Path], typer.Option(metavar="FILE", help="assignments CSV")] = None,
     usage: Annotated[Optional[Path], typer.Option(metavar="FILE", help="usage (call records) CSV")] = None,
+    set_balances: Annotated[bool, typer.Option(
+        "--set-balances",
+        help="write a changed balance of an existing customer as an adjustment ledger row "
+             "(without it such a file is refused)")] = False,
     db: DbOption = None,
 ) -> None:
     """Insert or update rows by id from CSV files; each file is all-or-nothing."""
@@ -183,7 +187,7 @@ def import_(
         if not path.exists():
             raise UsageError(f"--{entity}: file not found: {path}")
         with err.status(f"importing {entity} from {path}"):
-            n = import_csv(engine, entity, path)
+            n = import_csv(engine, entity, path, set_balances=set_balances)
         out.print(f"{entity}: {n} rows imported from {path}")
 
 

@@ -96,7 +96,8 @@ class _Problem:
     message: str
 
 
-def import_csv(engine: sa.Engine, entity: str, path: str | os.PathLike) -> int:
+def import_csv(engine: sa.Engine, entity: str, path: str | os.PathLike, *,
+               set_balances: bool = False) -> int:
     """Import one CSV file of `entity` (customers/packages/assignments/usage).
 
     Returns the number of data rows written (inserted or updated). Raises ImportFailed, with
@@ -115,6 +116,10 @@ def import_csv(engine: sa.Engine, entity: str, path: str | os.PathLike) -> int:
         raise ImportFailed(f"{name}: {errors[0]}{more}")
     with db_errors(engine, f"importing {name}"):
         with engine.begin() as conn:
+            if entity == "customers":
+                from billing_jobs.store.balances import existing_balance_rule
+
+                existing_balance_rule(conn, frame, path, set_balances)
             if conn.dialect.name == "postgresql":
                 _write_pg(conn, entity, table)
             else:
@@ -440,13 +445,14 @@ def _sqlite_values(table: pa.Table) -> pa.Table:
 
 def _stored_layout(entity: str, table: pa.Table) -> tuple[pa.Table, list[str], list[str]]:
     """The parsed columns under their stored names (money + "_micros"), the column list and the
-    columns written on insert only. A new customer's opening balance is its first balance."""
+    columns written on insert only. A new customer's opening balance is its first balance; an
+    existing customer's balance changes only through the ledger (store/balances.py)."""
     columns = list(SPECS[entity])
     table = table.select(columns)
     insert_only: list[str] = []
     if entity == "customers":
         table = table.append_column("opening_balance", table.column("balance"))
-        insert_only.append(stored_name("opening_balance"))
+        insert_only += [stored_name("opening_balance"), stored_name("balance")]
     table = table.rename_columns([stored_name(c) for c in table.column_names])
     return table, table.column_names, insert_only
 
