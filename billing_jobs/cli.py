@@ -293,21 +293,32 @@ def demo(
     db: DbOption = None,
     date_: Annotated[str, typer.Option("--date", metavar="YYYY-MM-DD",
                                        help="date to simulate")] = DEMO_DATE.isoformat(),
+    force: Annotated[bool, typer.Option(
+        "--force", help="write the sample even into a database holding other rows")] = False,
 ) -> None:
     """Fill the embedded database with a realistic sample and simulate one date."""
     from billing_jobs.pipeline import RunRequest, run_billing
     from billing_jobs.sample_data import generate, write_csv
     from billing_jobs.store import import_csv, make_engine, upgrade
+    from billing_jobs.store.demo_guard import foreign_rows
 
     run_date = _parse_date(date_, "--date")
     engine = _engine(db)
     upgrade(engine)
-    with err.status("generating and importing the demo sample"):
-        frames = generate(customers=40, assignments=300, calls=5000, seed=7, as_of=run_date)
+    frames = generate(customers=40, assignments=300, calls=5000, seed=7, as_of=run_date)
+    foreign = foreign_rows(engine, frames)
+    if foreign and not force:
+        where = engine.url.render_as_string(hide_password=True)
+        raise UsageError(f"demo: {where} holds rows the demo did not create ({'; '.join(foreign)}): "
+                         "the demo never mixes its sample customers into such a database; give "
+                         "another --db, or add --force to write the sample there anyway")
+    with err.status("importing the demo sample"):
         with tempfile.TemporaryDirectory() as tmp:
             paths = write_csv(frames, Path(tmp))
             for entity in ("customers", "packages", "assignments", "usage"):
-                import_csv(engine, entity, paths[entity])
+                # with --force, a sample customer whose balance moved is set back by an
+                # adjustment row (the ledger still explains every balance)
+                import_csv(engine, entity, paths[entity], set_balances=force)
     out.print(f"demo data: {', '.join(f'{len(v)} {k}' for k, v in frames.items())}")
     req = RunRequest(run_date=run_date, simulate=True, started_by="demo")
     with err.status(f"simulating {run_date}"):
