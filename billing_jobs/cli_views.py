@@ -48,6 +48,7 @@ def _emit_json(rows: list[dict]) -> None:
 def _table(title: str, columns: list[str], rows: list[list], right: tuple[str, ...] = ()) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text  # cells as plain text: a name like '[red]' is not markup
 
     from billing_jobs import cli
 
@@ -58,8 +59,8 @@ def _table(title: str, columns: list[str], rows: list[list], right: tuple[str, .
         table.add_column(name, justify="right" if name in right else "left",
                          no_wrap=name in right, overflow="fold")
     for row in rows:
-        table.add_row(*["-" if v is None or v == "" else str(_plain(v)) for v in row])
-    console.print(table, markup=False)
+        table.add_row(*[Text("-" if v is None or v == "" else str(_plain(v))) for v in row])
+    console.print(table)
 
 
 def _engine(db):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import sqlalchemy as sa
+
 from billing_jobs.cli import main
 from billing_jobs.cli_views import money
 from tests.e2e.test_cli import billing_db  # noqa: F401 - the CLI test's imported carrier
@@ -107,6 +109,11 @@ def test_unknown_customer_and_bad_arguments_are_one_line_exit_2(billing_db, caps
         assert "Traceback" not in cap.err
     assert "NOPE" in (main(["ledger", "--customer", "NOPE", *db]), capsys.readouterr().err)[1]
     assert _json(capsys, "runs", "--json", *db) == []
+    engine = sa.create_engine(billing_db)
+    with engine.begin() as conn:  # a name that looks like rich markup prints as typed
+        conn.execute(sa.text("UPDATE customers SET name = '[red]Evil[/red]' WHERE customer_id = 'C2'"))
+    engine.dispose()
+    assert "[red]Evil[/red]" in _table(capsys, "balances", *db)
     assert _json(capsys, "ledger", "--customer", "C1", "--json", *db) == []
 
 
