@@ -370,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
 
 from billing_jobs.cli_ledger import register as _register_ledger  # noqa: E402
 _register_ledger(app)  # adjust, rebill, reverse
+from billing_jobs.cli_views import register as _register_views; _register_views(app)  # noqa: E402,E702 - balances, ledger, runs, unposted
 from billing_jobs.cli_forecast import register as _register_forecast  # noqa: E402
 _register_forecast(app)  # forecast
 

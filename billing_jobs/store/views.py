@@ -1,0 +1,184 @@
+"""Read-only operator views (issue #11): balances, a customer's ledger, the run history and the
+billing dates never posted. Each returns a plain list of dicts; money stays integer micros
+(`*_micros` keys dropped: `balance`, `amount`, ... hold int micros) next to its `currency`.
+The CLI (billing_jobs/cli_views.py) formats them; nothing here writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Sequence
+
+import sqlalchemy as sa
+
+from billing_jobs.store.db import db_errors, read_connection
+from billing_jobs.store.runs import _as_date, unposted_dates
+from billing_jobs.store.tables import customers, ledger as ledger_t, runs as runs_t
+
+LEDGER_FIELDS = ("run_id", "run_date", "kind", "entry", "assignment_id", "package_id",
+                 "period_start", "period_end", "quantity", "amount", "currency", "auto_decrement",
+                 "status", "reason", "posted_at")
+
+
+def _ts(value) -> datetime | None:
+    """Timestamps as aware UTC datetimes (SQLite hands back text or naive values)."""
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        value = datetime.fromisoformat(str(value))
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def _d(value) -> date | None:
+    return None if value is None else _as_date(value)
+
+
+def unknown_customers(engine: sa.Engine, customer_ids: Sequence[str]) -> list[str]:
+    """The ids of `customer_ids` not in the customers table, sorted."""
+    wanted = sorted({str(c) for c in customer_ids})
+    if not wanted:
+        return []
+    with db_errors(engine, "reading the customers"), read_connection(engine) as conn:
+        known = set(conn.execute(sa.select(customers.c.customer_id)
+                                 .where(customers.c.customer_id.in_(wanted))).scalars())
+    return [c for c in wanted if c not in known]
+
+
+def balances(engine: sa.Engine, customer_ids: Sequence[str] | None = None) -> list[dict]:
+    """One dict per customer (all, or those of `customer_ids`), ordered by customer_id."""
+    q = sa.select(customers.c.customer_id, customers.c.name, customers.c.currency,
+                  customers.c.balance_micros, customers.c.opening_balance_micros
+                  ).order_by(customers.c.customer_id)
+    if customer_ids:
+        q = q.where(customers.c.customer_id.in_(sorted({str(c) for c in customer_ids})))
+    with db_errors(engine, "reading the balances"), read_connection(engine) as conn:
+        rows = conn.execute(q).all()
+    return [{"customer_id": c, "name": n, "currency": cur, "balance": int(b),
+             "opening_balance": int(o)} for c, n, cur, b, o in rows]
+
+
+def ledger(engine: sa.Engine, customer_id: str, first: date | None = None,
+           last: date | None = None) -> list[dict]:
+    """Every ledger row of the customer (run_date within first..last, both included when
+    given), ordered by posted_at then ledger_id: charges, corrections, reversals, adjustments."""
+    t = ledger_t
+    q = (sa.select(t.c.ledger_id, t.c.run_id, t.c.run_date, t.c.kind, t.c.entry, t.c.assignment_id,
+                   t.c.package_id, t.c.period_start, t.c.period_end, t.c.quantity,
+                   t.c.amount_micros, t.c.currency, t.c.auto_decrement, t.c.status, t.c.reason,
+                   t.c.posted_at)
+         .where(t.c.customer_id == customer_id).order_by(t.c.posted_at, t.c.ledger_id))
+    if first is not None:
+        q = q.where(t.c.run_date >= first)
+    if last is not None:
+        q = q.where(t.c.run_date <= last)
+    with db_errors(engine, "reading the ledger"), read_connection(engine) as conn:
+        rows = conn.execute(q).mappings().all()
+    out = []
+    for r in rows:
+        out.append({
+            "run_id": r["run_id"], "run_date": _d(r["run_date"]), "kind": r["kind"],
+            "entry": r["entry"], "assignment_id": r["assignment_id"], "package_id": r["package_id"],
+            "period_start": _d(r["period_start"]), "period_end": _d(r["period_end"]),
+            "quantity": int(r["quantity"]), "amount": int(r["amount_micros"]),
+            "currency": r["currency"], "auto_decrement": bool(r["auto_decrement"]),
+            "status": r["status"], "reason": r["reason"], "posted_at": _ts(r["posted_at"]),
+        })
+    return out
+
+
+def _report_folder(run_id: str, run_date, mode: str, root: Path | None) -> str | None:
+    """The run's report folder under the report root, found by the default name
+    `<date>_<mode>_<stamp>_<run_id[:8]>` and confirmed by its summary.json run_id.
+    A report written elsewhere (--out) is not recorded in the database: None."""
+    base = Path(root) if root is not None else Path(os.environ.get("BILLING_REPORT_DIR", "reports"))
+    try:
+        candidates = sorted(base.glob(f"{run_date}_{mode}_*_{run_id[:8]}"))
+    except OSError:
+        return None
+    for folder in candidates:
+        try:
+            if json.loads((folder / "summary.json").read_text(encoding="utf-8")).get("run_id") == run_id:
+                return str(folder)
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def runs(engine: sa.Engine, last: int | None = 20, report_root: Path | None = None) -> list[dict]:
+    """The `last` run records (newest first; None = all): who started what, when, how it ended,
+    line counts and per-currency totals (decimal strings, as the run's summary wrote them)."""
+    q = sa.select(runs_t).order_by(runs_t.c.started_at.desc(), runs_t.c.run_id)
+    if last is not None:
+        q = q.limit(int(last))
+    with db_errors(engine, "reading the run history"), read_connection(engine) as conn:
+        rows = conn.execute(q).mappings().all()
+    out = []
+    for r in rows:
+        counts = json.loads(r["counts"]) if r["counts"] else {}
+        totals = json.loads(r["totals"]) if r["totals"] else {}
+        run_date = _d(r["run_date"])
+        out.append({
+            "run_id": r["run_id"], "run_date": run_date, "mode": r["mode"], "status": r["status"],
+            "started_by": r["started_by"], "started_at": _ts(r["started_at"]),
+            "finished_at": _ts(r["finished_at"]),
+            "customers": json.loads(r["customer_filter"]) if r["customer_filter"] else None,
+            "lines": int(counts.get("lines", 0) or 0),
+            "lines_by_status": counts.get("lines_by_status", {}),
+            "rejects": int(counts.get("rejects", 0) or 0),
+            "totals": {cur: {"amount": t.get("amount"), "cost": t.get("cost"),
+                             "margin": t.get("margin"), "lines": t.get("lines")}
+                       for cur, t in totals.items()},
+            "message": r["message"], "reversed_by_run": r["reversed_by_run"],
+            "report_folder": _report_folder(r["run_id"], run_date, r["mode"], report_root),
+        })
+    return out
+
+
+def unposted(engine: sa.Engine, today: date | None = None) -> list[dict]:
+    """Billing dates with no succeeded post run for all customers, each with a reason.
+
+    The series is `store.runs.unposted_dates`: from the first succeeded full post (no customer
+    filter) up to the day before the later of `today` (default: today, UTC) and the day after
+    the last succeeded full post - so a gap between posted dates always shows. The reason says
+    whether a post of that date failed, posted only some customers, or never ran.
+    """
+    today = today or datetime.now(timezone.utc).date()
+    with db_errors(engine, "reading the run history"), read_connection(engine) as conn:
+        latest = conn.execute(sa.select(sa.func.max(runs_t.c.run_date)).where(
+            runs_t.c.mode == "post", runs_t.c.status == "succeeded",
+            runs_t.c.customer_filter.is_(None))).scalar()
+    if latest is None:
+        return []
+    before = max(today, _as_date(latest) + timedelta(days=1))
+    dates = unposted_dates(engine, before)
+    if not dates:
+        return []
+    with db_errors(engine, "reading the run history"), read_connection(engine) as conn:
+        tried = conn.execute(sa.select(runs_t.c.run_date, runs_t.c.status, runs_t.c.customer_filter,
+                                       runs_t.c.message)
+                             .where(runs_t.c.mode == "post", runs_t.c.run_date >= dates[0],
+                                    runs_t.c.run_date <= dates[-1])
+                             .order_by(runs_t.c.started_at)).all()
+    by_date: dict[date, list] = {}
+    for d, status, filt, message in tried:
+        by_date.setdefault(_as_date(d), []).append((status, filt, message))
+    out = []
+    for d in dates:
+        attempts = by_date.get(d, [])
+        partial = sorted({c for s, f, _ in attempts if s == "succeeded" and f
+                          for c in json.loads(f)})
+        failed = [((m or "").strip().splitlines() or ["no message"])[0] for s, _, m in attempts if s == "failed"]
+        running = [s for s, _, _ in attempts if s == "running"]
+        if partial:
+            reason = f"posted for {', '.join(partial)} only, not for all customers"
+        elif failed:
+            reason = f"post run failed ({len(failed)}x): {failed[-1]}"
+        elif running:
+            reason = "a post run is still running (or was killed)"
+        else:
+            reason = "no post run"
+        out.append({"run_date": d, "reason": reason, "post_attempts": len(attempts)})
+    return out
