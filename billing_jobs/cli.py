@@ -246,10 +246,6 @@ def backfill(
     zone = _tz(tz)
     _check_out(out_dir, force)
     engine = _engine(db)
-    if customer:
-        from billing_jobs.pipeline import check_customers
-
-        check_customers(engine, list(customer))
     days = (last - first).days + 1
     with Progress(console=err, transient=True) as progress:
         task = progress.add_task("backfill", total=days)

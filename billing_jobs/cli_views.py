@@ -143,7 +143,7 @@ def register(app: typer.Typer) -> None:
 
         if last < 1:
             raise UsageError(f"--last {last}: give a number of runs >= 1")
-        rows = views.runs(_engine(db), last, report_root())
+        rows = views.runs(_engine(db), report_root(), last)
         if as_json:
             return _emit_json(rows)
         _table(f"runs: the last {len(rows)}",

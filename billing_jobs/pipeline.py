@@ -301,11 +301,11 @@ def write_report_atomically(req: RunRequest, result: BillingResult, rejected: pd
     never left at `out_dir`: on failure the temporary folder is removed and the error raised.
     """
     import shutil
-    import tempfile
+
+    from billing_jobs.report.folders import move_into_place, temporary_beside
 
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    tmp = temporary_beside(out_dir)
     try:
         report_stage(req, result, rejected, info, timings, tmp, context=context)
         summary = _read_summary(tmp)
@@ -318,14 +318,7 @@ def write_report_atomically(req: RunRequest, result: BillingResult, rejected: pd
                 summary[key] = summary[key].replace(str(tmp.resolve()), str(final))
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False)
                                           + "\n", encoding="utf-8")
-        old = None
-        if out_dir.is_dir():  # the CLI refused a non-empty one unless --force
-            old = out_dir.parent / f".{out_dir.name}.old-{tmp.name[-8:]}"
-            out_dir.rename(old)
-        tmp.rename(out_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-        return out_dir, summary
+        return move_into_place(tmp, out_dir), summary
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import secrets
 import shutil
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pandas as pd
 
 from billing_jobs.engine.money import format_minor, format_minor_series
 from billing_jobs.forecast import Forecast, per_customer
+from billing_jobs.report.folders import move_into_place, temporary_beside
 from billing_jobs.report.formatting import format_dates, format_micros_series
 from billing_jobs.report.html import _env
 from billing_jobs.report.writer import _write_csv
@@ -123,8 +123,7 @@ def headline(summary: dict) -> str:
 
 def write_forecast_report(fc: Forecast, out_dir: Path) -> tuple[Path, dict]:
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    tmp = temporary_beside(out_dir)
     try:
         lines = line_table(fc)
         per = customer_table(fc)
@@ -144,14 +143,7 @@ def write_forecast_report(fc: Forecast, out_dir: Path) -> tuple[Path, dict]:
         (tmp / "forecast.html").write_text(html, encoding="utf-8")
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False)
                                           + "\n", encoding="utf-8")
-        old = None
-        if out_dir.is_dir():  # the CLI refused a non-empty one unless --force
-            old = out_dir.parent / f".{out_dir.name}.old-{tmp.name[-8:]}"
-            out_dir.rename(old)
-        tmp.rename(out_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-        return out_dir, summary
+        return move_into_place(tmp, out_dir), summary
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -45,6 +45,7 @@ from billing_jobs.engine.money import (
 )
 from billing_jobs.errors import ImportFailed
 from billing_jobs.store.db import db_errors
+from billing_jobs.store.balances import existing_balance_rule
 
 # Column kinds:
 #   id     required text, unique in the file       text   optional text, '' when empty
@@ -117,8 +118,6 @@ def import_csv(engine: sa.Engine, entity: str, path: str | os.PathLike, *,
     with db_errors(engine, f"importing {name}"):
         with engine.begin() as conn:
             if entity == "customers":
-                from billing_jobs.store.balances import existing_balance_rule
-
                 existing_balance_rule(conn, frame, path, set_balances)
             if conn.dialect.name == "postgresql":
                 _write_pg(conn, entity, table)

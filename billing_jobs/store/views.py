@@ -7,7 +7,6 @@ The CLI (billing_jobs/cli_views.py) formats them; nothing here writes.
 from __future__ import annotations
 
 import json
-import os
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Sequence
@@ -34,17 +33,6 @@ def _ts(value) -> datetime | None:
 
 def _d(value) -> date | None:
     return None if value is None else _as_date(value)
-
-
-def unknown_customers(engine: sa.Engine, customer_ids: Sequence[str]) -> list[str]:
-    """The ids of `customer_ids` not in the customers table, sorted."""
-    wanted = sorted({str(c) for c in customer_ids})
-    if not wanted:
-        return []
-    with db_errors(engine, "reading the customers"), read_connection(engine) as conn:
-        known = set(conn.execute(sa.select(customers.c.customer_id)
-                                 .where(customers.c.customer_id.in_(wanted))).scalars())
-    return [c for c in wanted if c not in known]
 
 
 def balances(engine: sa.Engine, customer_ids: Sequence[str] | None = None) -> list[dict]:
@@ -89,13 +77,12 @@ def ledger(engine: sa.Engine, customer_id: str, first: date | None = None,
     return out
 
 
-def _report_folder(run_id: str, run_date, mode: str, root: Path | None) -> str | None:
+def _report_folder(run_id: str, run_date, mode: str, root: Path) -> str | None:
     """The run's report folder under the report root, found by the default name
     `<date>_<mode>_<stamp>_<run_id[:8]>` and confirmed by its summary.json run_id.
     A report written elsewhere (--out) is not recorded in the database: None."""
-    base = Path(root) if root is not None else Path(os.environ.get("BILLING_REPORT_DIR", "reports"))
     try:
-        candidates = sorted(base.glob(f"{run_date}_{mode}_*_{run_id[:8]}"))
+        candidates = sorted(Path(root).glob(f"{run_date}_{mode}_*_{run_id[:8]}"))
     except OSError:
         return None
     for folder in candidates:
@@ -107,9 +94,10 @@ def _report_folder(run_id: str, run_date, mode: str, root: Path | None) -> str |
     return None
 
 
-def runs(engine: sa.Engine, last: int | None = 20, report_root: Path | None = None) -> list[dict]:
+def runs(engine: sa.Engine, report_root: Path, last: int | None = 20) -> list[dict]:
     """The `last` run records (newest first; None = all): who started what, when, how it ended,
-    line counts and per-currency totals (decimal strings, as the run's summary wrote them)."""
+    line counts and per-currency totals (decimal strings, as the run's summary wrote them), and
+    the report folder found under `report_root` (pipeline.report_root())."""
     q = sa.select(runs_t).order_by(runs_t.c.started_at.desc(), runs_t.c.run_id)
     if last is not None:
         q = q.limit(int(last))

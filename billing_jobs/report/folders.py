@@ -1,0 +1,29 @@
+"""Report folders appear whole or not at all: written into a temporary folder beside the
+target, then renamed into place (a run's report and a forecast's alike)."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+
+def temporary_beside(out_dir: Path) -> Path:
+    """A new empty folder next to `out_dir` (same file system, so the rename is atomic)."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+
+
+def move_into_place(tmp: Path, out_dir: Path) -> Path:
+    """Rename the finished `tmp` to `out_dir`, replacing an existing folder there (the CLI
+    refused a non-empty one unless --force)."""
+    out_dir = Path(out_dir)
+    old = None
+    if out_dir.is_dir():
+        old = out_dir.parent / f".{out_dir.name}.old-{tmp.name[-8:]}"
+        out_dir.rename(old)
+    tmp.rename(out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return out_dir
