@@ -45,6 +45,7 @@ class RunOutcome:
 
     report_error: str = ""
     error: BaseException | None = None
+    result: BillingResult | None = None  # the settled result (lines with their status)
 
     @property
     def ok(self) -> bool:
@@ -443,6 +444,7 @@ def run_billing(db_url: str | None, req: RunRequest, engine=None,
     outcome = RunOutcome(run_id, status, report_dir, summary, full)
     outcome.report_error = report_error
     outcome.error = error
+    outcome.result = result
     if error is not None and not isinstance(error, BillingError):
         raise error
     return outcome
@@ -469,9 +471,10 @@ def backfill(db_url: str | None, first: date, last: date, simulate: bool, starte
 
     The range's inputs are read and validated once (`backfill_plan`); each date then runs
     on exactly the inputs a run of that date alone would load (same rows, same rejects),
-    with its own run record, gate and exactly-once posting. Posting does not change the
-    inputs a later date reads (charges depend on packages, assignments and calls, not on
-    balances), so loading once is safe.
+    with its own run record, gate and exactly-once posting. Posting changes only one input a
+    later date reads, the free-minute state (counters, consumed calls): it is carried from
+    night to night in memory (`advance_state`), the same whether the nights are simulated or
+    posted; a concurrent change is caught by the post's own check (store/post.py).
     Each date's report goes to `out_parent/<YYYY-MM-DD>` (default: under the report root);
     a date with nothing due (no line, grant or reject) writes no folder (report_dir None).
     """
@@ -481,7 +484,10 @@ def backfill(db_url: str | None, first: date, last: date, simulate: bool, starte
     engine = engine or make_engine(db_url)
     upgrade(engine)
     check_customers(engine, customer_ids)
+    from billing_jobs.engine.free_minutes import advance_state
+
     plan = plan_backfill(engine, first, last, customer_ids)
+    state = (plan.clean.counters, plan.clean.consumed)  # free minutes, carried night to night
     outcomes = []
     for day in pd.date_range(first, last, freq="D"):
         req = RunRequest(run_date=day.date(), simulate=simulate, customer_ids=customer_ids,
@@ -489,8 +495,13 @@ def backfill(db_url: str | None, first: date, last: date, simulate: bool, starte
                          out_dir=(Path(out_parent) / day.date().isoformat()) if out_parent else None)
         if tz:
             req.tz = tz
+        inputs, rejected = night(plan, day.date())
+        inputs.counters, inputs.consumed = state
         outcome = run_billing(db_url, req, engine=engine, keep_empty=False,
-                              loaded=night(plan, day.date()))
+                              loaded=(inputs, rejected))
+        if outcome.result is not None and outcome.ok:
+            state = advance_state(*state, outcome.result.consumption,
+                                  outcome.result.grant_counters)
         outcomes.append(outcome)
         if on_date:
             on_date(outcome)

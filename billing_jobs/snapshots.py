@@ -217,4 +217,6 @@ def filter_inputs(inputs: BillingInputs, customer_ids: Iterable[str]) -> Billing
         packages=inputs.packages.reset_index(drop=True),
         assignments=keep(inputs.assignments),
         usage=keep(inputs.usage),
+        counters=keep(inputs.counters),
+        consumed=keep(inputs.consumed),
     )

@@ -28,7 +28,8 @@ from billing_jobs.checks._gx import Rule, evaluate
 from billing_jobs.engine.money import MAX_MICROS, MICRO_DIGITS, minor_digits_series
 from billing_jobs.errors import GateError
 
-KINDS = ("setup", "recurring", "prorated", "minimum_spend")
+KINDS = ("setup", "recurring", "prorated", "minimum_spend", "free_minutes_credit")
+CREDIT_KIND = "free_minutes_credit"
 EXAMPLES = 5
 MAX_UNITS = MAX_MICROS // 1_000_000
 
@@ -83,7 +84,11 @@ def _window_rules(check: pd.DataFrame, frame: pd.DataFrame, inputs, what: str) -
     known, same_customer, inside = _window(frame, inputs)
     check["assignment__known"] = known
     check["customer__matches"] = same_customer | ~known
-    check["window__inside"] = inside | ~known
+    # a credit line covers calls consumed on its date, possibly late calls of a period that
+    # has ended: its period_start (the day before the run date) may lie past the window
+    credit = (frame["kind"].astype(str) == CREDIT_KIND).to_numpy() if "kind" in frame.columns \
+        else np.zeros(len(frame), dtype=bool)
+    check["window__inside"] = inside | ~known | credit
     return [
         Rule(f"every {what} belongs to a validated assignment", "true", "assignment__known"),
         Rule(f"{what} customer is the assignment's customer", "true", "customer__matches"),
@@ -119,7 +124,14 @@ def _line_rules(lines: pd.DataFrame, inputs) -> tuple[pd.DataFrame, list[Rule]]:
              for c in ("customer_id", "assignment_id", "kind", "period_start", "currency")]
     rules.append(Rule("kind in " + "/".join(KINDS), "in_set", "kind", value_set=KINDS))
     digits = minor_digits_series(check["currency"].fillna("")).to_numpy()
-    rules += _money_checks(check, lines, "amount", digits)
+    # credits are <= 0: their amount is checked as its opposite (same range and minor unit)
+    credit = (check["kind"] == CREDIT_KIND).fillna(False).to_numpy(dtype=bool)
+    amount = pd.to_numeric(lines["amount"], errors="coerce")
+    check["credit__sign"] = ~credit | (amount.fillna(0) <= 0).to_numpy(dtype=bool)
+    rules.append(Rule("free_minutes_credit amount <= 0", "true", "credit__sign"))
+    signed = lines.assign(amount=lines["amount"].where(~credit, -amount)) if credit.any() \
+        else lines
+    rules += _money_checks(check, signed, "amount", digits)
     rules += _money_checks(check, lines, "cost", digits)
     rules.append(Rule("posting key (assignment_id, kind, period_start) is unique",
                       "compound_unique", columns=LINE_KEY))

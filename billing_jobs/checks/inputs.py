@@ -42,6 +42,8 @@ ENTITIES = ("customers", "packages", "assignments", "usage")
 REJECTED_COLUMNS = ["entity", "id", "reason"]
 
 TYPES = ("standard", "free_minutes")
+#: packages.free_minutes_mode values; the first is the default (an empty cell or no column)
+FREE_MINUTES_MODES = ("credit", "report")
 FREQUENCIES = ("once", "daily", "weekly", "monthly", "yearly")
 KINDS_WITHOUT_MATCH = ("once", "daily", "yearly")
 MATCH_RANGES = {"weekly": (1, 7), "monthly": (1, 31)}
@@ -397,6 +399,15 @@ def _packages(df: pd.DataFrame):
                       reason=lambda rows: f"minimum_days must be between 0 and "
                       f"{MAX_MINIMUM_DAYS} (got " + rows["minimum_days"].astype(str) + ")"))
 
+    # free_minutes_mode: 'credit' (empty: the default) or 'report' (the switch zero-rates)
+    mode = co.text(df["free_minutes_mode"]).str.strip().str.lower()
+    check["free_minutes_mode"] = mode.fillna(FREE_MINUTES_MODES[0])
+    check["free_minutes_mode__raw"] = co.text(df["free_minutes_mode"])
+    rules.append(Rule("free_minutes_mode must be credit or report", "in_set",
+                      "free_minutes_mode", value_set=FREE_MINUTES_MODES,
+                      reason=lambda rows: "free_minutes_mode must be credit or report (got "
+                      + _q(rows["free_minutes_mode__raw"]) + ")"))
+
     rej, bad = _run("packages", check, rules)
     keep = ~bad
     k = check[keep]
@@ -419,6 +430,7 @@ def _packages(df: pd.DataFrame):
         "prorate": k["prorate"].astype(bool),
         "description": co.text(df["description"], blank_is_missing=False)[keep]
         .fillna("").astype(str),
+        "free_minutes_mode": k["free_minutes_mode"].astype(str),
     }, columns=PACKAGE_COLUMNS).reset_index(drop=True)
     return clean, rej, check
 
@@ -625,5 +637,8 @@ def validate_inputs(raw) -> tuple[BillingInputs, pd.DataFrame]:
     rejected = rejected.drop_duplicates(ignore_index=True)
     rejected = rejected.astype({"entity": str, "id": str, "reason": str})
     rejected = rejected[REJECTED_COLUMNS]
+    # the stored free-minute state is the engine's own output (CHECKed tables): passed on
+    state = {name: getattr(raw, name) for name in ("counters", "consumed")
+             if getattr(raw, name, None) is not None}
     return BillingInputs(customers=customers, packages=packages, assignments=assignments,
-                         usage=usage), rejected
+                         usage=usage, **state), rejected

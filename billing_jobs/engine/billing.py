@@ -9,11 +9,11 @@ import pandas as pd
 
 from billing_jobs.engine.book import build_book, customer_codes
 from billing_jobs.engine.calendar import NEVER, OPEN, from_days, to_days
-from billing_jobs.engine.charges import due_lines_on
+from billing_jobs.engine.charges import due_lines_on, sort_lines
+from billing_jobs.engine.free_minutes import free_minutes_on
 from billing_jobs.engine.frames import BillingInputs, BillingResult
 from billing_jobs.engine.grants import grants_on
 from billing_jobs.engine.usage import PeriodSpend, SpendIndex, call_days
-from billing_jobs.engine.utilisation import utilisation_on
 
 
 def day_number(d: date | str | pd.Timestamp) -> int:
@@ -34,7 +34,10 @@ def extended_ends(book) -> pd.DataFrame:
 def compute_billing(inputs: BillingInputs, run_date, tz: str = "UTC",
                     spend: pd.DataFrame | None = None) -> BillingResult:
     """`spend` (engine.usage.SPEND_COLUMNS), when given, is the spend of each minimum-spend
-    period ending on the date (net of `credited`), instead of summing the calls."""
+    period ending on the date (net of `credited`), instead of summing the calls.
+
+    Free minutes (engine/free_minutes.py) are consumed first: their credit lines join the due
+    lines, and minimum-spend spend is each call's charge net of its covered part."""
     run_day = day_number(run_date)
     book = build_book(inputs.assignments, inputs.packages, inputs.customers)
 
@@ -43,6 +46,8 @@ def compute_billing(inputs: BillingInputs, run_date, tz: str = "UTC",
     customer_ids = np.sort(inputs.customers["customer_id"].to_numpy(dtype=object))
     call_customer = customer_codes(usage["customer_id"], customer_ids)
 
+    free = free_minutes_on(book, run_day, usage, day_of_call, inputs.counters, inputs.consumed)
+
     spend_index = None
     if book.minimum_spend.any() and len(usage):
         # only the calls of customers with a minimum-spend assignment are ever summed
@@ -50,15 +55,21 @@ def compute_billing(inputs: BillingInputs, run_date, tz: str = "UTC",
         committed = np.zeros(n_codes + 1, dtype=bool)  # the extra slot stands for -1
         committed[book.customer_code[book.minimum_spend]] = True
         known = committed[np.where(call_customer >= 0, call_customer, n_codes)]
-        spend_index = SpendIndex(call_customer[known], day_of_call[known],
-                                 usage["charge"].to_numpy(dtype="int64")[known])
+        net = usage["charge"].to_numpy(dtype="int64")
+        if len(free.covered_by_call):
+            net = net - free.covered_by_call.reindex(usage["call_id"].astype(str)).fillna(0) \
+                .to_numpy(dtype="int64")
+        spend_index = SpendIndex(call_customer[known], day_of_call[known], net[known])
 
     if spend is not None:  # spend per (assignment, period) given
         spend_index = PeriodSpend(spend, customer_ids)
 
     return BillingResult(
-        due_lines=due_lines_on(book, run_day, spend_index, book.customer_code),
+        due_lines=sort_lines([due_lines_on(book, run_day, spend_index, book.customer_code),
+                              free.credit_lines]),
         grants=grants_on(book, run_day),
-        utilisation=utilisation_on(book, run_day, usage, day_of_call, call_customer),
+        utilisation=free.utilisation,
         extended_ends=extended_ends(book),
+        consumption=free.consumption,
+        grant_counters=free.grant_counters,
     )

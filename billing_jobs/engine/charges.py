@@ -18,7 +18,8 @@ from billing_jobs.engine.frames import DUE_LINE_COLUMNS, empty_frame
 from billing_jobs.engine.money import prorate_round
 from billing_jobs.engine.usage import SpendIndex
 
-KIND_ORDER = {"setup": 0, "recurring": 1, "prorated": 2, "minimum_spend": 3}
+KIND_ORDER = {"setup": 0, "recurring": 1, "prorated": 2, "minimum_spend": 3,
+              "free_minutes_credit": 4}
 
 
 def _lines(book: Book, idx: np.ndarray, kind: str, run_day: int, period_start, period_end,
@@ -99,6 +100,12 @@ def due_lines_on(book: Book, run_day: int, spend_index: SpendIndex | None,
             parts.append(_lines(book, idx, "minimum_spend", run_day, ps, pe, "retail", "cost",
                                 held.days[ends], held.full[ends], spend))
 
+    return sort_lines(parts)
+
+
+def sort_lines(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """Due lines in their one order: customer, assignment, kind (KIND_ORDER), period start."""
+    parts = [p for p in parts if len(p)]
     if not parts:
         return empty_frame(DUE_LINE_COLUMNS)
     lines = pd.concat(parts, ignore_index=True)

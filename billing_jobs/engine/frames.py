@@ -10,7 +10,7 @@ CUSTOMER_COLUMNS = ["customer_id", "name", "currency", "balance"]
 PACKAGE_COLUMNS = [
     "package_id", "name", "type", "cost", "retail", "setup_cost", "setup_retail", "currency",
     "frequency", "frequency_match", "free_minutes", "destination", "minimum_spend",
-    "minimum_days", "prorate", "description",
+    "minimum_days", "prorate", "description", "free_minutes_mode",
 ]
 ASSIGNMENT_COLUMNS = [
     "assignment_id", "customer_id", "package_id", "quantity", "start_date", "end_date",
@@ -28,8 +28,24 @@ GRANT_COLUMNS = [
 ]
 UTILISATION_COLUMNS = [
     "customer_id", "assignment_id", "period_start", "period_end", "seconds_granted", "seconds_used",
+    "credited",
 ]
 EXTENDED_END_COLUMNS = ["assignment_id", "customer_id", "end_date", "effective_end"]
+
+#: Free minutes (SPEC section 9, docs/free_minutes.md). Stored state as loaded: each grant's
+#: counter (grant_usage) and each recorded consumption of a call (call_credits), `covered`
+#: in micros; `consumed_on` is the billing date whose post consumed it.
+COUNTER_COLUMNS = ["customer_id", "assignment_id", "period_start", "period_end",
+                   "seconds_granted", "seconds_used", "credited"]
+CONSUMED_COLUMNS = ["call_id", "customer_id", "assignment_id", "period_start", "start_time",
+                    "consumed_on", "seconds", "covered", "late"]
+#: What a billing date consumes: one row per (call, grant) part (covered micros, unrounded).
+CONSUMPTION_COLUMNS = ["run_date", "call_id", "customer_id", "assignment_id", "period_start",
+                       "start_time", "seconds", "covered", "late"]
+#: Per grant the date touches or reports: counters before and after the date.
+GRANT_COUNTER_COLUMNS = ["customer_id", "assignment_id", "period_start", "period_end",
+                         "seconds_granted", "seconds_used_before", "seconds_used",
+                         "credited_before", "credited"]
 
 ENTITY_COLUMNS = {
     "customers": CUSTOMER_COLUMNS,
@@ -48,11 +64,12 @@ MONEY_COLUMNS = {
 
 
 _DATE_COLUMNS = {"run_date", "period_start", "period_end", "start_date", "end_date",
-                 "effective_end"}
+                 "effective_end", "consumed_on"}
 _INT_COLUMNS = {"quantity", "unit_price", "amount", "cost", "seconds", "seconds_granted",
                 "seconds_used", "balance", "charge", "duration_s", "retail", "setup_cost",
-                "setup_retail", "minimum_days"}
-_BOOL_COLUMNS = {"auto_decrement", "minimum_spend", "prorate"}
+                "setup_retail", "minimum_days", "credited", "covered", "seconds_used_before",
+                "credited_before"}
+_BOOL_COLUMNS = {"auto_decrement", "minimum_spend", "prorate", "late"}
 
 
 def _dtype(column: str) -> str:
@@ -76,6 +93,9 @@ class BillingInputs:
     packages: pd.DataFrame
     assignments: pd.DataFrame
     usage: pd.DataFrame
+    #: free-minute state from the database (empty: nothing consumed yet)
+    counters: pd.DataFrame = field(default_factory=lambda: empty_frame(COUNTER_COLUMNS))
+    consumed: pd.DataFrame = field(default_factory=lambda: empty_frame(CONSUMED_COLUMNS))
 
 
 @dataclass
@@ -84,3 +104,6 @@ class BillingResult:
     grants: pd.DataFrame
     utilisation: pd.DataFrame
     extended_ends: pd.DataFrame = field(default_factory=lambda: empty_frame(EXTENDED_END_COLUMNS))
+    consumption: pd.DataFrame = field(default_factory=lambda: empty_frame(CONSUMPTION_COLUMNS))
+    grant_counters: pd.DataFrame = field(
+        default_factory=lambda: empty_frame(GRANT_COUNTER_COLUMNS))

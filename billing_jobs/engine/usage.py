@@ -68,15 +68,13 @@ def usage_needs(customers: pd.DataFrame, packages: pd.DataFrame, assignments: pd
     * minimum spend: an assignment of a minimum-spend package whose period holds the day
       before `run_day` (ends on it) sums the calls from that period's start, which is no
       earlier than max(start_date, run_day - longest period of its frequency);
-    * utilisation (report of the free-minute periods that hold the day before): calls from
-      the start of the chain of the customer's free-minute assignments whose active spans
-      [start_date, effective_end] overlap or touch, back from that day. Grant periods lie
-      inside those spans and the utilisation window only moves back to the start of a period
-      overlapping it, so it never leaves the chain.
+    * free minutes: a free-minute assignment active on a day of [run_day - 1 -
+      LATE_CALL_DAYS, last day - 1] needs the calls from the later of its start and that
+      first day (what a post consumes; the stored counters hold what came before).
 
     Anything unreadable counts as needing more (a free-minute type, a minimum-spend flag, an
     open end, a start `lookback_days` back), never less: a row validation rejects only widens
-    the read. The freemin helper's persisted counters will replace the chain rule.
+    the read.
     """
     x = run_day - 1
     x_last = (run_day if last_day is None else max(run_day, last_day)) - 1
@@ -122,26 +120,15 @@ def usage_needs(customers: pd.DataFrame, packages: pd.DataFrame, assignments: pd
         back = np.where(np.isfinite(span), run_day - np.nan_to_num(span).astype("int64"), never)
         need_cust.append(rows["customer_id"].to_numpy()[ms])
         need_since.append(np.maximum(start[ms], back))
-    # utilisation: the chain of free-minute spans reaching the day before run_day
-    fm = rows["fm"].to_numpy(dtype=bool) & (start <= x_last)
+    # free minutes: the calls a post consumes, those of the day before and the late calls
+    # of the LATE_CALL_DAYS before it (engine/free_minutes.py); counters hold the rest
+    from billing_jobs.engine.free_minutes import LATE_CALL_DAYS
+
+    lo = x - LATE_CALL_DAYS
+    fm = rows["fm"].to_numpy(dtype=bool) & (start <= x_last) & (eff_end >= lo)
     if fm.any():
-        f = pd.DataFrame({"c": rows["customer_id"].to_numpy()[fm], "s": start[fm],
-                          "e": eff_end[fm]}).sort_values(["c", "s"], kind="stable")
-        c = f["c"].to_numpy()
-        s = f["s"].to_numpy()
-        e = f["e"].to_numpy()
-        reach = f.groupby("c", sort=False)["e"].cummax().to_numpy()
-        first = np.ones(len(f), dtype=bool)
-        first[1:] = c[1:] != c[:-1]
-        new_chain = first.copy()
-        new_chain[1:] |= s[1:] > reach[:-1] + 1
-        chain = np.cumsum(new_chain)
-        g = pd.DataFrame({"c": c, "chain": chain, "s": s, "e": e}).groupby(
-            ["c", "chain"], sort=False).agg(s=("s", "min"), e=("e", "max")).reset_index()
-        # the chains holding a day from x to x_last (one chain when x_last == x: the last)
-        g = g[g["e"].to_numpy() >= x]
-        need_cust.append(g["c"].to_numpy())
-        need_since.append(g["s"].to_numpy(dtype="int64"))
+        need_cust.append(rows["customer_id"].to_numpy()[fm])
+        need_since.append(np.maximum(start[fm], lo))
     if not need_cust:
         return pd.DataFrame({"customer_id": pd.Series([], dtype=object),
                              "since_day": pd.Series([], dtype="int64")})

@@ -67,7 +67,7 @@ def _empty() -> pd.DataFrame:
     return empty_frame(UTILISATION_COLUMNS)
 
 
-def _grant_seconds(book: Book, idx: np.ndarray, pstart: np.ndarray) -> np.ndarray:
+def grant_seconds(book: Book, idx: np.ndarray, pstart: np.ndarray) -> np.ndarray:
     stub = start_stub(book.cal.subset(idx), book.eff_end[idx])
     is_stub = stub.valid & (pstart == book.start[idx])
     minutes = book.minutes[idx]
@@ -75,7 +75,7 @@ def _grant_seconds(book: Book, idx: np.ndarray, pstart: np.ndarray) -> np.ndarra
     return np.where(is_stub, prorated, minutes).astype("int64") * 60
 
 
-def _grant_periods(book: Book, idx: np.ndarray, window_start: np.ndarray, stop):
+def grant_periods(book: Book, idx: np.ndarray, window_start: np.ndarray, stop):
     """Every grant period of assignments `idx` overlapping [window_start, stop) (`stop` a day
     or one day per assignment): (assignment rows, period starts, period ends)."""
     out_a, out_s, out_e = [], [], []
@@ -146,7 +146,7 @@ def utilisation_on(book: Book, run_day: int, usage: pd.DataFrame, call_day: np.n
     # have used it up), until the window stops moving. Each pass only adds the periods of
     # the stretch the window grew by: [new window start, previous window start).
     cand = fm[window[book.customer_code[fm]] < OPEN]
-    parts = [_grant_periods(book, cand, window[book.customer_code[cand]], run_day)]
+    parts = [grant_periods(book, cand, window[book.customer_code[cand]], run_day)]
     while True:
         earlier = window.copy()
         np.minimum.at(earlier, book.customer_code[parts[-1][0]], parts[-1][1])
@@ -154,7 +154,7 @@ def utilisation_on(book: Book, run_day: int, usage: pd.DataFrame, call_day: np.n
         if not moved.any():
             break
         grow = cand[moved[book.customer_code[cand]]]
-        parts.append(_grant_periods(book, grow, earlier[book.customer_code[grow]],
+        parts.append(grant_periods(book, grow, earlier[book.customer_code[grow]],
                                     window[book.customer_code[grow]]))
         window = earlier
     g_a = np.concatenate([p[0] for p in parts])
@@ -165,7 +165,7 @@ def utilisation_on(book: Book, run_day: int, usage: pd.DataFrame, call_day: np.n
         _, first = np.unique(key, return_index=True)
         g_a, g_start, g_end = g_a[first], g_start[first], g_end[first]
     g_cust = book.customer_code[g_a]
-    g_secs = _grant_seconds(book, g_a, g_start)
+    g_secs = grant_seconds(book, g_a, g_start)
     g_pattern = book.rows["destination"].fillna("").to_numpy(dtype=object)[g_a]
 
     # rank grants per customer: period_end first (open last), then assignment_id

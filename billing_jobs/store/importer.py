@@ -63,7 +63,7 @@ SPECS: dict[str, dict[str, str]] = {
         "setup_cost": "money0", "setup_retail": "money0", "currency": "rtext",
         "frequency": "rtext", "frequency_match": "ntext", "free_minutes": "int0",
         "destination": "ntext", "minimum_spend": "bool0", "minimum_days": "int0",
-        "prorate": "bool0", "description": "text",
+        "prorate": "bool0", "description": "text", "free_minutes_mode": "ntext",
     },
     "assignments": {
         "assignment_id": "id", "customer_id": "rtext", "package_id": "rtext", "quantity": "int",
@@ -77,7 +77,8 @@ SPECS: dict[str, dict[str, str]] = {
 #: Columns that may be missing from the header (they take their empty-cell default).
 OPTIONAL_HEADER = {
     "customers": set(),
-    "packages": {"frequency_match", "destination", "prorate", "description"},
+    "packages": {"frequency_match", "destination", "prorate", "description",
+                 "free_minutes_mode"},
     "assignments": {"end_date", "free_minutes"},
     "usage": set(),
 }

@@ -32,6 +32,7 @@ from billing_jobs.engine.frames import (
 )
 from billing_jobs.engine.usage import needed_calls, usage_needs
 from billing_jobs.store.db import db_errors, read_connection
+from billing_jobs.store.free_minute_state import read_state
 from billing_jobs.store.tables import stored_name
 
 #: Usage older than this many days before the run date is not needed by default (a yearly
@@ -77,8 +78,11 @@ def load_inputs(
             needs = usage_needs(customers, packages, assignments, _day(run_date),
                                 USAGE_LOOKBACK_DAYS)
             usage = _read_needed(conn, needs, run_date, hi, ids, len(customers))
+            lo = _first_instant(needs)
+        counters, consumed = read_state(conn, run_date, lo, ids)
     return BillingInputs(customers=customers, packages=packages,
-                         assignments=assignments, usage=usage)
+                         assignments=assignments, usage=usage,
+                         counters=counters, consumed=consumed)
 
 
 def load_range(engine: sa.Engine, first: date, last: date,
@@ -100,8 +104,19 @@ def load_range(engine: sa.Engine, first: date, last: date,
         needs = usage_needs(customers, packages, assignments, _day(first), USAGE_LOOKBACK_DAYS,
                             last_day=_day(last))
         usage = _read_needed(conn, needs, last, hi, ids, len(customers))
+        counters, consumed = read_state(conn, first, _first_instant(needs), ids)
     return BillingInputs(customers=customers, packages=packages,
-                         assignments=assignments, usage=usage)
+                         assignments=assignments, usage=usage,
+                         counters=counters, consumed=consumed)
+
+
+def _first_instant(needs: pd.DataFrame) -> datetime | None:
+    """The first instant any needed call can have (one day of margin), None without needs."""
+    if needs.empty:
+        return None
+    first = int(needs["since_day"].min()) - 1
+    return datetime.combine(date(1970, 1, 1) + timedelta(days=first), time(),
+                            tzinfo=timezone.utc)
 
 
 #: When the needed (customer, day) pairs are at least this share of every customer's days
@@ -277,6 +292,7 @@ def _packages(raw: pd.DataFrame) -> pd.DataFrame:
         "minimum_days": _int(raw["minimum_days"]),
         "prorate": _bool(raw["prorate"]),
         "description": _text(raw["description"]),
+        "free_minutes_mode": _text(raw["free_minutes_mode"]),
     }
     return pd.DataFrame(out, columns=PACKAGE_COLUMNS)
 

@@ -64,6 +64,17 @@ _GRANT_STAGE = [
     ("assignment_id", "text"), ("package_id", "text"), ("period_start", "date"),
     ("period_end", "date"), ("destination", "text"), ("seconds", "bigint"),
 ]
+#: free minutes (docs/free_minutes.md): the calls consumed and each touched grant's counters
+_CONSUMPTION_STAGE = [
+    ("seq", "bigint"), ("call_id", "text"), ("customer_id", "text"), ("assignment_id", "text"),
+    ("period_start", "date"), ("start_time", "timestamptz"), ("seconds", "bigint"),
+    ("covered", "bigint"), ("late", "boolean"),
+]
+_COUNTER_STAGE = [
+    ("seq", "bigint"), ("customer_id", "text"), ("assignment_id", "text"),
+    ("period_start", "date"), ("period_end", "date"), ("seconds_granted", "bigint"),
+    ("seconds_used_before", "bigint"), ("seconds_used", "bigint"), ("credited", "bigint"),
+]
 _LINE_OUT = [c for c, _ in _LINE_STAGE if c != "seq"]
 #: the ledger columns the staged line columns go to (money columns say "_micros")
 _LEDGER_COLS = [stored_name(c) for c in _LINE_OUT]
@@ -91,6 +102,14 @@ def post_result(
     _check_unique(grants, ["assignment_id", "period_start"], "grants")
     line_tab = _line_table(lines)
     grant_tab = _grant_table(grants)
+    moved = result.grant_counters
+    if len(moved):  # only the grants whose counters this date moves
+        moved = moved[(moved["seconds_used"] != moved["seconds_used_before"])
+                      | (moved["credited"] != moved["credited_before"])]
+    use_tab = _stage_table(result.consumption, _CONSUMPTION_STAGE)
+    counter_tab = _stage_table(moved, _COUNTER_STAGE)
+    run_date = lines["run_date"].iloc[0] if len(lines) else (
+        result.consumption["run_date"].iloc[0] if len(result.consumption) else None)
     if simulate:
         with db_errors(engine, "simulating the posting"):
             line_done, grant_done = _simulate(engine, line_tab, grant_tab)
@@ -99,7 +118,8 @@ def post_result(
     else:
         with db_errors(engine, "posting"):
             line_new, grant_new = _post(engine, line_tab, grant_tab, run_id,
-                                        max(1, int(batch_customers)), progress)
+                                        max(1, int(batch_customers)), progress,
+                                        use_tab, counter_tab, run_date)
         auto = (lines["auto_decrement"].to_numpy(dtype=bool) if len(lines)
                 else np.zeros(0, dtype=bool))
         line_status = np.where(line_new, np.where(auto, "posted", "invoiced"), "already_posted")
@@ -107,7 +127,8 @@ def post_result(
     lines = lines.assign(status=pd.Series(line_status, index=lines.index, dtype=str))
     grants = grants.assign(status=pd.Series(grant_status, index=grants.index, dtype=str))
     return BillingResult(due_lines=lines, grants=grants, utilisation=result.utilisation,
-                         extended_ends=result.extended_ends)
+                         extended_ends=result.extended_ends, consumption=result.consumption,
+                         grant_counters=result.grant_counters)
 
 
 # ----------------------------------------------------------------------------- frames -> arrow
@@ -134,7 +155,14 @@ def _ints(s: pd.Series) -> pa.Array:
     return pa.array(s.to_numpy(dtype="int64"))
 
 
-_TO_ARROW = {"date": _dates, "text": _texts, "bigint": _ints,
+def _instants(s: pd.Series) -> pa.Array:
+    """UTC timestamps as text in the stored form (SQLite) / ISO with offset (PostgreSQL)."""
+    t = pd.to_datetime(s, utc=True)
+    return pa.array(t.dt.strftime("%Y-%m-%d %H:%M:%S.%f+00:00").to_numpy(dtype=object),
+                    type=pa.string())
+
+
+_TO_ARROW = {"date": _dates, "text": _texts, "bigint": _ints, "timestamptz": _instants,
              "boolean": lambda s: pa.array(s.to_numpy(dtype=bool))}
 
 
@@ -160,7 +188,7 @@ def _grant_table(grants: pd.DataFrame) -> pa.Table:
 
 def _arrow_type(sql_type: str) -> pa.DataType:
     return {"bigint": pa.int64(), "date": pa.date32(), "text": pa.string(),
-            "boolean": pa.bool_()}[sql_type]
+            "boolean": pa.bool_(), "timestamptz": pa.string()}[sql_type]
 
 
 # ----------------------------------------------------------------------------- staging
@@ -193,6 +221,8 @@ def _stage(conn: sa.Connection, name: str, spec: list[tuple[str, str]], table: p
                         col = pc.strftime(col, "%Y-%m-%d")
                     elif t == "boolean":
                         col = pc.cast(col, pa.int64())
+                    elif t == "timestamptz":  # the stored form: UTC, no offset
+                        col = pc.utf8_slice_codeunits(col, 0, 26)
                     lists.append(col.to_pylist())
                 marks = ", ".join("?" * len(spec))
                 cur.executemany(f"INSERT INTO temp.{name} ({cols}) VALUES ({marks})",
@@ -202,7 +232,8 @@ def _stage(conn: sa.Connection, name: str, spec: list[tuple[str, str]], table: p
 
 
 def _sqlite_type(sql_type: str) -> str:
-    return {"bigint": "INTEGER", "date": "DATE", "text": "TEXT", "boolean": "INTEGER"}[sql_type]
+    return {"bigint": "INTEGER", "date": "DATE", "text": "TEXT", "boolean": "INTEGER",
+            "timestamptz": "TEXT"}[sql_type]
 
 
 def _drop_stage(conn: sa.Connection, *names: str) -> None:
@@ -261,36 +292,37 @@ def _crash_point(point: str, batch: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _batches(lines: pa.Table, grants: pa.Table, size: int):
-    """Yield (batch number from 1, line rows, grant rows) for groups of `size` customers,
-    the customers taken in id order."""
-    line_cust = lines.column("customer_id").to_numpy(zero_copy_only=False).astype(object)
-    grant_cust = grants.column("customer_id").to_numpy(zero_copy_only=False).astype(object)
-    ids = pd.Index(np.unique(np.concatenate([line_cust, grant_cust]).astype(str)))
-    line_batch = ids.get_indexer(line_cust.astype(str)) // size if len(line_cust) else line_cust
-    grant_batch = ids.get_indexer(grant_cust.astype(str)) // size if len(grant_cust) else grant_cust
-    line_order = np.argsort(np.asarray(line_batch, dtype="int64"), kind="stable")
-    grant_order = np.argsort(np.asarray(grant_batch, dtype="int64"), kind="stable")
-    line_bounds = np.searchsorted(np.asarray(line_batch, dtype="int64")[line_order],
-                                  np.arange(0, len(ids) // size + 2))
-    grant_bounds = np.searchsorted(np.asarray(grant_batch, dtype="int64")[grant_order],
-                                   np.arange(0, len(ids) // size + 2))
+def _batches(tables: list[pa.Table], size: int):
+    """Yield (batch number from 1, [rows of each table]) for groups of `size` customers, the
+    customers taken in id order (a customer's rows of every table are in one batch)."""
+    custs = [t.column("customer_id").to_numpy(zero_copy_only=False).astype(object)
+             for t in tables]
+    ids = pd.Index(np.unique(np.concatenate(custs).astype(str)) if custs else [])
+    orders, bounds = [], []
+    for cust in custs:
+        batch = (ids.get_indexer(cust.astype(str)) // size if len(cust)
+                 else np.zeros(0, dtype="int64"))
+        batch = np.asarray(batch, dtype="int64")
+        order = np.argsort(batch, kind="stable")
+        orders.append(order)
+        bounds.append(np.searchsorted(batch[order], np.arange(0, len(ids) // size + 2)))
     for k in range((len(ids) + size - 1) // size):
-        yield (k + 1,
-               lines.take(line_order[line_bounds[k]:line_bounds[k + 1]]),
-               grants.take(grant_order[grant_bounds[k]:grant_bounds[k + 1]]))
+        yield k + 1, [t.take(o[b[k]:b[k + 1]]) for t, o, b in zip(tables, orders, bounds)]
 
 
 def _post(engine: sa.Engine, lines: pa.Table, grants: pa.Table, run_id: str, size: int,
-          progress: ProgressFn | None) -> tuple[np.ndarray, np.ndarray]:
+          progress: ProgressFn | None, uses: pa.Table, counters: pa.Table, run_date
+          ) -> tuple[np.ndarray, np.ndarray]:
     line_new = np.zeros(lines.num_rows, dtype=bool)
     grant_new = np.zeros(grants.num_rows, dtype=bool)
     total = lines.num_rows + grants.num_rows
     done = 0
-    for number, line_rows, grant_rows in _batches(lines, grants, size):
+    for number, (line_rows, grant_rows, use_rows, counter_rows) in _batches(
+            [lines, grants, uses, counters], size):
         for attempt in range(_DEADLOCK_RETRIES + 1):
             try:
-                new_lines, new_grants = _post_batch(engine, number, line_rows, grant_rows, run_id)
+                new_lines, new_grants = _post_batch(engine, number, line_rows, grant_rows, run_id,
+                                                    use_rows, counter_rows, run_date)
                 break
             except sa.exc.OperationalError as exc:
                 if attempt == _DEADLOCK_RETRIES or not _retryable(exc):
@@ -341,7 +373,8 @@ def _returned_seqs(returned: list, table: pa.Table, key: list[str]) -> np.ndarra
 
 
 def _post_batch(engine: sa.Engine, number: int, lines: pa.Table, grants: pa.Table,
-                run_id: str) -> tuple[np.ndarray, np.ndarray]:
+                run_id: str, uses: pa.Table, counters: pa.Table, run_date
+                ) -> tuple[np.ndarray, np.ndarray]:
     now = datetime.now(timezone.utc)
     with engine.connect() as conn:
         pg = conn.dialect.name == "postgresql"
@@ -349,8 +382,14 @@ def _post_batch(engine: sa.Engine, number: int, lines: pa.Table, grants: pa.Tabl
         stamp = now if pg else now.strftime("%Y-%m-%d %H:%M:%S.%f")
         trans = conn.begin()  # SQLite: BEGIN IMMEDIATE, concurrent posters queue here
         try:
+            _lock_customers(conn, lines, grants, uses)
             _stage(conn, "_post_lines", _LINE_STAGE, lines)
             _stage(conn, "_post_grants", _GRANT_STAGE, grants)
+            consuming = uses.num_rows or counters.num_rows
+            if consuming:
+                _stage(conn, "_post_uses", _CONSUMPTION_STAGE, uses)
+                _stage(conn, "_post_counters", _COUNTER_STAGE, counters)
+                _settle_consumption_checks(conn, run_date)
             out = ", ".join(_LINE_OUT)
             into = ", ".join(_LEDGER_COLS)
             inserted = conn.exec_driver_sql(
@@ -407,6 +446,9 @@ def _post_batch(engine: sa.Engine, number: int, lines: pa.Table, grants: pa.Tabl
                 (run_id, stamp),
             ).all()
             new_grants = _returned_seqs(granted, grants, ["assignment_id", "period_start"])
+            if consuming:
+                _write_consumption(conn, run_id, run_date, stamp)
+                _drop_stage(conn, "_post_uses", "_post_counters", "_post_done")
             _drop_stage(conn, "_post_lines", "_post_grants")
             _crash_point("before_commit", number)
             trans.commit()
@@ -416,6 +458,84 @@ def _post_batch(engine: sa.Engine, number: int, lines: pa.Table, grants: pa.Tabl
             raise
     _crash_point("after_commit", number)
     return new_lines, new_grants
+
+
+def _lock_customers(conn: sa.Connection, *tables: pa.Table) -> None:
+    """PostgreSQL: lock the batch's customers in id order before anything else, so that the
+    free-minute state read below cannot change under this transaction (SQLite: the write
+    transaction already excludes every other writer)."""
+    if conn.dialect.name != "postgresql":
+        return
+    ids = sorted({str(c) for t in tables for c in t.column("customer_id").to_pylist()})
+    if ids:
+        with conn.connection.driver_connection.cursor() as cur:
+            cur.execute("SELECT 1 FROM customers WHERE customer_id = ANY(%s::text[]) "
+                        "ORDER BY customer_id FOR UPDATE", (ids,))
+
+
+_NOT_DONE = "customer_id NOT IN (SELECT customer_id FROM _post_done)"
+
+
+def _day_param(conn: sa.Connection, run_date):
+    d = pd.Timestamp(run_date).date()
+    return d if conn.dialect.name == "postgresql" else d.isoformat()
+
+
+def _settle_consumption_checks(conn: sa.Connection, run_date) -> None:
+    """Under the customers' locks: customers whose calls a post of this date already consumed
+    are *done* (their credit lines are not inserted again, nothing of them is consumed); for
+    the others the state this result was computed from must still hold: none of its calls
+    consumed meanwhile, every counter where it was. Otherwise ConsumptionConflict."""
+    from billing_jobs.errors import ConsumptionConflict
+
+    p = _param(conn)
+    drop = " ON COMMIT DROP" if conn.dialect.name == "postgresql" else ""
+    conn.exec_driver_sql(
+        f"CREATE TEMP TABLE _post_done{drop} AS SELECT DISTINCT customer_id FROM call_credits "
+        f"WHERE consumed_on = {p} AND customer_id IN (SELECT customer_id FROM _post_uses "
+        "UNION SELECT customer_id FROM _post_counters)", (_day_param(conn, run_date),))
+    taken = conn.exec_driver_sql(
+        "SELECT t.customer_id, t.call_id FROM _post_uses t JOIN call_credits c "
+        f"ON c.call_id = t.call_id WHERE t.{_NOT_DONE} ORDER BY 1, 2 LIMIT 3").all()
+    moved = conn.exec_driver_sql(
+        "SELECT t.customer_id, t.assignment_id, t.seconds_used_before, g.seconds_used "
+        "FROM _post_counters t LEFT JOIN grant_usage g ON g.assignment_id = t.assignment_id "
+        f"AND g.period_start = t.period_start WHERE t.{_NOT_DONE} "
+        "AND COALESCE(g.seconds_used, 0) <> t.seconds_used_before ORDER BY 1, 2 LIMIT 3").all()
+    if taken or moved:
+        what = ([f"call {c} of customer {cu} was consumed by another run" for cu, c in taken]
+                + [f"grant {a} of customer {cu} has {u or 0} seconds used, not {b}"
+                   for cu, a, b, u in moved])
+        raise ConsumptionConflict(
+            "refusing to post: the free-minute state changed while this run computed ("
+            + "; ".join(what[:3]) + "); nothing posted for this batch of customers, earlier "
+            "batches stand; run the date again to complete it")
+    conn.exec_driver_sql(
+        "DELETE FROM _post_lines WHERE kind = 'free_minutes_credit' AND customer_id IN "
+        "(SELECT customer_id FROM _post_done)")
+
+
+def _write_consumption(conn: sa.Connection, run_id: str, run_date, stamp) -> None:
+    """Record each consumed call part and move each grant's counters, for the customers
+    this transaction consumes (not the done ones), in the posting transaction."""
+    p = _param(conn)
+    conn.exec_driver_sql(
+        "INSERT INTO call_credits (call_id, assignment_id, period_start, customer_id, "
+        "start_time, consumed_on, run_id, seconds, covered_micros, late) "
+        f"SELECT call_id, assignment_id, period_start, customer_id, start_time, {p}, {p}, "
+        f"seconds, covered, late FROM _post_uses WHERE {_NOT_DONE} "
+        "ORDER BY customer_id, call_id, assignment_id, period_start",
+        (_day_param(conn, run_date), run_id))
+    conn.exec_driver_sql(
+        "INSERT INTO grant_usage (assignment_id, period_start, customer_id, period_end, "
+        "seconds_granted, seconds_used, credited_micros, updated_by_run) "
+        "SELECT assignment_id, period_start, customer_id, period_end, seconds_granted, "
+        f"seconds_used, credited, {p} FROM _post_counters WHERE {_NOT_DONE} "
+        "ORDER BY assignment_id, period_start "
+        "ON CONFLICT (assignment_id, period_start) DO UPDATE SET "
+        "seconds_used = excluded.seconds_used, credited_micros = excluded.credited_micros, "
+        "seconds_granted = excluded.seconds_granted, period_end = excluded.period_end, "
+        "updated_by_run = excluded.updated_by_run", (run_id,))
 
 
 def _debit(conn: sa.Connection, debits: list[tuple[str, int]]) -> None:

@@ -92,6 +92,8 @@ packages = sa.Table(
     sa.Column("minimum_days", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("prorate", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("description", sa.Text, nullable=False, server_default=""),
+    sa.Column("free_minutes_mode", sa.Text, nullable=True,
+              comment="'credit' (NULL/empty: free minutes credit the bill) or 'report'"),
 )
 
 assignments = sa.Table(
@@ -177,6 +179,41 @@ grants = sa.Table(
     sa.CheckConstraint("seconds >= 0", name="seconds"),
     sa.CheckConstraint("period_end IS NULL OR period_end > period_start", name="period"),
     sa.Index(None, "customer_id", "period_start"),
+)
+
+grant_usage = sa.Table(
+    "grant_usage", metadata,
+    sa.Column("assignment_id", sa.Text, primary_key=True),
+    sa.Column("period_start", sa.Date, primary_key=True),
+    sa.Column("customer_id", sa.Text, nullable=False),
+    sa.Column("period_end", sa.Date, nullable=True, comment="exclusive; NULL = open"),
+    sa.Column("seconds_granted", sa.BigInteger, nullable=False),
+    sa.Column("seconds_used", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("credited_micros", Money, nullable=False, server_default="0",
+              comment="covered charge credited, micro-units (>= 0)"),
+    sa.Column("updated_by_run", sa.Text, nullable=True),
+    sa.CheckConstraint("seconds_used >= 0", name="seconds_used"),
+    sa.CheckConstraint("credited_micros >= 0", name="credited"),
+    sa.Index(None, "customer_id"),
+)
+
+call_credits = sa.Table(
+    "call_credits", metadata,
+    sa.Column("call_id", sa.Text, primary_key=True),
+    sa.Column("assignment_id", sa.Text, primary_key=True),
+    sa.Column("period_start", sa.Date, primary_key=True, comment="the grant's period start"),
+    sa.Column("customer_id", sa.Text, nullable=False),
+    sa.Column("start_time", Timestamp, nullable=False),
+    sa.Column("consumed_on", sa.Date, nullable=False, comment="the billing date that consumed it"),
+    sa.Column("run_id", sa.Text, nullable=False),
+    sa.Column("seconds", sa.BigInteger, nullable=False),
+    sa.Column("covered_micros", Money, nullable=False, comment="0 for a report-only package"),
+    sa.Column("late", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.CheckConstraint("seconds > 0", name="seconds"),
+    sa.CheckConstraint("covered_micros >= 0", name="covered"),
+    sa.Index(None, "customer_id", "start_time"),
+    sa.Index(None, "customer_id", "consumed_on"),
+    sa.Index(None, "run_id"),
 )
 
 runs = sa.Table(

@@ -37,13 +37,14 @@ def customer(customer_id="C1", currency="EUR", balance="0", name=None) -> dict:
 def package(package_id="P1", *, type="standard", cost="0", retail="0", setup_cost="0",
             setup_retail="0", currency="EUR", frequency="monthly", match=None,
             free_minutes=0, destination="", minimum_spend=False, minimum_days=0,
-            prorate=False, name=None) -> dict:
+            prorate=False, name=None, free_minutes_mode="credit") -> dict:
     return {"package_id": package_id, "name": name or f"Package {package_id}", "type": type,
             "cost": _money(cost), "retail": _money(retail), "setup_cost": _money(setup_cost),
             "setup_retail": _money(setup_retail), "currency": currency,
             "frequency": frequency, "frequency_match": match, "free_minutes": free_minutes,
             "destination": destination, "minimum_spend": minimum_spend,
-            "minimum_days": minimum_days, "prorate": prorate, "description": ""}
+            "minimum_days": minimum_days, "prorate": prorate, "description": "",
+            "free_minutes_mode": free_minutes_mode}
 
 
 def assignment(assignment_id="A1", customer_id="C1", package_id="P1", *, quantity=1,
@@ -90,6 +91,7 @@ def make_inputs(customers, packages, assignments, usage=()) -> BillingInputs:
         "minimum_days": pd.Series(pk["minimum_days"], dtype="int64"),
         "prorate": pd.Series(pk["prorate"], dtype="bool"),
         "description": pd.Series(pk["description"], dtype="str"),
+        "free_minutes_mode": pd.Series(pk["free_minutes_mode"], dtype="str"),
     }, columns=PACKAGE_COLUMNS)
     asg = pd.DataFrame({
         "assignment_id": pd.Series([a["assignment_id"] for a in assignments], dtype="str"),

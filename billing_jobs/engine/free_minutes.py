@@ -1,0 +1,242 @@
+"""Free minutes that reduce the bill (SPEC section 9, docs/free_minutes.md). Pure: no I/O.
+
+Billing date D consumes the calls of the day before (x = D - 1, local calendar day) and the
+*late* calls: calls of the LATE_CALL_DAYS days before x that no earlier post consumed. They
+consume the grants whose period holds their day, from what each grant has left (its stored
+counter), with the SPEC's precedence (engine/consumption.py). Per assignment of a package in
+'credit' mode the covered charge becomes one `free_minutes_credit` line (negative, rounded
+once); a 'report' package's switch already zero-rated the calls: its counters move, no line.
+
+State comes from the database as two frames (engine/frames.py): `counters` (grant_usage)
+and `consumed` (call_credits). A customer whose calls were already consumed by a post of D
+(rows with consumed_on == D) is *done*: its consumption is exactly those recorded rows (a
+re-run shows what the ledger holds); everyone else consumes from the state as it stands.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from billing_jobs.engine.book import Book
+from billing_jobs.engine.calendar import from_days
+from billing_jobs.engine.consumption import consume
+from billing_jobs.engine.frames import (CONSUMPTION_COLUMNS, DUE_LINE_COLUMNS,
+                                        GRANT_COUNTER_COLUMNS, UTILISATION_COLUMNS,
+                                        empty_frame)
+from billing_jobs.engine.money import minor_digits_series, round_to_minor
+from billing_jobs.engine.utilisation import grant_periods, grant_seconds
+
+#: A call record that arrives late is still consumed when its day is at most this many days
+#: before the day the post covers (D - 1); older ones are left to a manual `adjust`.
+LATE_CALL_DAYS = 7
+CREDIT_KIND = "free_minutes_credit"
+CREDIT_MODE = "credit"
+
+
+@dataclass
+class FreeMinutes:
+    credit_lines: pd.DataFrame  # DUE_LINE_COLUMNS, kind free_minutes_credit
+    consumption: pd.DataFrame  # CONSUMPTION_COLUMNS
+    grant_counters: pd.DataFrame  # GRANT_COUNTER_COLUMNS
+    utilisation: pd.DataFrame  # UTILISATION_COLUMNS: the grants holding D - 1
+    covered_by_call: pd.Series  # call_id -> covered micros of credit-mode grants, all dates
+
+
+def _day_numbers(s: pd.Series) -> np.ndarray:
+    d = pd.to_datetime(s).to_numpy().astype("datetime64[D]")
+    return d.astype("int64")
+
+
+def _empty(run_day: int) -> FreeMinutes:
+    return FreeMinutes(empty_frame(DUE_LINE_COLUMNS), empty_frame(CONSUMPTION_COLUMNS),
+                       empty_frame(GRANT_COUNTER_COLUMNS), empty_frame(UTILISATION_COLUMNS),
+                       pd.Series(dtype="int64"))
+
+
+def _credit_mode(book: Book) -> np.ndarray:
+    if "free_minutes_mode" not in book.rows.columns:
+        return np.ones(len(book), dtype=bool)
+    mode = book.rows["free_minutes_mode"].astype(object).where(
+        book.rows["free_minutes_mode"].notna(), "")
+    return mode.astype(str).str.strip().str.lower().isin(["", CREDIT_MODE]).to_numpy()
+
+
+def free_minutes_on(book: Book, run_day: int, usage: pd.DataFrame, call_day: np.ndarray,
+                    counters: pd.DataFrame, consumed: pd.DataFrame) -> FreeMinutes:
+    """What billing date `run_day` consumes and credits (see the module docstring)."""
+    fm = np.flatnonzero(book.free_minutes_type)
+    x = run_day - 1
+    lo = x - LATE_CALL_DAYS
+    if fm.size == 0:
+        return _empty(run_day)
+    credit_mode = _credit_mode(book)
+
+    # every grant period holding a day of [lo, x]
+    g_a, g_start, g_end = grant_periods(book, fm, np.full(fm.size, lo, dtype="int64"), run_day)
+    rows = book.rows
+    grants = pd.DataFrame({
+        "_row": g_a,
+        "customer_id": rows["customer_id"].to_numpy(dtype=object)[g_a],
+        "assignment_id": rows["assignment_id"].to_numpy(dtype=object)[g_a],
+        "period_start": from_days(g_start),
+        "period_end": from_days(g_end),
+        "destination": rows["destination"].fillna("").to_numpy(dtype=object)[g_a],
+        "seconds": grant_seconds(book, g_a, g_start),
+    })
+    key = ["assignment_id", "period_start"]
+
+    # state: recorded consumption; the run date's own rows make their customers "done"
+    consumed = consumed.copy()
+    own = (_day_numbers(consumed["consumed_on"]) == run_day) if len(consumed) else \
+        np.zeros(0, dtype=bool)
+    own_rows = consumed[own]
+    done = set(own_rows["customer_id"].astype(str))
+    own_by_grant = (own_rows.assign(period_start=pd.to_datetime(own_rows["period_start"]))
+                    .groupby(key, sort=False)[["seconds", "covered"]].sum())
+    c = counters.assign(period_start=pd.to_datetime(counters["period_start"]))
+    c = c.set_index(key)[["seconds_used", "credited"]] if len(c) else pd.DataFrame(
+        {"seconds_used": pd.Series(dtype="int64"), "credited": pd.Series(dtype="int64")},
+        index=pd.MultiIndex.from_arrays([[], pd.to_datetime([])], names=key))
+    gkey = pd.MultiIndex.from_arrays([grants["assignment_id"],
+                                      pd.to_datetime(grants["period_start"])], names=key)
+    stored_used = c["seconds_used"].reindex(gkey).fillna(0).to_numpy(dtype="int64")
+    stored_credited = c["credited"].reindex(gkey).fillna(0).to_numpy(dtype="int64")
+    own_used = own_by_grant["seconds"].reindex(gkey).fillna(0).to_numpy(dtype="int64")
+    own_cov = own_by_grant["covered"].reindex(gkey).fillna(0).to_numpy(dtype="int64")
+    grants["seconds_used"] = stored_used - own_used  # before this date
+    grants["credited_before"] = stored_credited - own_cov
+
+    # new consumption: customers not done, calls of [lo, x] not consumed by any post
+    is_done = grants["customer_id"].astype(str).isin(done).to_numpy()
+    open_grants = grants[~is_done].reset_index(drop=True)
+    new = empty_frame(CONSUMPTION_COLUMNS)
+    if len(open_grants) and len(usage):
+        taken_ids = set(consumed["call_id"].astype(str)) if len(consumed) else set()
+        wanted = set(open_grants["customer_id"].astype(str))
+        sel = ((call_day >= lo) & (call_day <= x)
+               & usage["customer_id"].astype(str).isin(wanted).to_numpy())
+        if taken_ids:
+            sel &= ~usage["call_id"].astype(str).isin(taken_ids).to_numpy()
+        calls = usage[sel].assign(day=call_day[sel])
+        parts = consume(open_grants, calls)
+        if len(parts):
+            day_of = pd.Series(call_day[sel], index=calls["call_id"].astype(str).to_numpy())
+            start_of = pd.Series(calls["start_time"].to_numpy(),
+                                 index=calls["call_id"].astype(str).to_numpy())
+            ids = parts["call_id"].astype(str)
+            new = pd.DataFrame({
+                "run_date": from_days(np.full(len(parts), run_day, dtype="int64")),
+                "call_id": ids.to_numpy(dtype=object),
+                "customer_id": parts["customer_id"].to_numpy(dtype=object),
+                "assignment_id": parts["assignment_id"].to_numpy(dtype=object),
+                "period_start": pd.to_datetime(parts["period_start"]).to_numpy()
+                .astype("datetime64[s]"),
+                "start_time": start_of.reindex(ids).to_numpy(),
+                "seconds": parts["seconds"].to_numpy(dtype="int64"),
+                "covered": parts["covered"].to_numpy(dtype="int64"),
+                "late": (day_of.reindex(ids).to_numpy(dtype="int64") < x),
+            }, columns=CONSUMPTION_COLUMNS)
+    # report-only packages: counters move, nothing is credited
+    a_row = pd.Series(np.arange(len(book)), index=rows["assignment_id"].astype(str).to_numpy())
+    if len(new):
+        credit = credit_mode[a_row.reindex(new["assignment_id"].astype(str)).to_numpy()]
+        new.loc[~credit, "covered"] = 0
+    mine = own_rows.assign(run_date=from_days(np.full(len(own_rows), run_day, dtype="int64")))
+    mine = mine.assign(period_start=pd.to_datetime(mine["period_start"]).to_numpy()
+                       .astype("datetime64[s]"))[CONSUMPTION_COLUMNS] if len(mine) else None
+    today = new if mine is None else (mine if not len(new) else
+                                      pd.concat([mine, new], ignore_index=True))
+    today = today.sort_values(["customer_id", "assignment_id", "call_id"], kind="stable"
+                              ).reset_index(drop=True)
+
+    # counters after this date, per grant
+    by_grant = (today.assign(period_start=pd.to_datetime(today["period_start"]))
+                .groupby(key, sort=False)[["seconds", "covered"]].sum())
+    used_now = by_grant["seconds"].reindex(gkey).fillna(0).to_numpy(dtype="int64")
+    cov_now = by_grant["covered"].reindex(gkey).fillna(0).to_numpy(dtype="int64")
+    counters_out = pd.DataFrame({
+        "customer_id": grants["customer_id"], "assignment_id": grants["assignment_id"],
+        "period_start": grants["period_start"], "period_end": grants["period_end"],
+        "seconds_granted": grants["seconds"].astype("int64"),
+        "seconds_used_before": grants["seconds_used"].astype("int64"),
+        "seconds_used": (grants["seconds_used"] + used_now).astype("int64"),
+        "credited_before": grants["credited_before"].astype("int64"),
+        "credited": (grants["credited_before"] + cov_now).astype("int64"),
+    }, columns=GRANT_COUNTER_COLUMNS)
+
+    # utilisation: the grants whose period holds x
+    held = (_day_numbers(counters_out["period_start"]) <= x) & (
+        pd.to_datetime(counters_out["period_end"]).isna().to_numpy()
+        | (_day_numbers(counters_out["period_end"].fillna(pd.Timestamp("2262-01-01"))) > x))
+    util = counters_out[held][["customer_id", "assignment_id", "period_start", "period_end",
+                               "seconds_granted", "seconds_used", "credited"]]
+    util = util.sort_values(["customer_id", "assignment_id"], kind="stable").reset_index(drop=True)
+
+    lines = _credit_lines(book, run_day, today, a_row, credit_mode)
+
+    # covered charge per call over every date (for minimum spend net of credits)
+    parts = [today[["call_id", "covered"]]]
+    if len(consumed):
+        parts.append(consumed[~own][["call_id", "covered"]])
+    allc = pd.concat([p for p in parts if len(p)] or [parts[0]], ignore_index=True)
+    covered_by_call = allc.groupby(allc["call_id"].astype(str))["covered"].sum().astype("int64")
+    return FreeMinutes(lines, today, counters_out, util, covered_by_call)
+
+
+def _credit_lines(book: Book, run_day: int, today: pd.DataFrame, a_row: pd.Series,
+                  credit_mode: np.ndarray) -> pd.DataFrame:
+    """One line per credit-mode assignment with consumption today: amount = -(sum of its
+    covered micros) rounded once, half up, to the currency's minor unit."""
+    if not len(today):
+        return empty_frame(DUE_LINE_COLUMNS)
+    per = today.groupby("assignment_id", sort=True).agg(covered=("covered", "sum")).reset_index()
+    r = a_row.reindex(per["assignment_id"].astype(str)).to_numpy()
+    per = per[credit_mode[r]].reset_index(drop=True)
+    r = r[credit_mode[r]]
+    if not len(per):
+        return empty_frame(DUE_LINE_COLUMNS)
+    rows = book.rows.iloc[r]
+    digits = minor_digits_series(rows["currency"]).to_numpy()
+    amount = -round_to_minor(per["covered"].to_numpy("int64"), digits)
+    n = len(per)
+    return pd.DataFrame({
+        "run_date": from_days(np.full(n, run_day, dtype="int64")),
+        "customer_id": rows["customer_id"].to_numpy(dtype=object),
+        "assignment_id": rows["assignment_id"].to_numpy(dtype=object),
+        "package_id": rows["package_id"].to_numpy(dtype=object),
+        "kind": CREDIT_KIND,
+        "period_start": from_days(np.full(n, run_day - 1, dtype="int64")),
+        "period_end": from_days(np.full(n, run_day, dtype="int64")),
+        "quantity": np.ones(n, dtype="int64"),
+        "unit_price": (-amount).astype("int64"),
+        "amount": amount.astype("int64"),
+        "cost": np.zeros(n, dtype="int64"),
+        "currency": rows["currency"].to_numpy(dtype=object),
+        "auto_decrement": rows["auto_decrement"].to_numpy(dtype=bool),
+    }, columns=DUE_LINE_COLUMNS)
+
+
+
+def advance_state(counters: pd.DataFrame, consumed: pd.DataFrame, consumption: pd.DataFrame,
+                  grant_counters: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The state after a billing date's result: its grant counters replace the stored ones,
+    its consumption joins the recorded calls (consumed_on = its run date). A backfill carries
+    the state from night to night this way, simulated or posted alike."""
+    from billing_jobs.engine.frames import CONSUMED_COLUMNS, COUNTER_COLUMNS
+
+    key = ["assignment_id", "period_start"]
+    new_c = grant_counters[COUNTER_COLUMNS] if len(grant_counters) else None
+    if new_c is not None:
+        both = pd.concat([counters[COUNTER_COLUMNS], new_c], ignore_index=True)
+        both["period_start"] = pd.to_datetime(both["period_start"]).astype("datetime64[s]")
+        counters = both.drop_duplicates(key, keep="last").reset_index(drop=True)
+    if len(consumption):
+        add = consumption.rename(columns={"run_date": "consumed_on"})[CONSUMED_COLUMNS]
+        both = pd.concat([consumed[CONSUMED_COLUMNS], add], ignore_index=True) \
+            if len(consumed) else add.reset_index(drop=True)
+        both["period_start"] = pd.to_datetime(both["period_start"]).astype("datetime64[s]")
+        consumed = both.drop_duplicates(["call_id", *key], keep="first").reset_index(drop=True)
+    return counters, consumed

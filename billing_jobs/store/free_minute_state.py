@@ -1,0 +1,91 @@
+"""Read the free-minute state a billing date needs (docs/free_minutes.md): the counters of
+the grants that can still take calls, and the recorded consumption of the calls the date
+reads. Both bounded by the date, never by the length of the history:
+
+* counters (grant_usage) of grant periods ending after the first day a post of the date can
+  consume (D - 1 - LATE_CALL_DAYS);
+* call_credits of the selected customers' calls from `since` (the first instant the date's
+  usage read starts at): they are excluded from consumption and netted off minimum spend.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from typing import Sequence
+
+import pandas as pd
+import sqlalchemy as sa
+
+from billing_jobs.engine.free_minutes import LATE_CALL_DAYS
+from billing_jobs.engine.frames import CONSUMED_COLUMNS, COUNTER_COLUMNS, empty_frame
+from billing_jobs.store.tables import call_credits, grant_usage
+
+_IN_CHUNK = 5000
+
+
+def _in_chunks(ids: Sequence[str] | None):
+    if ids is None:
+        yield None
+        return
+    ids = list(ids)
+    for i in range(0, len(ids), _IN_CHUNK):
+        yield ids[i:i + _IN_CHUNK]
+
+
+def _dates(s: pd.Series) -> pd.Series:
+    return pd.to_datetime(pd.Series(s, dtype=object).map(
+        lambda v: v.isoformat() if hasattr(v, "isoformat") else v)).astype("datetime64[s]")
+
+
+def read_state(conn: sa.Connection, first_date: date, since: datetime | None,
+               customer_ids: Sequence[str] | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(counters, consumed) for billing dates from `first_date` on (COUNTER_COLUMNS,
+    CONSUMED_COLUMNS). `since` None: no calls are read, so no consumption either."""
+    lo = first_date - timedelta(days=1 + LATE_CALL_DAYS)
+    g = grant_usage.c
+    counters_rows: list = []
+    consumed_rows: list = []
+    for chunk in _in_chunks(customer_ids):
+        if chunk is not None and not chunk:
+            continue
+        q = sa.select(g.customer_id, g.assignment_id, g.period_start, g.period_end,
+                      g.seconds_granted, g.seconds_used, g.credited_micros).where(
+            sa.or_(g.period_end.is_(None), g.period_end > lo))
+        if chunk is not None:
+            q = q.where(g.customer_id.in_(chunk))
+        counters_rows += conn.execute(q).all()
+        if since is not None:
+            c = call_credits.c
+            q = sa.select(c.call_id, c.customer_id, c.assignment_id, c.period_start,
+                          c.start_time, c.consumed_on, c.seconds, c.covered_micros,
+                          c.late).where(c.start_time >= since)
+            if chunk is not None:
+                q = q.where(c.customer_id.in_(chunk))
+            consumed_rows += conn.execute(q).all()
+    counters = empty_frame(COUNTER_COLUMNS)
+    if counters_rows:
+        f = pd.DataFrame(counters_rows, columns=COUNTER_COLUMNS, dtype=object)
+        counters = pd.DataFrame({
+            "customer_id": f["customer_id"].astype(str),
+            "assignment_id": f["assignment_id"].astype(str),
+            "period_start": _dates(f["period_start"]),
+            "period_end": _dates(f["period_end"]),
+            "seconds_granted": f["seconds_granted"].astype("int64"),
+            "seconds_used": f["seconds_used"].astype("int64"),
+            "credited": f["credited"].astype("int64"),
+        }, columns=COUNTER_COLUMNS)
+    consumed = empty_frame(CONSUMED_COLUMNS)
+    if consumed_rows:
+        f = pd.DataFrame(consumed_rows, columns=CONSUMED_COLUMNS, dtype=object)
+        consumed = pd.DataFrame({
+            "call_id": f["call_id"].astype(str),
+            "customer_id": f["customer_id"].astype(str),
+            "assignment_id": f["assignment_id"].astype(str),
+            "period_start": _dates(f["period_start"]),
+            "start_time": pd.to_datetime(f["start_time"], utc=True),
+            "consumed_on": _dates(f["consumed_on"]),
+            "seconds": f["seconds"].astype("int64"),
+            "covered": f["covered"].astype("int64"),
+            "late": f["late"].astype(bool),
+        }, columns=CONSUMED_COLUMNS)
+    return counters, consumed
