@@ -330,6 +330,7 @@ def _packages(currencies: tuple[str, ...]) -> pd.DataFrame:
             rows["minimum_days"].append(str(t.minimum_days))
             rows["prorate"].append("true" if t.prorate else "false")
             rows["description"].append(t.description)
+            rows["free_minutes_mode"].append("")  # empty: credit (the default)
     arrays = {c: pa.array(v, pa.string()) for c, v in rows.items() if c not in money}
     for key, vals in money.items():
         arrays[key] = _fmt_micros(np.array(vals, dtype="int64"))

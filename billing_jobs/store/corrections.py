@@ -216,6 +216,7 @@ def reverse(engine: sa.Engine, run_id: str, simulate: bool = True) -> Written:
             conn.rollback()
             return Written(rows, [False] * len(rows))
         written = _insert(conn, rows, 1)
+        _undo_consumption(conn, run_id)
         stamp = _now(conn)
         conn.execute(sa.text("UPDATE grants SET withdrawn_at = :t, withdrawn_by_run = :b "
                              "WHERE run_id = :r AND withdrawn_at IS NULL"),
@@ -224,6 +225,22 @@ def reverse(engine: sa.Engine, run_id: str, simulate: bool = True) -> Written:
                              "WHERE run_id = :r AND reversed_at IS NULL"),
                      {"t": stamp, "b": f"reverse:{run_id}", "r": run_id})
     return Written(rows, written)
+
+
+_RUN_PART = ("FROM call_credits c WHERE c.run_id = :r AND c.assignment_id = "
+             "grant_usage.assignment_id AND c.period_start = grant_usage.period_start")
+
+
+def _undo_consumption(conn, run_id: str) -> None:
+    """The free minutes `run_id` consumed go back to their grants (counters down by its
+    calls' seconds and covered charge, the call records deleted), in the reversal's
+    transaction: a post of the date again consumes those calls again, once."""
+    conn.execute(sa.text(
+        f"UPDATE grant_usage SET seconds_used = seconds_used - (SELECT COALESCE(SUM(c.seconds), 0) "
+        f"{_RUN_PART}), credited_micros = credited_micros - (SELECT "
+        f"COALESCE(SUM(c.covered_micros), 0) {_RUN_PART}) WHERE EXISTS (SELECT 1 {_RUN_PART})"),
+        {"r": run_id})
+    conn.execute(sa.text("DELETE FROM call_credits WHERE run_id = :r"), {"r": run_id})
 
 
 def _correction_row(o: dict, run_id: str, entry: str, revision: int, amount: int, reason: str,
@@ -302,6 +319,8 @@ def _rebill_day(engine, day: date, lines: pd.DataFrame, customer_ids, simulate: 
         reversed_keys = _reversed(conn, sorted(owned))
         rows = []
         for key in sorted(set(owned) | set(computed)):
+            if key[1] == "free_minutes_credit":
+                continue  # credits follow the recorded consumption (docs/free_minutes.md)
             line = computed.get(key)
             if key not in owned and not posted_day:
                 continue  # never posted: the next post of the date charges it

@@ -173,6 +173,7 @@ class Package:
     minimum_spend: bool
     minimum_days: int
     prorate: bool
+    free_minutes_mode: str = "credit"
 
 
 @dataclass(frozen=True)
@@ -274,6 +275,8 @@ def _read(inputs: BillingInputs):
             else str(r["destination"]),
             minimum_spend=bool(r["minimum_spend"]), minimum_days=int(r["minimum_days"]),
             prorate=bool(r["prorate"]),
+            free_minutes_mode=(str(r.get("free_minutes_mode") or "credit").strip().lower()
+                               or "credit"),
         )
     customers = {r["customer_id"]: r["currency"] for r in inputs.customers.to_dict("records")}
     assignments = []
@@ -328,12 +331,16 @@ def _line(D, a: Assignment, currency, kind, period_start, period_end, unit_price
     }
 
 
-def _spend(calls: list[Call], customer_id: str, start: date, end: date) -> int:
-    return sum(c.charge for c in calls
+def _spend(calls: list[Call], customer_id: str, start: date, end: date,
+           covered: dict[str, int] | None = None) -> int:
+    """The customer's call charges in [start, end), each net of its free-minute cover."""
+    covered = covered or {}
+    return sum(c.charge - covered.get(c.call_id, 0) for c in calls
                if c.customer_id == customer_id and start <= c.local_date < end)
 
 
-def due_lines_on(D: date, a: Assignment, currency: str, calls: list[Call]) -> list[dict]:
+def due_lines_on(D: date, a: Assignment, currency: str, calls: list[Call],
+                 covered: dict[str, int] | None = None) -> list[dict]:
     p = a.package
     q = a.quantity
     lines = []
@@ -357,7 +364,7 @@ def due_lines_on(D: date, a: Assignment, currency: str, calls: list[Call]) -> li
             if per.end != D:
                 continue
             ratio = Fraction(per.days, per.uncut_days)
-            spend = _spend(calls, a.customer_id, per.start, per.end)
+            spend = _spend(calls, a.customer_id, per.start, per.end, covered)
             amount = max(Fraction(0), p.retail * q * ratio - spend)
             lines.append(_line(D, a, currency, "minimum_spend", per.start, per.end, p.retail,
                                amount, p.cost * q * ratio))
@@ -391,19 +398,48 @@ def grants_on(D: date, a: Assignment) -> list[dict]:
     return rows
 
 
-def utilisation_on(D: date, assignments: list[Assignment], calls: list[Call]) -> list[dict]:
-    day_before = D - ONE_DAY
-    rows = []
+LATE_CALL_DAYS = 7  # SPEC section 9 / docs/free_minutes.md: late calls up to 7 days back
+
+
+@dataclass
+class FreeMinuteState:
+    """What earlier posts consumed: per grant (assignment_id, period_start) [seconds used,
+    covered micros], and per consumed call its covered micros."""
+    used: dict
+    calls: dict
+
+    @staticmethod
+    def fresh() -> "FreeMinuteState":
+        return FreeMinuteState({}, {})
+
+
+def _half_up(x: Fraction) -> int:
+    return math.floor(x + Fraction(1, 2))
+
+
+def free_minutes_on(D: date, assignments: list[Assignment], calls: list[Call],
+                    currencies: dict, state: FreeMinuteState):
+    """Plain loops over SPEC section 9: the calls of [D-1-7, D-1] not consumed before consume
+    the grants whose period holds their day, earliest-ending first (open last), then the
+    lowest assignment_id, spilling over. Returns (credit lines, utilisation rows, the
+    consumption [(call_id, assignment_id, period_start, seconds, covered, late)]) and
+    updates `state`."""
+    x = D - ONE_DAY
+    lo = x - timedelta(days=LATE_CALL_DAYS)
+    parts = []
+    util = []
     for customer_id in sorted({a.customer_id for a in assignments}):
-        grants = []  # [assignment, period, seconds, remaining]
+        grants = []  # [assignment, period, seconds]
         for a in assignments:
             if a.customer_id != customer_id:
                 continue
-            for per, seconds in grant_periods(a, day_before):
-                grants.append([a, per, seconds, seconds])
+            for per, seconds in grant_periods(a, x):
+                if per.end is None or per.end > lo:
+                    grants.append([a, per, seconds])
         if not grants:
             continue
-        mine = sorted((c for c in calls if c.customer_id == customer_id and c.local_date < D),
+        mine = sorted((c for c in calls if c.customer_id == customer_id
+                       and lo <= c.local_date <= x and c.call_id not in state.calls),
                       key=lambda c: (c.start_time, c.call_id))
         for call in mine:
             eligible = [g for g in grants
@@ -412,20 +448,44 @@ def utilisation_on(D: date, assignments: list[Assignment], calls: list[Call]) ->
             eligible.sort(key=lambda g: (g[1].end is None, g[1].end or date.min,
                                          g[0].assignment_id))
             left = call.duration_s
-            for g in eligible:
-                if left == 0:
-                    break
-                take = min(left, g[3])
-                g[3] -= take
+            for a, per, seconds in eligible:
+                key = (a.assignment_id, per.start)
+                used = state.used.setdefault(key, [0, 0])
+                take = min(left, seconds - used[0])
+                if take <= 0:
+                    continue
+                cover = (_half_up(Fraction(call.charge * take, call.duration_s))
+                         if a.package.free_minutes_mode == "credit" else 0)
+                used[0] += take
+                used[1] += cover
                 left -= take
-        for a, per, seconds, remaining in grants:
-            if per.contains(day_before):
-                rows.append({
+                state.calls[call.call_id] = state.calls.get(call.call_id, 0) + cover
+                parts.append((call.call_id, a, per.start, take, cover, call.local_date < x))
+        for a, per, seconds in grants:
+            if per.contains(x):
+                used = state.used.get((a.assignment_id, per.start), [0, 0])
+                util.append({
                     "customer_id": customer_id, "assignment_id": a.assignment_id,
                     "period_start": per.start, "period_end": per.end,
-                    "seconds_granted": seconds, "seconds_used": seconds - remaining,
+                    "seconds_granted": seconds, "seconds_used": used[0], "credited": used[1],
                 })
-    return rows
+    lines = []
+    by_assignment: dict[str, list] = {}
+    for call_id, a, ps, take, cover, late in parts:
+        if a.package.free_minutes_mode == "credit":
+            by_assignment.setdefault(a.assignment_id, [a, 0])[1] += cover
+    for aid in sorted(by_assignment):
+        a, cover = by_assignment[aid]
+        currency = currencies[a.customer_id]
+        amount = -round_half_up(cover, currency)
+        lines.append({
+            "run_date": D, "customer_id": a.customer_id, "assignment_id": aid,
+            "package_id": a.package.package_id, "kind": "free_minutes_credit",
+            "period_start": x, "period_end": D, "quantity": 1, "unit_price": -amount,
+            "amount": amount, "cost": 0, "currency": currency,
+            "auto_decrement": a.auto_decrement,
+        })
+    return lines, util, parts
 
 
 def extended_ends(assignments: list[Assignment]) -> list[dict]:
@@ -444,7 +504,7 @@ def extended_ends(assignments: list[Assignment]) -> list[dict]:
 
 _DATE_COLUMNS = {"run_date", "period_start", "period_end", "end_date", "effective_end"}
 _INT_COLUMNS = {"quantity", "unit_price", "amount", "cost", "seconds", "seconds_granted",
-                "seconds_used"}
+                "seconds_used", "credited"}
 _BOOL_COLUMNS = {"auto_decrement"}
 
 
@@ -464,17 +524,22 @@ def _frame(rows: list[dict], columns: list[str]) -> pd.DataFrame:
     return pd.DataFrame(data, columns=columns)
 
 
-def reference_billing(inputs: BillingInputs, run_date: date, tz: str = "UTC") -> BillingResult:
+def reference_billing(inputs: BillingInputs, run_date: date, tz: str = "UTC",
+                      state: FreeMinuteState | None = None) -> BillingResult:
+    """One billing date. `state`: what earlier posts consumed (fresh when None; updated in
+    place, so a loop over dates with one state is a sequence of posts)."""
     D = pd.Timestamp(run_date).date()
     currencies, assignments = _read(inputs)
     calls = _calls(inputs, tz)
-    lines, grants = [], []
+    state = state if state is not None else FreeMinuteState.fresh()
+    credits, util_rows, _parts = free_minutes_on(D, assignments, calls, currencies, state)
+    lines, grants = list(credits), []
     for a in assignments:
-        lines.extend(due_lines_on(D, a, currencies[a.customer_id], calls))
+        lines.extend(due_lines_on(D, a, currencies[a.customer_id], calls, state.calls))
         grants.extend(grants_on(D, a))
     lines.sort(key=lambda r: (r["customer_id"], r["assignment_id"], r["kind"], r["period_start"]))
     grants.sort(key=lambda r: (r["customer_id"], r["assignment_id"], r["period_start"]))
-    util = sorted(utilisation_on(D, assignments, calls),
+    util = sorted(util_rows,
                   key=lambda r: (r["customer_id"], r["assignment_id"], r["period_start"]))
     ext = sorted(extended_ends(assignments), key=lambda r: r["assignment_id"])
     return BillingResult(

@@ -25,6 +25,27 @@ bill_impl = pytest.mark.parametrize("bill", [reference_billing, _engine],
                                     ids=["reference", "engine"])
 
 
+def bill_nights(bill, inputs, first: date, last: date, tz="UTC"):
+    """Post every night from `first` to `last` (free-minute state carried from night to
+    night: the reference's own state, or the engine's `advance_state`); the last result."""
+    from billing_jobs.engine.free_minutes import advance_state
+    from tests.engine.reference import FreeMinuteState
+
+    import dataclasses
+
+    inputs = dataclasses.replace(inputs)  # the caller's inputs keep their (empty) state
+    state = FreeMinuteState.fresh()
+    result = None
+    for day in pd.date_range(first, last, freq="D"):
+        if bill is reference_billing:
+            result = reference_billing(inputs, day.date(), tz, state=state)
+        else:
+            result = bill(inputs, day.date(), tz)
+            inputs.counters, inputs.consumed = advance_state(
+                inputs.counters, inputs.consumed, result.consumption, result.grant_counters)
+    return result
+
+
 # --------------------------------------------------------------------------- helpers
 
 def _iso(value) -> str | None:
@@ -576,7 +597,8 @@ def test_utilisation_earlier_periods_still_compete(bill):
     # A2 weekly from Mon 28 Dec: [28 Dec, 4 Jan) then [4 Jan, 11 Jan), 60 s each.
     # U1 (30 Dec) uses up A2's first week. U2 (2 Jan) could use A2's first week (it ends
     # first) but it is empty, so U2 goes to A1. On 10 Jan A2's first week is not reported,
-    # yet the calls before A1's period still decide what A1 has left.
+    # yet the calls before A1's period still decide what A1 has left: the counters carry
+    # them from night to night (each night posts the calls of the day before).
     inputs = make_inputs(
         [customer("C1")],
         [_fm(package_id="P1", free_minutes=10, destination=""),
@@ -586,8 +608,14 @@ def test_utilisation_earlier_periods_still_compete(bill):
         _calls(("2026-12-30T10:00:00Z", "44", 60, "0"),
                ("2027-01-02T10:00:00Z", "44", 60, "0")),
     )
-    assert utilisation(bill(inputs, D("2027-01-10"))) == [
+    assert utilisation(bill_nights(bill, inputs, D("2026-12-29"), D("2027-01-10"))) == [
         ("A1", "2027-01-01", "2027-02-01", 600, 60),
+        ("A2", "2027-01-04", "2027-01-11", 60, 0),
+    ]
+    # without the earlier nights (nothing posted before 10 Jan) only the calls of the late
+    # window [2 Jan, 9 Jan] are consumed: U2 takes A2's first week, A1 keeps everything
+    assert utilisation(bill(inputs, D("2027-01-10"))) == [
+        ("A1", "2027-01-01", "2027-02-01", 600, 0),
         ("A2", "2027-01-04", "2027-01-11", 60, 0),
     ]
 
