@@ -79,7 +79,8 @@ def normalise_grants(result: BillingResult | None, mode: str) -> pd.DataFrame:
 
 def normalise_utilisation(result: BillingResult | None) -> pd.DataFrame:
     util = _ensure(None if result is None else result.utilisation, UTILISATION_COLUMNS)
-    for c in ("seconds_granted", "seconds_used"):
+    util["credited"] = util["credited"].fillna(0)  # older results have no credited column
+    for c in ("seconds_granted", "seconds_used", "credited"):
         util[c] = _as_int(util[c])
     for c in ("period_start", "period_end"):
         util[c] = _as_dates(util[c])

@@ -15,11 +15,14 @@ from billing_jobs.engine.money import MICRO_DIGITS, MICROS, format_minor_series
 
 CHARGES_COLUMNS = DUE_LINE_COLUMNS + ["status"]
 GRANTS_COLUMNS = GRANT_COLUMNS + ["status"]
-UTILISATION_CSV_COLUMNS = list(UTILISATION_COLUMNS)
+UTILISATION_CSV_COLUMNS = list(UTILISATION_COLUMNS) + ["minutes_granted", "minutes_used",
+                                                       "minutes_left"]
+FREE_MINUTES_CSV_COLUMNS = ["run_date", "customer_id", "assignment_id", "period_start",
+                            "call_id", "start_time", "seconds", "covered", "late"]
 REJECTED_COLUMNS = ["entity", "id", "reason"]
 
 LINE_STATUSES = ("simulated", "posted", "invoiced", "already_posted")
-KINDS = ("setup", "recurring", "prorated", "minimum_spend")
+KINDS = ("setup", "recurring", "prorated", "minimum_spend", "free_minutes_credit")
 ENTITIES = ("customers", "packages", "assignments", "usage")
 
 
@@ -136,7 +139,49 @@ def utilisation_text(utilisation: pd.DataFrame) -> pd.DataFrame:
         "period_end": format_dates(utilisation["period_end"]),
         "seconds_granted": _ints(utilisation["seconds_granted"]),
         "seconds_used": _ints(utilisation["seconds_used"]),
+        "credited": format_micros_series(_credited(utilisation)),
+        "minutes_granted": minutes_text(utilisation["seconds_granted"]),
+        "minutes_used": minutes_text(utilisation["seconds_used"]),
+        "minutes_left": minutes_text(np.maximum(
+            np.asarray(utilisation["seconds_granted"], dtype="int64")
+            - np.asarray(utilisation["seconds_used"], dtype="int64"), 0)),
     }, columns=UTILISATION_CSV_COLUMNS)
+
+
+def _credited(utilisation: pd.DataFrame) -> pd.Series:
+    if "credited" not in utilisation.columns:
+        return pd.Series(np.zeros(len(utilisation), dtype="int64"))
+    return pd.to_numeric(utilisation["credited"], errors="coerce").fillna(0).astype("int64")
+
+
+def minutes_text(seconds) -> np.ndarray:
+    """Seconds as minutes with two decimals, rounded half up (720 -> '12.00', 90 -> '1.50')."""
+    s = np.asarray(seconds, dtype="int64")
+    if s.size == 0:
+        return np.array([], dtype=object)
+    hundredths = (s * 100 + 30) // 60
+    whole = pd.Series(hundredths // 100).astype(str)
+    frac = pd.Series(hundredths % 100).astype(str).str.zfill(2)
+    return (whole + "." + frac).to_numpy(dtype=object)
+
+
+def free_minutes_text(consumption: pd.DataFrame) -> pd.DataFrame:
+    """One row per consumed call part: its grant, seconds, covered charge (exact, before the
+    credit line's rounding) and whether it was a late call."""
+    if len(consumption) == 0:
+        return pd.DataFrame({c: pd.Series([], dtype=object) for c in FREE_MINUTES_CSV_COLUMNS})
+    t = pd.to_datetime(consumption["start_time"], utc=True)
+    return pd.DataFrame({
+        "run_date": format_dates(consumption["run_date"]),
+        "customer_id": _text(consumption["customer_id"]),
+        "assignment_id": _text(consumption["assignment_id"]),
+        "period_start": format_dates(consumption["period_start"]),
+        "call_id": _text(consumption["call_id"]),
+        "start_time": t.dt.strftime("%Y-%m-%dT%H:%M:%SZ").to_numpy(dtype=object),
+        "seconds": _ints(consumption["seconds"]),
+        "covered": format_micros_series(consumption["covered"]),
+        "late": format_bools(consumption["late"]),
+    }, columns=FREE_MINUTES_CSV_COLUMNS)
 
 
 def rejected_text(rejected: pd.DataFrame) -> pd.DataFrame:

@@ -21,6 +21,8 @@ from billing_jobs.report.formatting import (
     grants_text,
     rejected_text,
     utilisation_text,
+    free_minutes_text,
+    FREE_MINUTES_CSV_COLUMNS,
 )
 
 RUN_INFO_KEYS = ("run_id", "run_date", "mode", "status", "started_by", "customer_ids",
@@ -178,6 +180,10 @@ def write_report(out_dir: Path, run_info: dict, result: BillingResult | None,
     _write_csv(grants_txt, out_dir / "grants.csv")
     util_txt = utilisation_text(util)
     _write_csv(util_txt, out_dir / "utilisation.csv")
+    consumption = getattr(result, "consumption", None) if result is not None else None
+    _write_csv(free_minutes_text(consumption if consumption is not None
+                                 else pd.DataFrame(columns=FREE_MINUTES_CSV_COLUMNS)),
+               out_dir / "free_minutes.csv")
     rejected_txt = rejected_text(rejected)
     _write_csv(rejected_txt, out_dir / "rejected.csv")
     balances = explain.balances(lines, context) if mode != "simulate" else explain.balances(
