@@ -164,8 +164,9 @@ def _pkg(pid: str, **kw) -> dict:
 @pytest.mark.parametrize("dense_share", [0.0, 2.0], ids=["range-scan", "index-ranges"])
 def test_a_night_reads_only_the_calls_the_date_needs(db_url, dense_share, monkeypatch):
     """Default read: per customer, the calls from the first day its minimum-spend period
-    (ending on D) or its chain of free-minute periods (holding D-1) needs; no calls for a
-    customer with neither; never the whole history."""
+    (ending on D) or its free minutes (the day before D and the late-call window of 7 days
+    before it: the counters hold the rest) need; no calls for a customer with neither;
+    never the whole history."""
     engine = fresh_engine(db_url)
     utc = timezone.utc
     with engine.begin() as conn:
@@ -198,13 +199,14 @@ def test_a_night_reads_only_the_calls_the_date_needs(db_url, dense_share, monkey
     assert "STD" not in got.index
     # the longest monthly period (31 days) back from D, minus a day of margin
     assert got.loc["MS", "min"] == pd.Timestamp("2027-01-28T12:00Z")
-    assert got.loc["FM", "min"] == pd.Timestamp("2026-02-14T12:00Z")  # its start, minus a day
-    assert got.loc["GAP", "min"] == pd.Timestamp("2026-08-31T12:00Z")
+    # free minutes: from D-1-7 = 2027-02-21, minus a day (calls lie every 3 days)
+    assert got.loc["FM", "min"] == pd.Timestamp("2027-02-21T12:00Z")
+    assert got.loc["GAP", "min"] == pd.Timestamp("2027-02-21T12:00Z")
     for c in ("MS", "FM", "GAP"):
         assert got.loc[c, "max"] <= pd.Timestamp("2027-03-02T12:00Z")
     # exactly the calls of each customer inside its window (a set-based read, not a sample)
     full = load_inputs(engine, D, usage_since=WINDOW).usage
-    lo = {"MS": "2027-01-28", "FM": "2026-02-14", "GAP": "2026-08-31"}
+    lo = {"MS": "2027-01-28", "FM": "2027-02-20", "GAP": "2027-02-20"}
     want = full[full["customer_id"].isin(list(lo))]
     want = want[want["start_time"] >= want["customer_id"].map(lo).map(pd.Timestamp).dt.tz_localize("UTC")]
     assert sorted(inputs.usage["call_id"]) == sorted(want["call_id"])
