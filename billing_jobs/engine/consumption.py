@@ -5,7 +5,7 @@ Precedence (SPEC section 4): calls in (start_time, call_id) order; a call that m
 several grants uses the one ending first (open periods last), then the lowest
 assignment_id, and spills into the next when one runs out.
 
-Vectorised as in engine/utilisation.py: grants are ranked per customer by
+Vectorised (rank by rank): grants are ranked per customer by
 (period_end, assignment_id); rank r's consumption never depends on lower ranks, and within
 a rank each customer has at most one grant, so its take is a waterfall (cumulative sum)
 over the remaining seconds of its eligible calls. The loop runs over ranks, never calls.

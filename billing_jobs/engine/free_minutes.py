@@ -27,7 +27,7 @@ from billing_jobs.engine.frames import (CONSUMPTION_COLUMNS, DUE_LINE_COLUMNS,
                                         GRANT_COUNTER_COLUMNS, UTILISATION_COLUMNS,
                                         empty_frame)
 from billing_jobs.engine.money import minor_digits_series, round_to_minor
-from billing_jobs.engine.utilisation import grant_periods, grant_seconds
+from billing_jobs.engine.grant_periods import grant_periods, grant_seconds
 
 #: A call record that arrives late is still consumed when its day is at most this many days
 #: before the day the post covers (D - 1); older ones are left to a manual `adjust`.
