@@ -85,6 +85,18 @@ OPTIONAL_HEADER = {
 for _entity, _spec in SPECS.items():  # keep in step with the engine's contract
     assert list(_spec) == ENTITY_COLUMNS[_entity], _entity
 
+#: Text bounds (#17 items 6 and 10, docs/decisions.md): an id or reference longer than this
+#: would overflow PostgreSQL's btree row limit in the posting keys (and no carrier writes one)
+MAX_ID_CHARS = 200
+MAX_TEXT_CHARS = 4000
+#: C0/C1 control characters (NUL, CR, ESC, ...) in any text cell
+_CONTROL = r"[\x{00}-\x{1F}\x{7F}-\x{9F}]"
+#: in free text (names, descriptions) tab and line breaks are text
+_CONTROL_TEXT = r"[\x{00}-\x{08}\x{0B}\x{0C}\x{0E}-\x{1F}\x{7F}-\x{9F}]"
+#: invisible format characters that make two ids look the same (zero-width space, joiners,
+#: bidirectional marks, word joiner, BOM) in ids and references
+_INVISIBLE = r"[\x{200B}-\x{200F}\x{202A}-\x{202E}\x{2060}-\x{2064}\x{FEFF}]"
+
 _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no"}
 _SQLITE_BATCH = 50_000
@@ -298,6 +310,44 @@ def _fast_micros(text: pa.Array) -> np.ndarray:
     return _np(whole).astype("int64") * MICROS + frac_val * (10 ** (MICRO_DIGITS - digits))
 
 
+def _text_rules(col: str, kind: str, raw: pa.Array, ok: np.ndarray, complain) -> None:
+    """Control characters anywhere; in ids and references also invisible characters, text
+    not in Unicode NFC form (a decomposed 'é' is another id) and more than MAX_ID_CHARS."""
+    control = _CONTROL if kind in ("id", "rtext") else _CONTROL_TEXT
+    complain(col, ok & _np(pc.match_substring_regex(raw, control)), raw,
+             lambda v: f"control character {_first(v, control)} not allowed: {_shown(v)}")
+    limit = MAX_ID_CHARS if kind in ("id", "rtext") else MAX_TEXT_CHARS
+    complain(col, ok & (_np(pc.utf8_length(raw)) > limit), raw,
+             lambda v: f"longer than {limit} characters ({len(v)}): {_shown(v)}")
+    if kind not in ("id", "rtext"):
+        return
+    complain(col, ok & _np(pc.match_substring_regex(raw, _INVISIBLE)), raw,
+             lambda v: f"invisible character {_first(v, _INVISIBLE)} not allowed in an id: "
+             f"{_shown(v)}")
+    complain(col, ok & ~_np(pc.equal(pc.utf8_normalize(raw, "NFC"), raw)), raw,
+             lambda v: "not in Unicode NFC form (a composed character written decomposed, "
+             f"e.g. 'e' + U+0301): {ascii(v[:40])}; write it composed")
+
+
+_RANGES = {_CONTROL: ((0x00, 0x1F), (0x7F, 0x9F)),
+           _CONTROL_TEXT: ((0x00, 0x08), (0x0B, 0x0C), (0x0E, 0x1F), (0x7F, 0x9F)),
+           _INVISIBLE: ((0x200B, 0x200F), (0x202A, 0x202E), (0x2060, 0x2064), (0xFEFF, 0xFEFF))}
+
+
+def _first(value: str, pattern: str) -> str:
+    """The first character of `value` that `pattern` (_CONTROL or _INVISIBLE) matches."""
+    for ch in value:
+        if any(lo <= ord(ch) <= hi for lo, hi in _RANGES[pattern]):
+            return f"U+{ord(ch):04X}"
+    return "?"
+
+
+def _shown(value: str, width: int = 40) -> str:
+    """The value as a Python literal (escapes visible), cut to `width` characters."""
+    text = repr(value if len(value) <= width else value[:width])
+    return text + (f" ... ({len(value)} characters)" if len(value) > width else "")
+
+
 def _parse(name: str, entity: str, table: pa.Table,
            spec: dict[str, str]) -> tuple[pd.DataFrame, pa.Table]:
     """Validate every cell; return (typed pandas frame indexed by CSV row, arrow table)."""
@@ -328,6 +378,8 @@ def _parse(name: str, entity: str, table: pa.Table,
         if kind in ("id", "rtext", "money", "smoney", "int", "date", "ts", "bool"):
             complain(col, empty, raw, "missing value")
 
+        if kind in ("id", "rtext", "text", "ntext"):
+            _text_rules(col, kind, raw, ok, complain)
         if kind in ("id", "rtext", "text"):
             arrays[col] = raw
             frame[col] = pd.Series(raw.to_pandas(), dtype=str)
