@@ -28,8 +28,3 @@ class StrictRejection(BillingError):
 class DatabaseError(BillingError):
     """The database could not be reached or refused the work."""
 
-
-class ConsumptionConflict(BillingError):
-    """Another run consumed free minutes of a customer while this run computed; nothing was
-    posted for that customer's batch (earlier batches stand); running the date again
-    completes it."""

@@ -11,7 +11,7 @@ import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -463,6 +463,20 @@ def _read_summary(report_dir: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def _free_minute_state(engine, run_date: date, plan, customer_ids):
+    """The stored free-minute state for billing dates from `run_date`, for the calls the
+    backfill plan read."""
+    from billing_jobs.store.db import read_connection
+    from billing_jobs.store.free_minute_state import read_state
+
+    starts = plan.raw.usage["start_time"]
+    since = (pd.Timestamp(starts.min()).to_pydatetime() - timedelta(days=1)) if len(starts) \
+        else None
+    ids = None if customer_ids is None else sorted({str(c) for c in customer_ids})
+    with read_connection(engine) as conn:
+        return read_state(conn, run_date, since, ids)
+
+
 def backfill(db_url: str | None, first: date, last: date, simulate: bool, started_by: str = "cli",
              strict: bool = False, customer_ids: list[str] | None = None,
              on_date=None, out_parent: Path | None = None, engine=None,
@@ -500,8 +514,12 @@ def backfill(db_url: str | None, first: date, last: date, simulate: bool, starte
         outcome = run_billing(db_url, req, engine=engine, keep_empty=False,
                               loaded=(inputs, rejected))
         if outcome.result is not None and outcome.ok:
-            state = advance_state(*state, outcome.result.consumption,
-                                  outcome.result.grant_counters)
+            if simulate:  # what the night would have consumed, carried in memory
+                state = advance_state(*state, outcome.result.consumption,
+                                      outcome.result.grant_counters)
+            else:  # what the database now holds (another run may have consumed some)
+                state = _free_minute_state(engine, day.date() + timedelta(days=1), plan,
+                                           customer_ids)
         outcomes.append(outcome)
         if on_date:
             on_date(outcome)

@@ -110,6 +110,7 @@ def post_result(
     counter_tab = _stage_table(moved, _COUNTER_STAGE)
     run_date = lines["run_date"].iloc[0] if len(lines) else (
         result.consumption["run_date"].iloc[0] if len(result.consumption) else None)
+    deferred: set[str] = set()
     if simulate:
         with db_errors(engine, "simulating the posting"):
             line_done, grant_done = _simulate(engine, line_tab, grant_tab)
@@ -117,17 +118,25 @@ def post_result(
         grant_status = np.where(grant_done, "already_posted", "simulated")
     else:
         with db_errors(engine, "posting"):
-            line_new, grant_new = _post(engine, line_tab, grant_tab, run_id,
+            line_new, grant_new, deferred = _post(engine, line_tab, grant_tab, run_id,
                                         max(1, int(batch_customers)), progress,
                                         use_tab, counter_tab, run_date)
         auto = (lines["auto_decrement"].to_numpy(dtype=bool) if len(lines)
                 else np.zeros(0, dtype=bool))
         line_status = np.where(line_new, np.where(auto, "posted", "invoiced"), "already_posted")
+        if deferred and len(lines):  # free minutes another run consumed meanwhile
+            late = ((lines["kind"] == "free_minutes_credit")
+                    & lines["customer_id"].astype(str).isin(deferred)).to_numpy()
+            line_status = np.where(late & ~line_new, "deferred", line_status)
         grant_status = np.where(grant_new, "posted", "already_posted")
     lines = lines.assign(status=pd.Series(line_status, index=lines.index, dtype=str))
     grants = grants.assign(status=pd.Series(grant_status, index=grants.index, dtype=str))
+    consumption = result.consumption
+    if not simulate and deferred and len(consumption):  # not what this run consumed
+        consumption = consumption[~consumption["customer_id"].astype(str).isin(deferred)]
     return BillingResult(due_lines=lines, grants=grants, utilisation=result.utilisation,
-                         extended_ends=result.extended_ends, consumption=result.consumption,
+                         extended_ends=result.extended_ends,
+                         consumption=consumption.reset_index(drop=True),
                          grant_counters=result.grant_counters)
 
 
@@ -312,7 +321,8 @@ def _batches(tables: list[pa.Table], size: int):
 
 def _post(engine: sa.Engine, lines: pa.Table, grants: pa.Table, run_id: str, size: int,
           progress: ProgressFn | None, uses: pa.Table, counters: pa.Table, run_date
-          ) -> tuple[np.ndarray, np.ndarray]:
+          ) -> tuple[np.ndarray, np.ndarray, set[str]]:
+    deferred: set[str] = set()
     line_new = np.zeros(lines.num_rows, dtype=bool)
     grant_new = np.zeros(grants.num_rows, dtype=bool)
     total = lines.num_rows + grants.num_rows
@@ -321,8 +331,9 @@ def _post(engine: sa.Engine, lines: pa.Table, grants: pa.Table, run_id: str, siz
             [lines, grants, uses, counters], size):
         for attempt in range(_DEADLOCK_RETRIES + 1):
             try:
-                new_lines, new_grants = _post_batch(engine, number, line_rows, grant_rows, run_id,
-                                                    use_rows, counter_rows, run_date)
+                new_lines, new_grants, moved = _post_batch(
+                    engine, number, line_rows, grant_rows, run_id, use_rows, counter_rows,
+                    run_date)
                 break
             except sa.exc.OperationalError as exc:
                 if attempt == _DEADLOCK_RETRIES or not _retryable(exc):
@@ -330,10 +341,11 @@ def _post(engine: sa.Engine, lines: pa.Table, grants: pa.Table, run_id: str, siz
                 _time.sleep(0.05 * (attempt + 1))
         line_new[new_lines] = True
         grant_new[new_grants] = True
+        deferred.update(moved)
         done += line_rows.num_rows + grant_rows.num_rows
         if progress is not None:
             progress(done, total)
-    return line_new, grant_new
+    return line_new, grant_new, deferred
 
 
 def _retryable(exc: sa.exc.OperationalError) -> bool:
@@ -383,13 +395,14 @@ def _post_batch(engine: sa.Engine, number: int, lines: pa.Table, grants: pa.Tabl
         trans = conn.begin()  # SQLite: BEGIN IMMEDIATE, concurrent posters queue here
         try:
             _lock_customers(conn, lines, grants, uses)
+            deferred: list[str] = []
             _stage(conn, "_post_lines", _LINE_STAGE, lines)
             _stage(conn, "_post_grants", _GRANT_STAGE, grants)
             consuming = uses.num_rows or counters.num_rows
             if consuming:
                 _stage(conn, "_post_uses", _CONSUMPTION_STAGE, uses)
                 _stage(conn, "_post_counters", _COUNTER_STAGE, counters)
-                _settle_consumption_checks(conn, run_date)
+                deferred += _settle_consumption_checks(conn, run_date)
             out = ", ".join(_LINE_OUT)
             into = ", ".join(_LEDGER_COLS)
             inserted = conn.exec_driver_sql(
@@ -457,7 +470,7 @@ def _post_batch(engine: sa.Engine, number: int, lines: pa.Table, grants: pa.Tabl
                 trans.rollback()
             raise
     _crash_point("after_commit", number)
-    return new_lines, new_grants
+    return new_lines, new_grants, deferred
 
 
 def _lock_customers(conn: sa.Connection, *tables: pa.Table) -> None:
@@ -481,38 +494,38 @@ def _day_param(conn: sa.Connection, run_date):
     return d if conn.dialect.name == "postgresql" else d.isoformat()
 
 
-def _settle_consumption_checks(conn: sa.Connection, run_date) -> None:
-    """Under the customers' locks: customers whose calls a post of this date already consumed
-    are *done* (their credit lines are not inserted again, nothing of them is consumed); for
-    the others the state this result was computed from must still hold: none of its calls
-    consumed meanwhile, every counter where it was. Otherwise ConsumptionConflict."""
-    from billing_jobs.errors import ConsumptionConflict
+def _settle_consumption_checks(conn: sa.Connection, run_date) -> list[str]:
+    """Under the customers' locks, decide whose free minutes this transaction consumes.
 
+    * done: a post of this date already consumed the customer's calls: nothing of it is
+      consumed again and its credit lines are not inserted (they are `already_posted`);
+    * moved: the state this result was computed from no longer holds (another run, posting
+      another date at the same time, consumed some of its calls or moved a counter since):
+      nothing of it is consumed or credited by this run - that run consumed those calls, and
+      any still left are late calls of the next post. Returned, so that the lines are marked
+      `deferred`.
+    Everyone else's consumption is written as computed."""
     p = _param(conn)
     drop = " ON COMMIT DROP" if conn.dialect.name == "postgresql" else ""
     conn.exec_driver_sql(
         f"CREATE TEMP TABLE _post_done{drop} AS SELECT DISTINCT customer_id FROM call_credits "
         f"WHERE consumed_on = {p} AND customer_id IN (SELECT customer_id FROM _post_uses "
         "UNION SELECT customer_id FROM _post_counters)", (_day_param(conn, run_date),))
-    taken = conn.exec_driver_sql(
-        "SELECT t.customer_id, t.call_id FROM _post_uses t JOIN call_credits c "
-        f"ON c.call_id = t.call_id WHERE t.{_NOT_DONE} ORDER BY 1, 2 LIMIT 3").all()
     moved = conn.exec_driver_sql(
-        "SELECT t.customer_id, t.assignment_id, t.seconds_used_before, g.seconds_used "
-        "FROM _post_counters t LEFT JOIN grant_usage g ON g.assignment_id = t.assignment_id "
-        f"AND g.period_start = t.period_start WHERE t.{_NOT_DONE} "
-        "AND COALESCE(g.seconds_used, 0) <> t.seconds_used_before ORDER BY 1, 2 LIMIT 3").all()
-    if taken or moved:
-        what = ([f"call {c} of customer {cu} was consumed by another run" for cu, c in taken]
-                + [f"grant {a} of customer {cu} has {u or 0} seconds used, not {b}"
-                   for cu, a, b, u in moved])
-        raise ConsumptionConflict(
-            "refusing to post: the free-minute state changed while this run computed ("
-            + "; ".join(what[:3]) + "); nothing posted for this batch of customers, earlier "
-            "batches stand; run the date again to complete it")
+        "SELECT t.customer_id FROM _post_uses t JOIN call_credits c ON c.call_id = t.call_id "
+        f"WHERE t.{_NOT_DONE} UNION "
+        "SELECT t.customer_id FROM _post_counters t LEFT JOIN grant_usage g "
+        "ON g.assignment_id = t.assignment_id AND g.period_start = t.period_start "
+        f"WHERE t.{_NOT_DONE} AND COALESCE(g.seconds_used, 0) <> t.seconds_used_before").all()
+    moved_ids = sorted({str(r[0]) for r in moved})
+    for start in range(0, len(moved_ids), 500):
+        chunk = moved_ids[start:start + 500]
+        conn.exec_driver_sql(f"INSERT INTO _post_done (customer_id) VALUES "
+                             + ", ".join([f"({p})"] * len(chunk)), tuple(chunk))
     conn.exec_driver_sql(
         "DELETE FROM _post_lines WHERE kind = 'free_minutes_credit' AND customer_id IN "
         "(SELECT customer_id FROM _post_done)")
+    return moved_ids
 
 
 def _write_consumption(conn: sa.Connection, run_id: str, run_date, stamp) -> None:

@@ -246,3 +246,24 @@ def test_sigkill_mid_post_then_rerun_credits_once(fm_db, db_url, tmp_path, point
         assert st["credits"] == [] and st["counters"] == [] and st["calls"] == []
     assert _post(fm_db, "2027-01-06", tmp_path).ok
     _once(_state(fm_db))
+
+
+def test_another_date_consuming_meanwhile_defers_the_credit_never_doubles(fm_db, tmp_path):
+    """A backfill of 6 Jan computes, then the post of 7 Jan runs first and consumes the calls
+    of 5 Jan as late calls; the backfill's post then credits nothing for them (deferred)."""
+    import uuid
+
+    from billing_jobs.pipeline import compute_stage, load_stage
+    from billing_jobs.store import post_result
+
+    req = RunRequest(run_date=date(2027, 1, 6), simulate=False)
+    inputs, _rejected = load_stage(fm_db, req)
+    stale = compute_stage(inputs, req)
+    assert _post(fm_db, "2027-01-07", tmp_path).ok
+    st = _state(fm_db)
+    assert st["credits"] == [(c, "2027-01-06", -720_000, 0, "charge") for c in CUSTOMERS]
+    settled = post_result(fm_db, stale, simulate=False, run_id=str(uuid.uuid4()))
+    credit = settled.due_lines[settled.due_lines["kind"] == "free_minutes_credit"]
+    assert set(credit["status"]) == {"deferred"}
+    assert settled.consumption.empty
+    assert _state(fm_db) == st  # nothing consumed or credited twice
