@@ -29,9 +29,14 @@ SPEC_COLUMNS = {
                     "currency", "auto_decrement", "status"],
     "grants.csv": ["run_date", "customer_id", "assignment_id", "package_id", "period_start",
                    "period_end", "destination", "seconds", "status"],
+    # the SPEC's columns, then what #12 adds: credited amount and minutes granted/used/left
     "utilisation.csv": ["customer_id", "assignment_id", "period_start", "period_end",
-                        "seconds_granted", "seconds_used"],
+                        "seconds_granted", "seconds_used", "credited", "minutes_granted",
+                        "minutes_used", "minutes_left"],
     "rejected.csv": ["entity", "id", "reason"],
+    # every call part the date consumed (#12)
+    "free_minutes.csv": ["run_date", "customer_id", "assignment_id", "period_start", "call_id",
+                         "start_time", "seconds", "covered", "late"],
 }
 
 
