@@ -175,27 +175,68 @@ def _business_rule_errors(entity: str, df: pd.DataFrame, engine: sa.Engine) -> l
 def read_and_parse(entity: str, path: Path) -> tuple[pd.DataFrame, pa.Table]:
     """Read and strictly parse `path`; raise ImportFailed naming the first problem.
 
-    Returns the typed rows twice: a pandas frame indexed by CSV row number (for rule
-    checks) and the arrow table that is written."""
+    The file is read once into memory (so a pipe such as `<(cat f)` works: nothing seeks);
+    a UTF-8 BOM is dropped, old-Mac CR-only line ends become LF and a last line without a
+    line end gets one. Returns the typed rows twice: a pandas frame indexed by CSV row number
+    (for rule checks) and the arrow table that is written."""
     name = path.name
-    header = _read_header(path)
+    data = _read_bytes(path)
+    header = _read_header(name, data)
     spec = SPECS[entity]
     _check_header(name, entity, header)
-    table = _read_body(path, header)
+    table = _read_body(name, data, header)
     return _parse(name, entity, table, spec)
 
 
-def _read_header(path: Path) -> list[str]:
+#: how long a named pipe (FIFO) may stay silent before the import gives up
+FIFO_WAIT_SECONDS = 10
+
+
+def _read_bytes(path: Path) -> bytes:
+    import select
+    import stat
+
     name = path.name
     try:
-        with open(path, "rb") as fh:
-            first = fh.readline(1 << 20)
+        mode = os.stat(path).st_mode
+        if stat.S_ISDIR(mode):
+            raise ImportFailed(f"{name}: is a directory, not a CSV file ({path})")
+        if stat.S_ISFIFO(mode) and not str(path).startswith("/dev/fd/"):
+            # a named pipe: never block forever on one nobody writes to
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+            try:
+                chunks = []
+                while True:
+                    ready, _, _ = select.select([fd], [], [], FIFO_WAIT_SECONDS)
+                    if not ready:
+                        raise ImportFailed(f"{name}: a named pipe with nothing written to it "
+                                           f"within {FIFO_WAIT_SECONDS} s ({path})")
+                    chunk = os.read(fd, 1 << 20)
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                data = b"".join(chunks)
+            finally:
+                os.close(fd)
+        else:
+            with open(path, "rb") as fh:
+                data = fh.read()
     except FileNotFoundError:
         raise ImportFailed(f"{name}: file not found ({path})") from None
     except OSError as exc:
         raise ImportFailed(f"{name}: cannot read the file: {exc.strerror or exc}") from None
-    if first.startswith(b"\xef\xbb\xbf"):
-        first = first[3:]
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    if b"\r" in data and b"\n" not in data:
+        data = data.replace(b"\r", b"\n")  # CR-only line ends (old Mac exports)
+    if data and not data.endswith(b"\n"):
+        data += b"\n"
+    return data
+
+
+def _read_header(name: str, data: bytes) -> list[str]:
+    end = data.find(b"\n")
+    first = data if end < 0 else data[:end + 1]
     try:
         text = first.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -210,15 +251,21 @@ def _read_header(path: Path) -> list[str]:
 
 def _check_header(name: str, entity: str, header: list[str]) -> None:
     expected = list(SPECS[entity])
+    if not any(c in SPECS[entity] for c in header):
+        # never echo the line: the file may not be a CSV of ours at all (or a secret)
+        raise ImportFailed(
+            f"{name}: row 1 is not a {entity} header: none of its {len(header)} cell(s) is a "
+            f"known column (expected: {', '.join(expected)})")
     seen: set[str] = set()
     for col in header:
         if col in seen:
-            raise ImportFailed(f"{name}: column {col!r} appears twice in the header")
+            raise ImportFailed(f"{name}: column {_shown(col)} appears twice in the header")
         seen.add(col)
     unknown = [c for c in header if c not in SPECS[entity]]
     if unknown:
         raise ImportFailed(
-            f"{name}: unknown column(s) {', '.join(map(repr, unknown))} in the header "
+            f"{name}: unknown column(s) {', '.join(_shown(c) for c in unknown[:5])}"
+            f"{' ...' if len(unknown) > 5 else ''} in the header "
             f"(expected: {', '.join(expected)})"
         )
     missing = [c for c in expected if c not in seen and c not in OPTIONAL_HEADER[entity]]
@@ -229,8 +276,7 @@ def _check_header(name: str, entity: str, header: list[str]) -> None:
         )
 
 
-def _read_body(path: Path, header: list[str]) -> pa.Table:
-    name = path.name
+def _read_body(name: str, data: bytes, header: list[str]) -> pa.Table:
     bad_rows: list = []
 
     def on_invalid(row) -> str:
@@ -239,7 +285,7 @@ def _read_body(path: Path, header: list[str]) -> pa.Table:
 
     try:
         table = pcsv.read_csv(
-            path,
+            io.BytesIO(data),
             read_options=pcsv.ReadOptions(column_names=header, skip_rows=1,
                                           block_size=16 << 20),
             parse_options=pcsv.ParseOptions(newlines_in_values=True,
@@ -250,11 +296,11 @@ def _read_body(path: Path, header: list[str]) -> pa.Table:
             ),
         )
     except pa.ArrowInvalid as exc:
-        _raise_utf8_problem(path)
+        _raise_utf8_problem(name, data)
         raise ImportFailed(f"{name}: cannot parse the CSV: {str(exc).splitlines()[0]}") from None
     if bad_rows:
         more = f" (and {len(bad_rows) - 1} more such rows)" if len(bad_rows) > 1 else ""
-        found = _first_bad_record(path, len(header))
+        found = _first_bad_record(data, len(header))
         if found is None:  # pragma: no cover - pyarrow and the csv module disagree
             raise ImportFailed(f"{name}: malformed CSV (a row has the wrong number of fields){more}")
         row, width = found
@@ -265,25 +311,24 @@ def _read_body(path: Path, header: list[str]) -> pa.Table:
     return table
 
 
-def _raise_utf8_problem(path: Path) -> None:
-    data = path.read_bytes()
+def _raise_utf8_problem(name: str, data: bytes) -> None:
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         raise ImportFailed(
-            f"{path.name} line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); "
+            f"{name} line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); "
             "save the file as UTF-8"
         ) from None
 
 
-def _first_bad_record(path: Path, width: int) -> tuple[int, int] | None:
-    with open(path, encoding="utf-8-sig", newline="") as fh:
-        # numbered like the data rows: header row 1, blank lines skipped (as the reader does)
-        records = (r for r in csv.reader(fh) if r)
-        for number, record in enumerate(records, start=1):
-            if number > 1 and len(record) != width:
-                return number, len(record)
+def _first_bad_record(data: bytes, width: int) -> tuple[int, int] | None:
+    fh = io.StringIO(data.decode("utf-8", errors="replace"), newline="")
+    # numbered like the data rows: header row 1, blank lines skipped (as the reader does)
+    records = (r for r in csv.reader(fh) if r)
+    for number, record in enumerate(records, start=1):
+        if number > 1 and len(record) != width:
+            return number, len(record)
     return None
 
 
@@ -471,10 +516,11 @@ def _parse(name: str, entity: str, table: pa.Table,
 
 
 def _money_reason(value: str) -> str:
+    body = value.lstrip("-")
     try:
-        parse_micros(value.lstrip("-"))
-    except ValueError as exc:
-        return str(exc)
+        parse_micros(body)
+    except ValueError as exc:  # name the value as written, sign included
+        return str(exc).replace(repr(body), repr(value)) if body != value else str(exc)
     return f"not a decimal number: {value!r}"  # pragma: no cover
 
 

@@ -54,3 +54,59 @@ def test_names_refuse_control_characters_but_keep_accents(db_url, tmp_path):
     import_csv(engine, "customers", good)
     assert "Café" in str(dump(engine)["customers"])
     engine.dispose()
+
+
+# ----------------------------------------------------------------- files (#17 item 11)
+
+def _sqlite(tmp_path):
+    return fresh_engine(f"sqlite:///{tmp_path / 'files.db'}")
+
+
+def test_cr_only_line_ends_and_a_header_without_a_final_newline(tmp_path):
+    engine = _sqlite(tmp_path)
+    cr = tmp_path / "cr.csv"
+    cr.write_bytes(b"customer_id,name,currency,balance\rC1,A,EUR,1.50\rC2,B,EUR,2\r")
+    assert import_csv(engine, "customers", cr) == 2
+    head = tmp_path / "head.csv"
+    head.write_bytes(b"customer_id,name,currency,balance")  # no line end at all
+    assert import_csv(engine, "customers", head) == 0
+    assert len(dump(engine)["customers"]) == 2
+
+
+def test_a_pipe_is_read_and_a_silent_named_pipe_is_refused(tmp_path, monkeypatch):
+    import os
+
+    from billing_jobs.store import importer
+
+    engine = _sqlite(tmp_path)
+    r, w = os.pipe()  # what `--customers <(cat f)` hands over: /dev/fd/N
+    os.write(w, (HEADER + "C1,A,EUR,1\n").encode())
+    os.close(w)
+    try:
+        assert import_csv(engine, "customers", f"/dev/fd/{r}") == 1
+    finally:
+        os.close(r)
+    fifo = tmp_path / "fifo.csv"
+    os.mkfifo(fifo)
+    monkeypatch.setattr(importer, "FIFO_WAIT_SECONDS", 0.2)
+    with pytest.raises(ImportFailed, match="named pipe with nothing written to it"):
+        import_csv(engine, "customers", fifo)
+
+
+def test_a_file_that_is_not_ours_is_not_echoed(tmp_path):
+    engine = _sqlite(tmp_path)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("root:$6$s3cr3t-hash:19000:0:99999:7:::\n")
+    link = tmp_path / "customers.csv"
+    link.symlink_to(secret)
+    with pytest.raises(ImportFailed) as err:
+        import_csv(engine, "customers", link)
+    assert "s3cr3t" not in str(err.value) and "not a customers header" in str(err.value)
+
+
+def test_a_negative_amount_too_large_keeps_its_sign(tmp_path):
+    engine = _sqlite(tmp_path)
+    neg = tmp_path / "neg.csv"
+    neg.write_text(HEADER + "C1,A,EUR,-99999999999999999999\n")
+    with pytest.raises(ImportFailed, match="'-99999999999999999999'"):
+        import_csv(engine, "customers", neg)
