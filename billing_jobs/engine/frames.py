@@ -63,12 +63,17 @@ MONEY_COLUMNS = {
 }
 
 
+#: Keys posted earlier whose current data differs from what the ledger holds (#17 item 3).
+DIFFERENCE_COLUMNS = ["assignment_id", "kind", "period_start", "currency", "ledger_customer_id",
+                      "customer_id", "ledger_quantity", "quantity", "ledger_amount", "amount",
+                      "correction"]
+
 _DATE_COLUMNS = {"run_date", "period_start", "period_end", "start_date", "end_date",
                  "effective_end", "consumed_on"}
 _INT_COLUMNS = {"quantity", "unit_price", "amount", "cost", "seconds", "seconds_granted",
                 "seconds_used", "balance", "charge", "duration_s", "retail", "setup_cost",
                 "setup_retail", "minimum_days", "credited", "covered", "seconds_used_before",
-                "credited_before"}
+                "credited_before", "ledger_quantity", "ledger_amount"}
 _BOOL_COLUMNS = {"auto_decrement", "minimum_spend", "prorate", "late"}
 
 
@@ -107,3 +112,4 @@ class BillingResult:
     consumption: pd.DataFrame = field(default_factory=lambda: empty_frame(CONSUMPTION_COLUMNS))
     grant_counters: pd.DataFrame = field(
         default_factory=lambda: empty_frame(GRANT_COUNTER_COLUMNS))
+    differences: pd.DataFrame = field(default_factory=lambda: empty_frame(DIFFERENCE_COLUMNS))

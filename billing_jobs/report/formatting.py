@@ -165,6 +165,29 @@ def minutes_text(seconds) -> np.ndarray:
     return (whole + "." + frac).to_numpy(dtype=object)
 
 
+DIFFERENCES_CSV_COLUMNS = ["assignment_id", "kind", "period_start", "currency",
+                           "ledger_customer_id", "customer_id", "ledger_quantity", "quantity",
+                           "ledger_amount", "amount", "correction"]
+
+
+def differences_text(differences: pd.DataFrame | None) -> pd.DataFrame:
+    """Keys posted earlier whose current data differs from the ledger (charges.csv shows the
+    ledger's values for them): both sides, money in the currency's minor unit."""
+    if differences is None or len(differences) == 0:
+        return pd.DataFrame({c: pd.Series([], dtype=object) for c in DIFFERENCES_CSV_COLUMNS})
+    d = differences
+    cur = d["currency"].astype(str)
+    return pd.DataFrame({
+        "assignment_id": _text(d["assignment_id"]), "kind": _text(d["kind"]),
+        "period_start": format_dates(d["period_start"]), "currency": _text(d["currency"]),
+        "ledger_customer_id": _text(d["ledger_customer_id"]),
+        "customer_id": _text(d["customer_id"]),
+        "ledger_quantity": _ints(d["ledger_quantity"]), "quantity": _ints(d["quantity"]),
+        "ledger_amount": format_money(d["ledger_amount"], cur),
+        "amount": format_money(d["amount"], cur), "correction": _text(d["correction"]),
+    }, columns=DIFFERENCES_CSV_COLUMNS)
+
+
 def free_minutes_text(consumption: pd.DataFrame) -> pd.DataFrame:
     """One row per consumed call part: its grant, seconds, covered charge (exact, before the
     credit line's rounding) and whether it was a late call."""

@@ -22,6 +22,7 @@ from billing_jobs.report.formatting import (
     rejected_text,
     utilisation_text,
     free_minutes_text,
+    differences_text,
     FREE_MINUTES_CSV_COLUMNS,
 )
 
@@ -65,6 +66,7 @@ _NEEDS_QUOTES = r'[",\r\n]'
 FORMULA_START = r"^[=+\-@\t\r]"
 NUMERIC_COLUMNS = frozenset({
     "quantity", "unit_price", "amount", "cost", "seconds", "seconds_granted", "seconds_used",
+    "ledger_amount", "ledger_quantity", "credited", "covered", "minutes_left",
     "minutes", "minutes_granted", "minutes_used", "balance_before", "balance_after",
     "commitment", "spend", "shortfall", "stub_days", "period_days", "covered_minutes",
     "posted_amount",
@@ -184,6 +186,9 @@ def write_report(out_dir: Path, run_info: dict, result: BillingResult | None,
     _write_csv(free_minutes_text(consumption if consumption is not None
                                  else pd.DataFrame(columns=FREE_MINUTES_CSV_COLUMNS)),
                out_dir / "free_minutes.csv")
+    differences = getattr(result, "differences", None) if result is not None else None
+    diff_txt = differences_text(differences)
+    _write_csv(diff_txt, out_dir / "differences.csv")
     rejected_txt = rejected_text(rejected)
     _write_csv(rejected_txt, out_dir / "rejected.csv")
     balances = explain.balances(lines, context) if mode != "simulate" else explain.balances(
@@ -197,6 +202,11 @@ def write_report(out_dir: Path, run_info: dict, result: BillingResult | None,
 
     _name_customers(summary, context)
     summary["balances"] = {"customers": int(len(balances))}
+    summary["differences"] = {
+        "keys": int(len(diff_txt)),
+        "note": ("already posted lines whose current data differs from the ledger: charges.csv "
+                 "shows the ledger's values; differences.csv lists both and the correction")
+        if len(diff_txt) else ""}
     page_lines = _page_lines(lines, charges, context)
     html = render_html(summary, agg, page_lines, grants_txt, util_txt, rejected_txt, extended,
                        balances=balances, total_lines=len(charges), context=context)

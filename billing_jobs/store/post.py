@@ -44,6 +44,7 @@ import sqlalchemy as sa
 from billing_jobs.engine.frames import BillingResult
 from billing_jobs.errors import GateError
 from billing_jobs.store.db import db_errors, read_connection
+from billing_jobs.store.ledger_view import held_by_ledger
 from billing_jobs.store.tables import stored_name
 
 DEFAULT_BATCH_CUSTOMERS = 2000
@@ -131,13 +132,15 @@ def post_result(
         grant_status = np.where(grant_new, "posted", "already_posted")
     lines = lines.assign(status=pd.Series(line_status, index=lines.index, dtype=str))
     grants = grants.assign(status=pd.Series(grant_status, index=grants.index, dtype=str))
+    with db_errors(engine, "reading what the ledger holds"):
+        lines, differences = held_by_ledger(engine, lines)  # already_posted: the ledger's row
     consumption = result.consumption
     if not simulate and deferred and len(consumption):  # not what this run consumed
         consumption = consumption[~consumption["customer_id"].astype(str).isin(deferred)]
     return BillingResult(due_lines=lines, grants=grants, utilisation=result.utilisation,
                          extended_ends=result.extended_ends,
                          consumption=consumption.reset_index(drop=True),
-                         grant_counters=result.grant_counters)
+                         grant_counters=result.grant_counters, differences=differences)
 
 
 # ----------------------------------------------------------------------------- frames -> arrow

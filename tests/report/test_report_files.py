@@ -34,6 +34,10 @@ SPEC_COLUMNS = {
                         "seconds_granted", "seconds_used", "credited", "minutes_granted",
                         "minutes_used", "minutes_left"],
     "rejected.csv": ["entity", "id", "reason"],
+    # keys posted earlier whose current data differs from the ledger (#17 item 3)
+    "differences.csv": ["assignment_id", "kind", "period_start", "currency",
+                        "ledger_customer_id", "customer_id", "ledger_quantity", "quantity",
+                        "ledger_amount", "amount", "correction"],
     # every call part the date consumed (#12)
     "free_minutes.csv": ["run_date", "customer_id", "assignment_id", "period_start", "call_id",
                          "start_time", "seconds", "covered", "late"],

@@ -1,0 +1,97 @@
+"""What the ledger holds for lines a run found `already_posted` (#17 item 3).
+
+A re-run after a re-import (a new price, quantity or customer) computes lines with the new
+data; for a key already posted the report must show the ledger's row, not the new amounts.
+`held_by_ledger(engine, lines)` replaces, on the `already_posted` lines, amount (the key's net
+over all its revisions), customer_id, quantity and unit_price (of its latest row) with what
+the ledger holds, and returns the keys where current data differs, with the correction to run.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from billing_jobs.store.db import read_connection
+
+from billing_jobs.engine.frames import DIFFERENCE_COLUMNS, empty_frame
+
+KEY = ["assignment_id", "kind", "period_start"]
+_CHUNK = 500
+
+
+def empty_differences() -> pd.DataFrame:
+    return empty_frame(DIFFERENCE_COLUMNS)
+
+
+def _held(conn: sa.Connection, assignment_ids: list[str]) -> pd.DataFrame:
+    rows: list = []
+    for i in range(0, len(assignment_ids), _CHUNK):
+        stmt = sa.text(
+            "SELECT assignment_id, kind, period_start, revision, customer_id, quantity, "
+            "unit_price_micros, amount_micros FROM ledger WHERE assignment_id IN :ids"
+        ).bindparams(sa.bindparam("ids", expanding=True))
+        rows += conn.execute(stmt, {"ids": assignment_ids[i:i + _CHUNK]}).all()
+    frame = pd.DataFrame(rows, columns=["assignment_id", "kind", "period_start", "revision",
+                                        "customer_id", "quantity", "unit_price", "amount"])
+    frame["period_start"] = pd.to_datetime(frame["period_start"].astype(str)).astype(
+        "datetime64[s]")
+    return frame
+
+
+def held_by_ledger(engine: sa.Engine, lines: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(lines with the ledger's values on already_posted keys, differences)."""
+    posted = (lines["status"] == "already_posted").to_numpy() if len(lines) else np.zeros(0, bool)
+    if not posted.any():
+        return lines, empty_differences()
+    mine = lines[posted]
+    with read_connection(engine) as conn:
+        held = _held(conn, sorted(set(mine["assignment_id"].astype(str))))
+    if held.empty:
+        return lines, empty_differences()
+    held = held.sort_values(KEY + ["revision"])
+    net = held.groupby(KEY, sort=False)["amount"].sum().astype("int64")
+    last = held.groupby(KEY, sort=False)[["customer_id", "quantity", "unit_price"]].last()
+    key = pd.MultiIndex.from_frame(
+        mine[KEY].assign(period_start=pd.to_datetime(mine["period_start"]).astype(
+            "datetime64[s]"), assignment_id=mine["assignment_id"].astype(str)))
+    found = key.isin(net.index)
+    if not found.any():
+        return lines, empty_differences()
+    idx = mine.index[found]
+    k = key[found]
+    ledger_amount = net.reindex(k).to_numpy(dtype="int64")
+    ledger_customer = last["customer_id"].reindex(k).astype(str).to_numpy(dtype=object)
+    ledger_qty = last["quantity"].reindex(k).to_numpy(dtype="int64")
+    ledger_price = last["unit_price"].reindex(k).to_numpy(dtype="int64")
+    current = lines.loc[idx]
+    differs = ((current["amount"].to_numpy(dtype="int64") != ledger_amount)
+               | (current["customer_id"].astype(str).to_numpy(dtype=object) != ledger_customer)
+               | (current["quantity"].to_numpy(dtype="int64") != ledger_qty))
+    diff = current[differs]
+    day = pd.to_datetime(diff["run_date"]).dt.strftime("%Y-%m-%d")
+    differences = pd.DataFrame({
+        "assignment_id": diff["assignment_id"].astype(str).to_numpy(dtype=object),
+        "kind": diff["kind"].astype(str).to_numpy(dtype=object),
+        "period_start": diff["period_start"].to_numpy(),
+        "currency": diff["currency"].astype(str).to_numpy(dtype=object),
+        "ledger_customer_id": ledger_customer[differs],
+        "customer_id": diff["customer_id"].astype(str).to_numpy(dtype=object),
+        "ledger_quantity": ledger_qty[differs],
+        "quantity": diff["quantity"].to_numpy(dtype="int64"),
+        "ledger_amount": ledger_amount[differs],
+        "amount": diff["amount"].to_numpy(dtype="int64"),
+        "correction": ("billing-jobs rebill --from " + day + " --to " + day
+                       + " (posts the difference; see docs/ledger.md)").to_numpy(dtype=object),
+    }, columns=DIFFERENCE_COLUMNS)
+    if (differences["kind"] == "free_minutes_credit").any():  # rebill leaves credits alone
+        credit = (differences["kind"] == "free_minutes_credit").to_numpy()
+        differences.loc[credit, "correction"] = ("credits follow the recorded consumption: "
+                                                 "reverse the run and post again, or adjust")
+    out = lines.copy()
+    out.loc[idx, "amount"] = ledger_amount
+    out.loc[idx, "customer_id"] = ledger_customer
+    out.loc[idx, "quantity"] = ledger_qty
+    out.loc[idx, "unit_price"] = ledger_price
+    return out, differences.reset_index(drop=True)
