@@ -36,7 +36,8 @@ from billing_jobs.engine.frames import (
     USAGE_COLUMNS,
     BillingInputs,
 )
-from billing_jobs.engine.money import KNOWN_CURRENCIES, MAX_MICROS, format_micros
+from billing_jobs.engine.money import (BALANCE_BOUND_MICROS, KNOWN_CURRENCIES, MAX_MICROS,
+                                       format_micros)
 
 ENTITIES = ("customers", "packages", "assignments", "usage")
 REJECTED_COLUMNS = ["entity", "id", "reason"]
@@ -148,18 +149,18 @@ def _int_column(check: pd.DataFrame, df: pd.DataFrame, col: str, *, required: bo
 
 
 def _money_rules(check: pd.DataFrame, df: pd.DataFrame, col: str, *,
-                 allow_negative: bool = False) -> list[Rule]:
+                 allow_negative: bool = False, limit: int = MAX_MICROS) -> list[Rule]:
     rules = [_int_column(check, df, col, required=True, what="an amount in micros")]
     v = check[col]
-    limit = MAX_MICROS
     in_range = ((v >= -limit) & (v <= limit)) if allow_negative else (v <= limit)
     check[col + "__in_range"] = in_range.fillna(True).to_numpy(dtype=bool)
     if not allow_negative:
         rules.append(Rule(f"{col} must not be negative", "between", col, min_value=0,
                           reason=lambda rows: f"{col} must not be negative (got "
                           + _money(rows[col]) + ")"))
-    bound = f"{MAX_UNITS}" if not allow_negative else f"{MAX_UNITS} either way"
-    rules.append(Rule(f"{col} must be at most {MAX_UNITS}", "true", col + "__in_range",
+    units = limit // 1_000_000
+    bound = f"{units}" if not allow_negative else f"{units} either way"
+    rules.append(Rule(f"{col} must be at most {units}", "true", col + "__in_range",
                       reason=lambda rows: f"{col} is out of range (got " + _money(rows[col])
                       + f"; at most {bound})"))
     return rules
@@ -291,7 +292,8 @@ def _customers(df: pd.DataFrame):
     check = _base(df, "customer_id")
     rules = _id_rules(check, "customer_id")
     rules += _enum(check, df, "currency", KNOWN_CURRENCIES, upper=True)
-    rules += _money_rules(check, df, "balance", allow_negative=True)
+    rules += _money_rules(check, df, "balance", allow_negative=True,
+                          limit=BALANCE_BOUND_MICROS)
     rej, bad = _run("customers", check, rules)
     keep = ~bad
     clean = pd.DataFrame({

@@ -37,6 +37,9 @@ KNOWN_CURRENCIES = frozenset(_ZERO_DIGIT | _THREE_DIGIT | _TWO_DIGIT)
 # Largest money value accepted anywhere (one trillion units), so every product the engine
 # forms stays inside int64.
 MAX_MICROS = 10**12 * MICROS
+#: A customer balance stays within +/- this (9e9 units): import, validation and posting hold
+#: the same bound, so a balance that imports can always be posted to (#17 item 8).
+BALANCE_BOUND_MICROS = 9 * 10**15
 
 # ASCII digits only: Python's \d also matches Arabic-Indic, full-width and mathematical digits,
 # which must be refused, never read as 0.

@@ -37,6 +37,7 @@ import sqlalchemy as sa
 from billing_jobs.engine.frames import ENTITY_COLUMNS, ENTITY_KEYS
 from billing_jobs.store.tables import stored_name
 from billing_jobs.engine.money import (
+    BALANCE_BOUND_MICROS,
     MAX_MICROS,
     MICRO_DIGITS,
     MICROS,
@@ -451,7 +452,10 @@ def _parse(name: str, entity: str, table: pa.Table,
                 bad[slow] = sub_bad.to_numpy()
             complain(col, bad, raw, _money_reason)
             micros = np.where(ok & ~bad, micros, 0)
-            if kind == "smoney":
+            if kind == "smoney":  # a balance: the bound posting holds (engine.money)
+                beyond = ok & ~bad & (micros > BALANCE_BOUND_MICROS)
+                complain(col, beyond, raw, lambda v: f"balance beyond the bound +/-"
+                         f"{BALANCE_BOUND_MICROS // 1_000_000} units: {v!r}")
                 micros = np.where(negative, -micros, micros)
             arrays[col] = pa.array(micros.astype("int64"))
             frame[col] = pd.Series(micros.astype("int64"))

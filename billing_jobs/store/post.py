@@ -42,6 +42,7 @@ import pyarrow.csv as pcsv
 import sqlalchemy as sa
 
 from billing_jobs.engine.frames import BillingResult
+from billing_jobs.engine.money import BALANCE_BOUND_MICROS
 from billing_jobs.errors import GateError
 from billing_jobs.store.db import db_errors, read_connection
 from billing_jobs.store.ledger_view import held_by_ledger
@@ -581,10 +582,6 @@ def _debit(conn: sa.Connection, debits: list[tuple[str, int]]) -> None:
                             [(a, c) for c, a in debits])
         finally:
             cur.close()
-
-
-#: |balance| must stay within 9e15 micros (9e9 units): far inside int64 on SQLite and PostgreSQL.
-BALANCE_BOUND_MICROS = 9 * 10**15
 
 
 def _check_bounds(conn: sa.Connection, debits: list[tuple[str, int]]) -> None:

@@ -110,3 +110,31 @@ def test_a_negative_amount_too_large_keeps_its_sign(tmp_path):
     neg.write_text(HEADER + "C1,A,EUR,-99999999999999999999\n")
     with pytest.raises(ImportFailed, match="'-99999999999999999999'"):
         import_csv(engine, "customers", neg)
+
+
+# ----------------------------------------------------------------- bounds (#17 item 8)
+
+def test_a_balance_beyond_the_posting_bound_is_refused_at_import(db_url, tmp_path):
+    """Import, validation and posting hold one bound (9e9 units): a balance that imports can
+    always be posted to."""
+    engine = fresh_engine(db_url)
+    for value in ("9000000000.000001", "-9000000001"):
+        path = tmp_path / "big.csv"
+        path.write_text(HEADER + f"C1,A,EUR,{value}\n")
+        with pytest.raises(ImportFailed, match=r"column balance: balance beyond the bound "
+                                               r"\+/-9000000000 units: '" + value):
+            import_csv(engine, "customers", path)
+    path.write_text(HEADER + "C1,A,EUR,-9000000000\n")
+    assert import_csv(engine, "customers", path) == 1
+    engine.dispose()
+
+
+def test_a_stored_balance_beyond_the_bound_is_rejected_naming_it():
+    from billing_jobs.checks import validate_inputs
+    from tests.checks._data import raw_inputs
+
+    raw = raw_inputs()
+    raw.customers.loc[0, "balance"] = 9 * 10**15 + 1
+    _clean, rejected = validate_inputs(raw)
+    reasons = rejected.loc[rejected["entity"] == "customers", "reason"].tolist()
+    assert any("balance is out of range" in r and "9000000000 either way" in r for r in reasons)
