@@ -322,11 +322,13 @@ def outcome_block(agg: agg_mod.Aggregates, run: dict) -> dict:
     invoiced_lines, _ = pick(("invoiced",)) if mode != "simulate" else (0, {})
     old_lines, old_amounts = pick(("already_posted",))
     not_lines, not_amounts = pick(("not_posted",))
+    held_lines, held_amounts = pick(("overlaps_posted",))
     block = {
         "kind": "", "new_lines": new_lines, "new_amounts": new_amounts,
         "invoiced_lines": invoiced_lines, "already_posted_lines": old_lines,
         "already_posted_amounts": old_amounts, "not_posted_lines": not_lines,
         "not_posted_amounts": not_amounts, "new_micros": micros,
+        "overlaps_posted_lines": held_lines, "overlaps_posted_amounts": held_amounts,
     }
     reason = str(run.get("message") or "").strip() or "of an unknown error"
     if status == "failed":
@@ -352,8 +354,9 @@ def outcome_block(agg: agg_mod.Aggregates, run: dict) -> dict:
         if old_lines:
             text += (f"; {_n(old_lines, 'line')} {'was' if old_lines == 1 else 'were'} already "
                      "posted earlier and would not be charged again")
-        elif not new_lines:
+        elif not new_lines and not held_lines:
             text += ": nothing is due on this date"
+        text += _held_text(held_lines, held_amounts, "would be held")
         text += "; nothing was written to the database"
     else:
         block["kind"] = "posted" if new_lines else "nothing_new"
@@ -366,10 +369,20 @@ def outcome_block(agg: agg_mod.Aggregates, run: dict) -> dict:
         if old_lines:
             text += (f"; {_n(old_lines, 'line')} {'was' if old_lines == 1 else 'were'} already "
                      "posted earlier, nothing charged twice")
-        elif not new_lines:
+        elif not new_lines and not held_lines:
             text += ": nothing was due on this date"
+        text += _held_text(held_lines, held_amounts, "held")
     block["sentence"] = text
     return block
+
+
+def _held_text(lines: int, amounts: dict, verb: str) -> str:
+    if not lines:
+        return ""
+    return (f"; {_n(lines, 'line')} for {_amounts_text(amounts)} {verb}, not charged: "
+            f"{'it overlaps' if lines == 1 else 'they overlap'} days of the same assignment "
+            "already charged under another period start (moved start date?); differences.csv "
+            "names the rebill that moves the charge")
 
 
 def outcome_sentence(summary: dict) -> str:

@@ -13,8 +13,8 @@
 
 Every write moves the balance in the same transaction (balance -= amount of each 'posted' row
 this transaction inserted), so `balance = opening - SUM(posted ledger)` holds after each command.
-Fault injection: BILLING_CRASH_AT=`correct_mid:<n>` SIGKILLs after the n-th transaction's
-inserts, before its balance update and commit.
+Fault injection: BILLING_CRASH_AT=`correct_mid:<n>` SIGKILLs after the n-th group of inserts,
+before its balance update and the commit.
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ from datetime import date, datetime, timedelta, timezone
 import pandas as pd
 import sqlalchemy as sa
 
+from billing_jobs.engine.money import BALANCE_BOUND_MICROS
 from billing_jobs.errors import BillingError, UsageError
 from billing_jobs.store.db import db_errors, read_connection
+from billing_jobs.store.overlaps import overlapped_by
 
-#: |balance| stays within this bound (9e9 units): far inside int64 on both databases.
-BALANCE_BOUND_MICROS = 9 * 10**15
 
 _COLS = ("run_id", "run_date", "customer_id", "assignment_id", "package_id", "kind",
          "period_start", "period_end", "quantity", "unit_price_micros", "amount_micros",
@@ -264,85 +264,115 @@ def _correction_row(o: dict, run_id: str, entry: str, revision: int, amount: int
 def rebill(engine: sa.Engine, first: date, last: date, customer_ids: list[str] | None = None,
            simulate: bool = True, tz: str | None = None) -> Written:
     """Post (or show) the difference between what current data says is due on each date of
-    [first, last] and what the ledger holds per posting key, once. One transaction per date."""
+    [first, last] and what the ledger holds per posting key, once, in one transaction.
+
+    The rows that lower a key's net are written first (over every date of the range), then the
+    rows that raise one: a moved start reverses the old keys before the new ones are charged,
+    so the ledger never holds two live keys for the same days (the database refuses that,
+    migration 0007). A simulation does the same in a transaction it rolls back."""
     from billing_jobs.pipeline import RunRequest, compute_stage, load_stage
 
     if last < first:
         raise UsageError(f"rebill: --to {last} is before --from {first}")
-    all_rows: list[dict] = []
-    all_written: list[bool] = []
+    plans: list[tuple[date, pd.DataFrame]] = []
     day = first
-    n = 0
     while day <= last:
-        n += 1
         req = RunRequest(run_date=day, simulate=True, customer_ids=customer_ids)
         if tz:
             req.tz = tz
         inputs, _rejected = load_stage(engine, req)
-        lines = compute_stage(inputs, req).due_lines
-        rows, written = _rebill_day(engine, day, lines, customer_ids, simulate, n)
-        all_rows += rows
-        all_written += written
+        plans.append((day, compute_stage(inputs, req).due_lines))
         day += timedelta(days=1)
+    all_rows: list[dict] = []
+    all_written: list[bool] = []
+    with db_errors(engine, f"rebilling {first} to {last}"), engine.begin() as conn:
+        n = 0  # writes so far (the fault hook correct_mid:<n> counts them)
+        for lowering in (True, False):
+            for day, lines in plans:
+                rows = [r for r in _rebill_day(conn, day, lines, customer_ids)
+                        if not lowering or r["amount_micros"] < 0]
+                if not lowering:
+                    _refuse_overlaps(conn, rows, first, last)
+                if rows:
+                    n += 1
+                    all_rows += rows
+                    all_written += _insert(conn, rows, n)
+        if simulate:
+            conn.rollback()
+            return Written(all_rows, [False] * len(all_rows))
     return Written(all_rows, all_written)
 
 
-def _rebill_day(engine, day: date, lines: pd.DataFrame, customer_ids, simulate: bool, n: int):
+def _refuse_overlaps(conn, rows: list[dict], first: date, last: date) -> None:
+    """A row that would charge days a live key outside the range still charges (a start moved
+    to or from a date outside [first, last]) is refused naming both keys (store/overlaps.py)."""
+    for r in rows:
+        if r["amount_micros"] <= 0:
+            continue
+        other = overlapped_by(conn, r["assignment_id"], r["kind"], r["period_start"],
+                              r["period_end"])
+        if other is not None:
+            lo, hi = min(first.isoformat(), other[2]), max(last.isoformat(), other[2])
+            raise UsageError(
+                f"rebill: key ({r['assignment_id']}, {r['kind']}, {r['period_start']}) would "
+                f"charge days the posted ({r['assignment_id']}, {other[0]}, {other[1]}) of run "
+                f"date {other[2]} still charges; rebill --from {lo} --to {hi} moves the charge; "
+                "nothing written")
+
+
+def _rebill_day(conn, day: date, lines: pd.DataFrame, customer_ids) -> list[dict]:
+    """The correction rows that bring each posting key of `day` to what `lines` says is due,
+    given what the ledger holds now (inside the caller's transaction)."""
     computed: dict[tuple, dict] = {}
     for rec in lines.to_dict("records"):
         computed[_key(rec["assignment_id"], rec["kind"], rec["period_start"])] = rec
     tag = f"rebill:{day.isoformat()}"
-    with db_errors(engine, f"rebilling {day}"), engine.begin() as conn:
-        where, params = "o.run_date = :d AND o.entry = 'charge'", {"d": day}
-        if customer_ids:
-            where += " AND o.customer_id IN :cs"
-            params["cs"] = tuple(customer_ids)
-            stmt_nets = sa.text(_NETS.format(where=where)).bindparams(
-                sa.bindparam("cs", expanding=True))
-            owned = {_key(a, k, p): (int(net), int(rev))
-                     for a, k, p, net, rev in conn.execute(stmt_nets, params).all()}
-        else:
-            owned = _nets(conn, where, params)
-        posted_day = conn.execute(sa.text(
-            "SELECT 1 FROM runs WHERE run_date = :d AND mode = 'post' AND status = 'succeeded' "
-            "AND reversed_at IS NULL LIMIT 1"), {"d": day}).first() is not None
-        # computed keys the ledger holds under another date (or not at all)
-        extra = [k for k in computed if k not in owned]
-        for key in extra:
-            row = conn.execute(sa.text(
-                "SELECT SUM(amount_micros), MAX(revision) FROM ledger WHERE assignment_id = :a "
-                "AND kind = :k AND period_start = :p"),
-                {"a": key[0], "k": key[1], "p": key[2]}).first()
-            if row[1] is not None:
-                owned[key] = (int(row[0]), int(row[1]))
-        originals = _originals(conn, sorted(owned))
-        reversed_keys = _reversed(conn, sorted(owned))
-        rows = []
-        for key in sorted(set(owned) | set(computed)):
-            if key[1] == "free_minutes_credit":
-                continue  # credits follow the recorded consumption (docs/free_minutes.md)
-            line = computed.get(key)
-            if key not in owned and not posted_day:
-                continue  # never posted: the next post of the date charges it
-            if key in reversed_keys:
-                continue  # reversed = not posted (docs/ledger.md): the next post charges it
-            net, rev = owned.get(key, (0, -1))
-            target = int(line["amount"]) if line is not None else 0
-            if target == net:
-                continue
-            o = originals.get(key)
-            src = None
-            if line is not None:
-                src = dict(line, unit_price_micros=int(line["unit_price"]))
-            why = ("no longer due with current data (assignment deleted, invalid or moved)"
-                   if line is None else f"current data says {target} micros")
-            reason = (f"rebill of {day}: key ({key[0]}, {key[1]}, {key[2]}) held {net} micros, "
-                      + why)
-            rows.append(_correction_row(
-                o, tag, "correction", rev + 1, target - net, reason,
-                f"rebill:{key[0]}:{key[1]}:{key[2]}:r{rev + 1}:{net}->{target}", line=src))
-        if simulate:
-            conn.rollback()
-            return rows, [False] * len(rows)
-        written = _insert(conn, rows, n)
-    return rows, written
+    where, params = "o.run_date = :d AND o.entry = 'charge'", {"d": day}
+    if customer_ids:
+        where += " AND o.customer_id IN :cs"
+        params["cs"] = tuple(customer_ids)
+        stmt_nets = sa.text(_NETS.format(where=where)).bindparams(
+            sa.bindparam("cs", expanding=True))
+        owned = {_key(a, k, p): (int(net), int(rev))
+                 for a, k, p, net, rev in conn.execute(stmt_nets, params).all()}
+    else:
+        owned = _nets(conn, where, params)
+    posted_day = conn.execute(sa.text(
+        "SELECT 1 FROM runs WHERE run_date = :d AND mode = 'post' AND status = 'succeeded' "
+        "AND reversed_at IS NULL LIMIT 1"), {"d": day}).first() is not None
+    # computed keys the ledger holds under another date (or not at all)
+    extra = [k for k in computed if k not in owned]
+    for key in extra:
+        row = conn.execute(sa.text(
+            "SELECT SUM(amount_micros), MAX(revision) FROM ledger WHERE assignment_id = :a "
+            "AND kind = :k AND period_start = :p"),
+            {"a": key[0], "k": key[1], "p": key[2]}).first()
+        if row[1] is not None:
+            owned[key] = (int(row[0]), int(row[1]))
+    originals = _originals(conn, sorted(owned))
+    reversed_keys = _reversed(conn, sorted(owned))
+    rows = []
+    for key in sorted(set(owned) | set(computed)):
+        if key[1] == "free_minutes_credit":
+            continue  # credits follow the recorded consumption (docs/free_minutes.md)
+        line = computed.get(key)
+        if key not in owned and not posted_day:
+            continue  # never posted: the next post of the date charges it
+        if key in reversed_keys:
+            continue  # reversed = not posted (docs/ledger.md): the next post charges it
+        net, rev = owned.get(key, (0, -1))
+        target = int(line["amount"]) if line is not None else 0
+        if target == net:
+            continue
+        o = originals.get(key)
+        src = None
+        if line is not None:
+            src = dict(line, unit_price_micros=int(line["unit_price"]))
+        why = ("no longer due with current data (assignment deleted, invalid or moved)"
+               if line is None else f"current data says {target} micros")
+        reason = (f"rebill of {day}: key ({key[0]}, {key[1]}, {key[2]}) held {net} micros, "
+                  + why)
+        rows.append(_correction_row(
+            o, tag, "correction", rev + 1, target - net, reason,
+            f"rebill:{key[0]}:{key[1]}:{key[2]}:r{rev + 1}:{net}->{target}", line=src))
+    return rows

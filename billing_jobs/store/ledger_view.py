@@ -95,3 +95,33 @@ def held_by_ledger(engine: sa.Engine, lines: pd.DataFrame) -> tuple[pd.DataFrame
     out.loc[idx, "quantity"] = ledger_qty
     out.loc[idx, "unit_price"] = ledger_price
     return out, differences.reset_index(drop=True)
+
+
+def overlap_differences(lines: pd.DataFrame, held: dict[int, tuple[str, str, str]]
+                        ) -> pd.DataFrame:
+    """The lines held as `overlaps_posted` (positions in `lines`, with the live key each would
+    charge again): what current data asks for, that the ledger holds 0 for this key, and the
+    correction: a rebill over both run dates moves the charge (reverses the old key, posts the
+    new one) in one transaction (docs/ledger.md)."""
+    pos = sorted(held)
+    rows = lines.iloc[pos]
+    day = pd.to_datetime(rows["run_date"]).dt.strftime("%Y-%m-%d").tolist()
+    old = [held[p] for p in pos]
+    first = [min(d, o[2]) for d, o in zip(day, old)]
+    last = [max(d, o[2]) for d, o in zip(day, old)]
+    return pd.DataFrame({
+        "assignment_id": rows["assignment_id"].astype(str).to_numpy(dtype=object),
+        "kind": rows["kind"].astype(str).to_numpy(dtype=object),
+        "period_start": rows["period_start"].to_numpy(),
+        "currency": rows["currency"].astype(str).to_numpy(dtype=object),
+        "ledger_customer_id": rows["customer_id"].astype(str).to_numpy(dtype=object),
+        "customer_id": rows["customer_id"].astype(str).to_numpy(dtype=object),
+        "ledger_quantity": np.zeros(len(pos), dtype="int64"),
+        "quantity": rows["quantity"].to_numpy(dtype="int64"),
+        "ledger_amount": np.zeros(len(pos), dtype="int64"),
+        "amount": rows["amount"].to_numpy(dtype="int64"),
+        "correction": [f"not posted: overlaps the posted {o[0]} from {o[1]} (run date {o[2]}) "
+                       f"of the same assignment (moved start date or changed frequency?); "
+                       f"billing-jobs rebill --from {f} --to {t} moves the charge"
+                       for o, f, t in zip(old, first, last)],
+    }, columns=DIFFERENCE_COLUMNS)

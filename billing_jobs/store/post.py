@@ -45,7 +45,8 @@ from billing_jobs.engine.frames import BillingResult
 from billing_jobs.engine.money import BALANCE_BOUND_MICROS
 from billing_jobs.errors import GateError
 from billing_jobs.store.db import db_errors, read_connection
-from billing_jobs.store.ledger_view import held_by_ledger
+from billing_jobs.store.ledger_view import held_by_ledger, overlap_differences
+from billing_jobs.store.overlaps import Overlaps, overlapping
 from billing_jobs.store.tables import stored_name
 
 DEFAULT_BATCH_CUSTOMERS = 2000
@@ -115,12 +116,12 @@ def post_result(
     deferred: set[str] = set()
     if simulate:
         with db_errors(engine, "simulating the posting"):
-            line_done, grant_done = _simulate(engine, line_tab, grant_tab)
+            line_done, grant_done, held = _simulate(engine, line_tab, grant_tab)
         line_status = np.where(line_done, "already_posted", "simulated")
         grant_status = np.where(grant_done, "already_posted", "simulated")
     else:
         with db_errors(engine, "posting"):
-            line_new, grant_new, deferred = _post(engine, line_tab, grant_tab, run_id,
+            line_new, grant_new, deferred, held = _post(engine, line_tab, grant_tab, run_id,
                                         max(1, int(batch_customers)), progress,
                                         use_tab, counter_tab, run_date)
         auto = (lines["auto_decrement"].to_numpy(dtype=bool) if len(lines)
@@ -131,10 +132,16 @@ def post_result(
                     & lines["customer_id"].astype(str).isin(deferred)).to_numpy()
             line_status = np.where(late & ~line_new, "deferred", line_status)
         grant_status = np.where(grant_new, "posted", "already_posted")
+    if held:
+        line_status = np.asarray(line_status, dtype=object)
+        line_status[sorted(held)] = "overlaps_posted"
     lines = lines.assign(status=pd.Series(line_status, index=lines.index, dtype=str))
     grants = grants.assign(status=pd.Series(grant_status, index=grants.index, dtype=str))
     with db_errors(engine, "reading what the ledger holds"):
         lines, differences = held_by_ledger(engine, lines)  # already_posted: the ledger's row
+    if held:
+        differences = pd.concat([differences, overlap_differences(lines, held)],
+                                ignore_index=True)
     consumption = result.consumption
     if not simulate and deferred and len(consumption):  # not what this run consumed
         consumption = consumption[~consumption["customer_id"].astype(str).isin(deferred)]
@@ -266,22 +273,23 @@ def _param(conn: sa.Connection) -> str:
 
 # ----------------------------------------------------------------------------- simulate
 
-def _simulate(engine: sa.Engine, lines: pa.Table, grants: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+def _simulate(engine: sa.Engine, lines: pa.Table, grants: pa.Table
+              ) -> tuple[np.ndarray, np.ndarray, Overlaps]:
     line_done = np.zeros(lines.num_rows, dtype=bool)
     grant_done = np.zeros(grants.num_rows, dtype=bool)
     if not lines.num_rows and not grants.num_rows:
-        return line_done, grant_done
+        return line_done, grant_done, {}
     with read_connection(engine) as conn:
-        _stage(conn, "_sim_lines", [("seq", "bigint"), ("assignment_id", "text"),
-                                    ("kind", "text"), ("period_start", "date")],
-               lines.select(["seq", "assignment_id", "kind", "period_start"]))
+        cols = ["seq", "assignment_id", "kind", "period_start", "period_end", "amount"]
+        _stage(conn, "_sim_lines", [c for c in _LINE_STAGE if c[0] in cols], lines.select(cols))
         _stage(conn, "_sim_grants", [("seq", "bigint"), ("assignment_id", "text"),
                                      ("period_start", "date")],
                grants.select(["seq", "assignment_id", "period_start"]))
         line_done[_seqs(conn, _EXISTING_LINES.format(t="_sim_lines"))] = True
         grant_done[_seqs(conn, _EXISTING_GRANTS.format(t="_sim_grants"))] = True
+        held = overlapping(conn, "_sim_lines")
         _drop_stage(conn, "_sim_lines", "_sim_grants")
-    return line_done, grant_done
+    return line_done, grant_done, held
 
 
 # "already posted": the key has rows and its highest revision is not a reversal
@@ -325,8 +333,9 @@ def _batches(tables: list[pa.Table], size: int):
 
 def _post(engine: sa.Engine, lines: pa.Table, grants: pa.Table, run_id: str, size: int,
           progress: ProgressFn | None, uses: pa.Table, counters: pa.Table, run_date
-          ) -> tuple[np.ndarray, np.ndarray, set[str]]:
+          ) -> tuple[np.ndarray, np.ndarray, set[str], Overlaps]:
     deferred: set[str] = set()
+    held: Overlaps = {}
     line_new = np.zeros(lines.num_rows, dtype=bool)
     grant_new = np.zeros(grants.num_rows, dtype=bool)
     total = lines.num_rows + grants.num_rows
@@ -335,7 +344,7 @@ def _post(engine: sa.Engine, lines: pa.Table, grants: pa.Table, run_id: str, siz
             [lines, grants, uses, counters], size):
         for attempt in range(_DEADLOCK_RETRIES + 1):
             try:
-                new_lines, new_grants, moved = _post_batch(
+                new_lines, new_grants, moved, held_here = _post_batch(
                     engine, number, line_rows, grant_rows, run_id, use_rows, counter_rows,
                     run_date)
                 break
@@ -346,10 +355,11 @@ def _post(engine: sa.Engine, lines: pa.Table, grants: pa.Table, run_id: str, siz
         line_new[new_lines] = True
         grant_new[new_grants] = True
         deferred.update(moved)
+        held.update(held_here)
         done += line_rows.num_rows + grant_rows.num_rows
         if progress is not None:
             progress(done, total)
-    return line_new, grant_new, deferred
+    return line_new, grant_new, deferred, held
 
 
 def _retryable(exc: sa.exc.OperationalError) -> bool:
@@ -390,7 +400,7 @@ def _returned_seqs(returned: list, table: pa.Table, key: list[str]) -> np.ndarra
 
 def _post_batch(engine: sa.Engine, number: int, lines: pa.Table, grants: pa.Table,
                 run_id: str, uses: pa.Table, counters: pa.Table, run_date
-                ) -> tuple[np.ndarray, np.ndarray]:
+                ) -> tuple[np.ndarray, np.ndarray, list[str], Overlaps]:
     now = datetime.now(timezone.utc)
     with engine.connect() as conn:
         pg = conn.dialect.name == "postgresql"
@@ -401,6 +411,10 @@ def _post_batch(engine: sa.Engine, number: int, lines: pa.Table, grants: pa.Tabl
             _lock_customers(conn, lines, grants, uses)
             deferred: list[str] = []
             _stage(conn, "_post_lines", _LINE_STAGE, lines)
+            held = overlapping(conn, "_post_lines")
+            if held:  # never charge an assignment's days twice (#17 item 2)
+                conn.exec_driver_sql("DELETE FROM _post_lines WHERE seq IN ("
+                                     + ", ".join(str(q) for q in sorted(held)) + ")")
             _stage(conn, "_post_grants", _GRANT_STAGE, grants)
             consuming = uses.num_rows or counters.num_rows
             if consuming:
@@ -474,7 +488,7 @@ def _post_batch(engine: sa.Engine, number: int, lines: pa.Table, grants: pa.Tabl
                 trans.rollback()
             raise
     _crash_point("after_commit", number)
-    return new_lines, new_grants, deferred
+    return new_lines, new_grants, deferred, held
 
 
 def _lock_customers(conn: sa.Connection, *tables: pa.Table) -> None:
