@@ -36,6 +36,7 @@ from billing_jobs.engine.frames import (
     USAGE_COLUMNS,
     BillingInputs,
 )
+from billing_jobs.engine import text as text_rules
 from billing_jobs.engine.money import (BALANCE_BOUND_MICROS, KNOWN_CURRENCIES, MAX_MICROS,
                                        format_micros)
 
@@ -184,9 +185,19 @@ def _enum(check: pd.DataFrame, df: pd.DataFrame, col: str, allowed, *, upper=Fal
 
 
 def _id_rules(check: pd.DataFrame, id_col: str) -> list[Rule]:
+    ids = check[id_col]
+    try:
+        arr = pa.array(ids.array)
+    except (pa.ArrowException, TypeError):  # pragma: no cover - non-arrow fallback
+        arr = pa.array(ids.astype(object).where(ids.notna(), None), type=pa.string())
+    check[id_col + "__plain"] = ~text_rules.bad_ids(arr)
     return [
         Rule(f"{id_col} is required", "not_null", id_col, reason=_missing(id_col)),
         Rule(f"{id_col} must be unique", "unique", id_col, reason=_duplicate(id_col)),
+        # the importer's text rules, for a stored id that reached the database another way
+        Rule(f"{id_col} must be plain text", "true", id_col + "__plain",
+             reason=lambda rows: f"{id_col}: " + rows[id_col].astype(str).map(
+                 text_rules.id_problem)),
     ]
 
 

@@ -34,6 +34,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import sqlalchemy as sa
 
+from billing_jobs.engine import text as text_rules
 from billing_jobs.engine.frames import ENTITY_COLUMNS, ENTITY_KEYS
 from billing_jobs.store.tables import stored_name
 from billing_jobs.engine.money import (
@@ -86,17 +87,12 @@ OPTIONAL_HEADER = {
 for _entity, _spec in SPECS.items():  # keep in step with the engine's contract
     assert list(_spec) == ENTITY_COLUMNS[_entity], _entity
 
-#: Text bounds (#17 items 6 and 10, docs/decisions.md): an id or reference longer than this
-#: would overflow PostgreSQL's btree row limit in the posting keys (and no carrier writes one)
-MAX_ID_CHARS = 200
-MAX_TEXT_CHARS = 4000
-#: C0/C1 control characters (NUL, CR, ESC, ...) in any text cell
-_CONTROL = r"[\x{00}-\x{1F}\x{7F}-\x{9F}]"
-#: in free text (names, descriptions) tab and line breaks are text
-_CONTROL_TEXT = r"[\x{00}-\x{08}\x{0B}\x{0C}\x{0E}-\x{1F}\x{7F}-\x{9F}]"
-#: invisible format characters that make two ids look the same (zero-width space, joiners,
-#: bidirectional marks, word joiner, BOM) in ids and references
-_INVISIBLE = r"[\x{200B}-\x{200F}\x{202A}-\x{202E}\x{2060}-\x{2064}\x{FEFF}]"
+#: Text bounds and forbidden characters: billing_jobs/engine/text.py (#17 items 6 and 10)
+_CONTROL = text_rules.pattern(text_rules.CONTROL)
+_CONTROL_TEXT = text_rules.pattern(text_rules.CONTROL_IN_TEXT)
+_INVISIBLE = text_rules.pattern(text_rules.INVISIBLE)
+_RANGES = {_CONTROL: text_rules.CONTROL, _CONTROL_TEXT: text_rules.CONTROL_IN_TEXT,
+           _INVISIBLE: text_rules.INVISIBLE}
 
 _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no"}
@@ -362,7 +358,7 @@ def _text_rules(col: str, kind: str, raw: pa.Array, ok: np.ndarray, complain) ->
     control = _CONTROL if kind in ("id", "rtext") else _CONTROL_TEXT
     complain(col, ok & _np(pc.match_substring_regex(raw, control)), raw,
              lambda v: f"control character {_first(v, control)} not allowed: {_shown(v)}")
-    limit = MAX_ID_CHARS if kind in ("id", "rtext") else MAX_TEXT_CHARS
+    limit = text_rules.MAX_ID_CHARS if kind in ("id", "rtext") else text_rules.MAX_TEXT_CHARS
     complain(col, ok & (_np(pc.utf8_length(raw)) > limit), raw,
              lambda v: f"longer than {limit} characters ({len(v)}): {_shown(v)}")
     if kind not in ("id", "rtext"):
@@ -375,23 +371,12 @@ def _text_rules(col: str, kind: str, raw: pa.Array, ok: np.ndarray, complain) ->
              f"e.g. 'e' + U+0301): {ascii(v[:40])}; write it composed")
 
 
-_RANGES = {_CONTROL: ((0x00, 0x1F), (0x7F, 0x9F)),
-           _CONTROL_TEXT: ((0x00, 0x08), (0x0B, 0x0C), (0x0E, 0x1F), (0x7F, 0x9F)),
-           _INVISIBLE: ((0x200B, 0x200F), (0x202A, 0x202E), (0x2060, 0x2064), (0xFEFF, 0xFEFF))}
-
-
 def _first(value: str, pattern: str) -> str:
     """The first character of `value` that `pattern` (_CONTROL or _INVISIBLE) matches."""
-    for ch in value:
-        if any(lo <= ord(ch) <= hi for lo, hi in _RANGES[pattern]):
-            return f"U+{ord(ch):04X}"
-    return "?"
+    return text_rules.first_of(value, _RANGES[pattern])
 
 
-def _shown(value: str, width: int = 40) -> str:
-    """The value as a Python literal (escapes visible), cut to `width` characters."""
-    text = repr(value if len(value) <= width else value[:width])
-    return text + (f" ... ({len(value)} characters)" if len(value) > width else "")
+_shown = text_rules.shown
 
 
 def _parse(name: str, entity: str, table: pa.Table,

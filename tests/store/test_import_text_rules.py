@@ -138,3 +138,36 @@ def test_a_stored_balance_beyond_the_bound_is_rejected_naming_it():
     _clean, rejected = validate_inputs(raw)
     reasons = rejected.loc[rejected["entity"] == "customers", "reason"].tolist()
     assert any("balance is out of range" in r and "9000000000 either way" in r for r in reasons)
+
+
+# ------------------------------------------- ids that reached the database another way
+
+def test_a_stored_id_breaking_the_text_rules_is_rejected_at_run_time(db_url, tmp_path):
+    """Another tool wrote the rows: the run rejects each, naming the rule, and bills the rest."""
+    import csv
+    from datetime import date
+
+    import sqlalchemy as sa
+
+    from billing_jobs.pipeline import RunRequest, run_billing
+
+    engine = fresh_engine(db_url)
+    ok = tmp_path / "ok.csv"
+    ok.write_text(HEADER + "C1,A,EUR,10\n", encoding="utf-8")
+    import_csv(engine, "customers", ok)
+    bad = ["\u200bC1", "Cafe\u0301"] + (["C\x001"] if engine.dialect.name == "sqlite" else [])
+    with engine.begin() as conn:  # PostgreSQL refuses NUL in text itself
+        for value in bad:
+            conn.execute(sa.text("INSERT INTO customers (customer_id, name, currency) "
+                                 "VALUES (:c, 'x', 'EUR')"), {"c": value})
+    out = run_billing(None, RunRequest(run_date=date(2027, 1, 1), simulate=True,
+                                       out_dir=tmp_path / "r"), engine=engine)
+    assert out.ok, out.message
+    with open(out.report_dir / "rejected.csv", newline="", encoding="utf-8") as fh:
+        got = {r["id"]: r["reason"] for r in csv.DictReader(fh) if r["entity"] == "customers"}
+    assert set(got) == set(bad)
+    assert "invisible character U+200B" in got["\u200bC1"]
+    assert "not in Unicode NFC form" in got["Cafe\u0301"]
+    if "C\x001" in got:
+        assert "control character U+0000" in got["C\x001"]
+    engine.dispose()
