@@ -56,6 +56,15 @@ class PostgresServer:
             cmd = ["runuser", "-u", "postgres", "--", *cmd]
         return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
+    def run_server(self, timeout_s: int) -> subprocess.CompletedProcess:
+        """`pg_ctl start` of the data folder: loopback, socket in root, no durability."""
+        opts = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
+                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+                "-c max_connections=200")
+        return self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", opts,
+                         "-l", str(self.root / "server.log"), "-w", "-t", str(timeout_s),
+                         "start")
+
     def start(self) -> "PostgresServer":
         if self.as_root:
             shutil.chown(self.root, "postgres", "postgres")
@@ -64,11 +73,7 @@ class PostgresServer:
                       "-U", "postgres", "-E", "UTF8", "--no-sync")
         if r.returncode != 0:
             raise PostgresUnavailable(f"initdb failed: {r.stderr.strip() or r.stdout.strip()}")
-        opts = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
-                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-                "-c max_connections=200")
-        r = self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", opts,
-                      "-l", str(self.root / "server.log"), "-w", "-t", "60", "start")
+        r = self.run_server(timeout_s=60)
         if r.returncode != 0:
             log = (self.root / "server.log")
             detail = log.read_text()[-2000:] if log.exists() else r.stderr

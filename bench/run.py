@@ -291,11 +291,7 @@ class _KeptPostgres:
             import shutil
 
             shutil.chown(s.root, "postgres", "postgres")
-        opts = (f"-p {s.port} -k {s.root} -c listen_addresses=127.0.0.1 "
-                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-                "-c max_connections=200")
-        r = s._run(str(s.bin / "pg_ctl"), "-D", str(s.data), "-o", opts,
-                   "-l", str(s.root / "server.log"), "-w", "-t", "120", "start")
+        r = s.run_server(timeout_s=120)
         if r.returncode != 0:
             raise SystemExit(f"pg_ctl start failed: {r.stderr or r.stdout}")
         return self

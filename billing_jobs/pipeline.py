@@ -303,11 +303,10 @@ def write_report_atomically(req: RunRequest, result: BillingResult, rejected: pd
     """
     import shutil
 
-    from billing_jobs.report.folders import move_into_place, temporary_beside
+    from billing_jobs.report.folders import building, finish
 
     out_dir = Path(out_dir)
-    tmp = temporary_beside(out_dir)
-    try:
+    with building(out_dir) as tmp:
         report_stage(req, result, rejected, info, timings, tmp, context=context)
         summary = _read_summary(tmp)
         if not keep_empty and info.get("status") == "succeeded" and _is_empty(summary):
@@ -317,12 +316,7 @@ def write_report_atomically(req: RunRequest, result: BillingResult, rejected: pd
         for key in ("report_dir", "report_html"):  # name the final place, not the temporary one
             if summary.get(key):
                 summary[key] = summary[key].replace(str(tmp.resolve()), str(final))
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False)
-                                          + "\n", encoding="utf-8")
-        return move_into_place(tmp, out_dir), summary
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        return finish(tmp, out_dir, summary), summary
 
 
 def summarise(req: RunRequest, result: BillingResult, rejected: pd.DataFrame, info: dict,

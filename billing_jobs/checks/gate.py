@@ -223,22 +223,19 @@ def gate(result, inputs) -> None:
         if missing:
             raise GateError(f"posting gate failed: {table} lacks columns {', '.join(missing)}")
 
+    def run(what: str, suite: str, rows: pd.DataFrame, check, rules, key) -> None:
+        for rule, pos in zip(rules, evaluate(check, rules, suite)):
+            if len(pos):
+                failures.append(_describe(what, rule, rows.iloc[pos], key))
+
     if lines is not None and len(lines):
         lines = lines.reset_index(drop=True)
-        check, rules = _line_rules(lines, inputs)
-        for rule, pos in zip(rules, evaluate(check, rules, "billing_gate_lines")):
-            if len(pos):
-                failures.append(_describe("due_lines", rule, lines.iloc[pos], LINE_KEY))
+        run("due_lines", "billing_gate_lines", lines, *_line_rules(lines, inputs), LINE_KEY)
         tcheck, trules = _totals(lines)
-        for rule, pos in zip(trules, evaluate(tcheck, trules, "billing_gate_totals")):
-            if len(pos):
-                failures.append(_describe("customer totals", rule, tcheck.iloc[pos],
-                                          ("customer_id", "currency")))
+        run("customer totals", "billing_gate_totals", tcheck, tcheck, trules,
+            ("customer_id", "currency"))
     if grants is not None and len(grants):
         grants = grants.reset_index(drop=True)
-        check, rules = _grant_rules(grants, inputs)
-        for rule, pos in zip(rules, evaluate(check, rules, "billing_gate_grants")):
-            if len(pos):
-                failures.append(_describe("grants", rule, grants.iloc[pos], GRANT_KEY))
+        run("grants", "billing_gate_grants", grants, *_grant_rules(grants, inputs), GRANT_KEY)
     if failures:
         raise GateError("posting gate failed, nothing posted: " + "; ".join(failures))

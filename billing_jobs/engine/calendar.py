@@ -180,6 +180,19 @@ def _anniversary(cal: Calendars, idx, years):
     return month_first_day(years, am) + np.minimum(ad, days_in_month(years, am)) - 1
 
 
+
+def _monthly(cal: Calendars, sel: np.ndarray, x: np.ndarray, step: int) -> np.ndarray:
+    """Monthly calendars `sel`: the latest calendar day <= x (step -1) or the earliest > x
+    (step +1): in x's month if there is one, else the last (first) of the month before (after)."""
+    prev_t, next_t, first_t, last_t = cal._tables
+    in_month, edge = (prev_t, last_t) if step < 0 else (next_t, first_t)
+    mid = cal.month_mask_id[sel]
+    y, m, d = ymd(x)
+    hit = in_month[mid, days_in_month(y, m) - 28, d]
+    oy, om = add_months(y, m, step)
+    other = edge[mid, days_in_month(oy, om) - 28]
+    return np.where(hit > 0, month_first_day(y, m) + hit - 1, month_first_day(oy, om) + other - 1)
+
 def on_or_before(cal: Calendars, x) -> np.ndarray:
     """The latest calendar date <= x (NEVER if none)."""
     x = np.broadcast_to(np.asarray(x, dtype="int64"), cal.freq.shape).copy()
@@ -199,14 +212,7 @@ def on_or_before(cal: Calendars, x) -> np.ndarray:
 
     sel = np.flatnonzero(f == MONTHLY)
     if sel.size:
-        prev_t, _, _, last_t = cal._tables
-        mid = cal.month_mask_id[sel]
-        y, m, d = ymd(x[sel])
-        L = days_in_month(y, m)
-        p = prev_t[mid, L - 28, d]
-        py, pm = add_months(y, m, -1)
-        pl = last_t[mid, days_in_month(py, pm) - 28]
-        out[sel] = np.where(p > 0, month_first_day(y, m) + p - 1, month_first_day(py, pm) + pl - 1)
+        out[sel] = _monthly(cal, sel, x[sel], -1)
 
     sel = np.flatnonzero(f == YEARLY)
     if sel.size:
@@ -235,14 +241,7 @@ def after(cal: Calendars, x) -> np.ndarray:
 
     sel = np.flatnonzero(f == MONTHLY)
     if sel.size:
-        _, next_t, first_t, _ = cal._tables
-        mid = cal.month_mask_id[sel]
-        y, m, d = ymd(x[sel])
-        L = days_in_month(y, m)
-        n = next_t[mid, L - 28, d]
-        ny, nm = add_months(y, m, 1)
-        nf = first_t[mid, days_in_month(ny, nm) - 28]
-        out[sel] = np.where(n > 0, month_first_day(y, m) + n - 1, month_first_day(ny, nm) + nf - 1)
+        out[sel] = _monthly(cal, sel, x[sel], 1)
 
     sel = np.flatnonzero(f == YEARLY)
     if sel.size:

@@ -92,6 +92,25 @@ def empty_frame(columns: list[str]) -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=_dtype(c)) for c in columns})
 
 
+def _typed(values: pd.Series, column: str) -> pd.Series:
+    if column == "start_time":
+        return pd.to_datetime(values, utc=True)
+    kind = _dtype(column)
+    if kind == "datetime64[s]":
+        return pd.to_datetime(values.map(lambda v: v.isoformat() if hasattr(v, "isoformat")
+                                         else v)).astype("datetime64[s]")
+    return values.astype(kind if kind != "object" else str)
+
+
+def frame_of_rows(rows: list, columns: list[str]) -> pd.DataFrame:
+    """Database rows (tuples in `columns` order) as a frame with the contract's dtypes
+    (dates from DATE values or ISO text, integers, booleans from 0/1, text)."""
+    if not rows:
+        return empty_frame(columns)
+    raw = pd.DataFrame(rows, columns=columns, dtype=object)
+    return pd.DataFrame({c: _typed(raw[c], c) for c in columns}, columns=columns)
+
+
 @dataclass
 class BillingInputs:
     customers: pd.DataFrame

@@ -3,8 +3,11 @@ target, then renamed into place (a run's report and a forecast's alike)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -27,3 +30,21 @@ def move_into_place(tmp: Path, out_dir: Path) -> Path:
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     return out_dir
+
+
+@contextmanager
+def building(out_dir: Path) -> Iterator[Path]:
+    """A temporary folder beside `out_dir` to write a report into; removed if writing fails."""
+    tmp = temporary_beside(out_dir)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def finish(tmp: Path, out_dir: Path, summary: dict) -> Path:
+    """Write `summary.json` into `tmp`, then move the folder into place."""
+    (tmp / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n",
+                                      encoding="utf-8")
+    return move_into_place(tmp, out_dir)

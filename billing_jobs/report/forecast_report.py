@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pandas as pd
 
 from billing_jobs.engine.money import format_minor, format_minor_series
 from billing_jobs.forecast import Forecast, per_customer
-from billing_jobs.report.folders import move_into_place, temporary_beside
+from billing_jobs.report.folders import building, finish
 from billing_jobs.report.formatting import format_dates, format_micros_series
 from billing_jobs.report.html import _env
 from billing_jobs.report.writer import _write_csv
@@ -123,8 +122,7 @@ def headline(summary: dict) -> str:
 
 def write_forecast_report(fc: Forecast, out_dir: Path) -> tuple[Path, dict]:
     out_dir = Path(out_dir)
-    tmp = temporary_beside(out_dir)
-    try:
+    with building(out_dir) as tmp:
         lines = line_table(fc)
         per = customer_table(fc)
         _write_csv(lines, tmp / "upcoming_charges.csv")
@@ -141,9 +139,4 @@ def write_forecast_report(fc: Forecast, out_dir: Path) -> tuple[Path, dict]:
             rejected=fc.rejected.astype(str).head(200).to_dict("records"),
             rejected_total=len(fc.rejected))
         (tmp / "forecast.html").write_text(html, encoding="utf-8")
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False)
-                                          + "\n", encoding="utf-8")
-        return move_into_place(tmp, out_dir), summary
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        return finish(tmp, out_dir, summary), summary

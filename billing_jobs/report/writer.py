@@ -344,34 +344,24 @@ def outcome_block(agg: agg_mod.Aggregates, run: dict) -> dict:
                      else "failed: nothing posted, because ") + reason)
         block["sentence"] = text
         return block
-    if mode == "simulate":
-        block["kind"] = "simulated"
-        if new_lines:
-            text = (f"simulated: would post {_n(new_lines, 'new line')} for "
-                    f"{_amounts_text(new_amounts)}")
-        else:
-            text = "simulated: nothing new would be posted"
-        if old_lines:
-            text += (f"; {_n(old_lines, 'line')} {'was' if old_lines == 1 else 'were'} already "
-                     "posted earlier and would not be charged again")
-        elif not new_lines and not held_lines:
-            text += ": nothing is due on this date"
-        text += _held_text(held_lines, held_amounts, "would be held")
-        text += "; nothing was written to the database"
+    sim = mode == "simulate"
+    block["kind"] = "simulated" if sim else ("posted" if new_lines else "nothing_new")
+    if new_lines:
+        text = (("simulated: would post " if sim else "posted ")
+                + f"{_n(new_lines, 'new line')} for {_amounts_text(new_amounts)}")
+        if invoiced_lines:  # never in a simulation
+            text += (f" ({invoiced_lines} of them invoiced: balance untouched)")
     else:
-        block["kind"] = "posted" if new_lines else "nothing_new"
-        if new_lines:
-            text = f"posted {_n(new_lines, 'new line')} for {_amounts_text(new_amounts)}"
-            if invoiced_lines:
-                text += (f" ({invoiced_lines} of them invoiced: balance untouched)")
-        else:
-            text = "posted nothing new"
-        if old_lines:
-            text += (f"; {_n(old_lines, 'line')} {'was' if old_lines == 1 else 'were'} already "
-                     "posted earlier, nothing charged twice")
-        elif not new_lines and not held_lines:
-            text += ": nothing was due on this date"
-        text += _held_text(held_lines, held_amounts, "held")
+        text = "simulated: nothing new would be posted" if sim else "posted nothing new"
+    if old_lines:
+        text += (f"; {_n(old_lines, 'line')} {'was' if old_lines == 1 else 'were'} already "
+                 + ("posted earlier and would not be charged again" if sim
+                    else "posted earlier, nothing charged twice"))
+    elif not new_lines and not held_lines:
+        text += ": nothing is due on this date" if sim else ": nothing was due on this date"
+    text += _held_text(held_lines, held_amounts, "would be held" if sim else "held")
+    if sim:
+        text += "; nothing was written to the database"
     block["sentence"] = text
     return block
 

@@ -17,7 +17,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from billing_jobs.engine.free_minutes import LATE_CALL_DAYS
-from billing_jobs.engine.frames import CONSUMED_COLUMNS, COUNTER_COLUMNS, empty_frame
+from billing_jobs.engine.frames import CONSUMED_COLUMNS, COUNTER_COLUMNS, frame_of_rows
 from billing_jobs.store.tables import call_credits, grant_usage
 
 _IN_CHUNK = 5000
@@ -30,11 +30,6 @@ def _in_chunks(ids: Sequence[str] | None):
     ids = list(ids)
     for i in range(0, len(ids), _IN_CHUNK):
         yield ids[i:i + _IN_CHUNK]
-
-
-def _dates(s: pd.Series) -> pd.Series:
-    return pd.to_datetime(pd.Series(s, dtype=object).map(
-        lambda v: v.isoformat() if hasattr(v, "isoformat") else v)).astype("datetime64[s]")
 
 
 def read_state(conn: sa.Connection, first_date: date, since: datetime | None,
@@ -62,30 +57,5 @@ def read_state(conn: sa.Connection, first_date: date, since: datetime | None,
             if chunk is not None:
                 q = q.where(c.customer_id.in_(chunk))
             consumed_rows += conn.execute(q).all()
-    counters = empty_frame(COUNTER_COLUMNS)
-    if counters_rows:
-        f = pd.DataFrame(counters_rows, columns=COUNTER_COLUMNS, dtype=object)
-        counters = pd.DataFrame({
-            "customer_id": f["customer_id"].astype(str),
-            "assignment_id": f["assignment_id"].astype(str),
-            "period_start": _dates(f["period_start"]),
-            "period_end": _dates(f["period_end"]),
-            "seconds_granted": f["seconds_granted"].astype("int64"),
-            "seconds_used": f["seconds_used"].astype("int64"),
-            "credited": f["credited"].astype("int64"),
-        }, columns=COUNTER_COLUMNS)
-    consumed = empty_frame(CONSUMED_COLUMNS)
-    if consumed_rows:
-        f = pd.DataFrame(consumed_rows, columns=CONSUMED_COLUMNS, dtype=object)
-        consumed = pd.DataFrame({
-            "call_id": f["call_id"].astype(str),
-            "customer_id": f["customer_id"].astype(str),
-            "assignment_id": f["assignment_id"].astype(str),
-            "period_start": _dates(f["period_start"]),
-            "start_time": pd.to_datetime(f["start_time"], utc=True),
-            "consumed_on": _dates(f["consumed_on"]),
-            "seconds": f["seconds"].astype("int64"),
-            "covered": f["covered"].astype("int64"),
-            "late": f["late"].astype(bool),
-        }, columns=CONSUMED_COLUMNS)
-    return counters, consumed
+    return frame_of_rows(counters_rows, COUNTER_COLUMNS), frame_of_rows(consumed_rows,
+                                                                         CONSUMED_COLUMNS)

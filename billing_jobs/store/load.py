@@ -66,11 +66,7 @@ def load_inputs(
     ids = None if customer_ids is None else sorted({str(c) for c in customer_ids})
     hi = datetime.combine(run_date + timedelta(days=2), time(), tzinfo=timezone.utc)
     with db_errors(engine, "loading the billing inputs"), read_connection(engine) as conn:
-        customers = _customers(_select(conn, "customers", CUSTOMER_COLUMNS, "customer_id", ids))
-        packages = _packages(_select(conn, "packages", PACKAGE_COLUMNS, None, None))
-        assignments = _assignments(
-            _select(conn, "assignments", ASSIGNMENT_COLUMNS, "customer_id", ids)
-        )
+        customers, packages, assignments = _book(conn, ids)
         if usage_since is not None:
             lo = datetime.combine(usage_since - timedelta(days=1), time(), tzinfo=timezone.utc)
             usage = _read_usage(conn, lo, hi, ids, None)
@@ -97,10 +93,7 @@ def load_range(engine: sa.Engine, first: date, last: date,
     ids = None if customer_ids is None else sorted({str(c) for c in customer_ids})
     hi = datetime.combine(last + timedelta(days=2), time(), tzinfo=timezone.utc)
     with db_errors(engine, "loading the billing inputs"), read_connection(engine) as conn:
-        customers = _customers(_select(conn, "customers", CUSTOMER_COLUMNS, "customer_id", ids))
-        packages = _packages(_select(conn, "packages", PACKAGE_COLUMNS, None, None))
-        assignments = _assignments(
-            _select(conn, "assignments", ASSIGNMENT_COLUMNS, "customer_id", ids))
+        customers, packages, assignments = _book(conn, ids)
         needs = usage_needs(customers, packages, assignments, _day(first), USAGE_LOOKBACK_DAYS,
                             last_day=_day(last))
         usage = _read_needed(conn, needs, last, hi, ids, len(customers))
@@ -108,6 +101,14 @@ def load_range(engine: sa.Engine, first: date, last: date,
     return BillingInputs(customers=customers, packages=packages,
                          assignments=assignments, usage=usage,
                          counters=counters, consumed=consumed)
+
+
+def _book(conn: sa.Connection, ids: list[str] | None
+          ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Customers and assignments (of `ids`, or all) and every package."""
+    return (_customers(_select(conn, "customers", CUSTOMER_COLUMNS, "customer_id", ids)),
+            _packages(_select(conn, "packages", PACKAGE_COLUMNS, None, None)),
+            _assignments(_select(conn, "assignments", ASSIGNMENT_COLUMNS, "customer_id", ids)))
 
 
 def _first_instant(needs: pd.DataFrame) -> datetime | None:
