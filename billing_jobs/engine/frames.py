@@ -77,7 +77,8 @@ _INT_COLUMNS = {"quantity", "unit_price", "amount", "cost", "seconds", "seconds_
 _BOOL_COLUMNS = {"auto_decrement", "minimum_spend", "prorate", "late"}
 
 
-def _dtype(column: str) -> str:
+def column_dtype(column: str) -> str:
+    """The contract's dtype of a frame column, by its name."""
     if column in _DATE_COLUMNS:
         return "datetime64[s]"
     if column in _INT_COLUMNS:
@@ -89,13 +90,13 @@ def _dtype(column: str) -> str:
 
 def empty_frame(columns: list[str]) -> pd.DataFrame:
     """A frame with no rows and the contract's dtype for each column."""
-    return pd.DataFrame({c: pd.Series(dtype=_dtype(c)) for c in columns})
+    return pd.DataFrame({c: pd.Series(dtype=column_dtype(c)) for c in columns})
 
 
 def _typed(values: pd.Series, column: str) -> pd.Series:
     if column == "start_time":
         return pd.to_datetime(values, utc=True)
-    kind = _dtype(column)
+    kind = column_dtype(column)
     if kind == "datetime64[s]":
         return pd.to_datetime(values.map(lambda v: v.isoformat() if hasattr(v, "isoformat")
                                          else v)).astype("datetime64[s]")

@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from billing_jobs.engine.frames import DUE_LINE_COLUMNS, GRANT_COLUMNS, UTILISATION_COLUMNS
+from billing_jobs.engine.frames import (DUE_LINE_COLUMNS, GRANT_COLUMNS, UTILISATION_COLUMNS,
+                                       column_dtype)
 from billing_jobs.engine.money import MICRO_DIGITS, MICROS, format_minor_series
 
 CHARGES_COLUMNS = DUE_LINE_COLUMNS + ["status"]
@@ -98,55 +99,46 @@ def _ints(values: pd.Series) -> np.ndarray:
     return np.asarray(values, dtype="int64")
 
 
+#: money columns shown in the row's currency minor unit, and in plain micros-as-decimal
+_IN_CURRENCY = {"amount", "cost", "ledger_amount"}
+_AS_DECIMAL = {"unit_price", "covered"}
+
+
+def _as_text(frame: pd.DataFrame, columns: list[str], **special) -> pd.DataFrame:
+    """`frame`'s `columns` as report text, each by its contract type (engine/frames.py):
+    dates ISO, integers as they are, booleans true/false, money exact; `special` overrides."""
+    out = {}
+    for c in columns:
+        if c in special:
+            out[c] = special[c]
+        elif c in _IN_CURRENCY:
+            out[c] = format_money(frame[c], frame["currency"].astype(str))
+        elif c in _AS_DECIMAL:
+            out[c] = format_micros_series(frame[c])
+        else:
+            kind = column_dtype(c)
+            out[c] = (format_dates(frame[c]) if kind == "datetime64[s]" else
+                      _ints(frame[c]) if kind == "int64" else
+                      format_bools(frame[c]) if kind == "bool" else _text(frame[c]))
+    return pd.DataFrame(out, columns=columns)
+
+
 def charges_text(lines: pd.DataFrame) -> pd.DataFrame:
     """due_lines (+status) -> the charges.csv columns as text."""
-    return pd.DataFrame({
-        "run_date": format_dates(lines["run_date"]),
-        "customer_id": _text(lines["customer_id"]),
-        "assignment_id": _text(lines["assignment_id"]),
-        "package_id": _text(lines["package_id"]),
-        "kind": _text(lines["kind"]),
-        "period_start": format_dates(lines["period_start"]),
-        "period_end": format_dates(lines["period_end"]),
-        "quantity": _ints(lines["quantity"]),
-        "unit_price": format_micros_series(lines["unit_price"]),
-        "amount": format_money(lines["amount"], lines["currency"]),
-        "cost": format_money(lines["cost"], lines["currency"]),
-        "currency": _text(lines["currency"]),
-        "auto_decrement": format_bools(lines["auto_decrement"]),
-        "status": _text(lines["status"]),
-    }, columns=CHARGES_COLUMNS)
+    return _as_text(lines, CHARGES_COLUMNS)
 
 
 def grants_text(grants: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame({
-        "run_date": format_dates(grants["run_date"]),
-        "customer_id": _text(grants["customer_id"]),
-        "assignment_id": _text(grants["assignment_id"]),
-        "package_id": _text(grants["package_id"]),
-        "period_start": format_dates(grants["period_start"]),
-        "period_end": format_dates(grants["period_end"]),
-        "destination": _text(grants["destination"]),
-        "seconds": _ints(grants["seconds"]),
-        "status": _text(grants["status"]),
-    }, columns=GRANTS_COLUMNS)
+    return _as_text(grants, GRANTS_COLUMNS)
 
 
 def utilisation_text(utilisation: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame({
-        "customer_id": _text(utilisation["customer_id"]),
-        "assignment_id": _text(utilisation["assignment_id"]),
-        "period_start": format_dates(utilisation["period_start"]),
-        "period_end": format_dates(utilisation["period_end"]),
-        "seconds_granted": _ints(utilisation["seconds_granted"]),
-        "seconds_used": _ints(utilisation["seconds_used"]),
-        "credited": format_micros_series(_credited(utilisation)),
-        "minutes_granted": minutes_text(utilisation["seconds_granted"]),
-        "minutes_used": minutes_text(utilisation["seconds_used"]),
-        "minutes_left": minutes_text(np.maximum(
-            np.asarray(utilisation["seconds_granted"], dtype="int64")
-            - np.asarray(utilisation["seconds_used"], dtype="int64"), 0)),
-    }, columns=UTILISATION_CSV_COLUMNS)
+    granted = np.asarray(utilisation["seconds_granted"], dtype="int64")
+    used = np.asarray(utilisation["seconds_used"], dtype="int64")
+    return _as_text(utilisation, UTILISATION_CSV_COLUMNS,
+                    credited=format_micros_series(_credited(utilisation)),
+                    minutes_granted=minutes_text(granted), minutes_used=minutes_text(used),
+                    minutes_left=minutes_text(np.maximum(granted - used, 0)))
 
 
 def _credited(utilisation: pd.DataFrame) -> pd.Series:
@@ -176,17 +168,7 @@ def differences_text(differences: pd.DataFrame | None) -> pd.DataFrame:
     ledger's values for them): both sides, money in the currency's minor unit."""
     if differences is None or len(differences) == 0:
         return pd.DataFrame({c: pd.Series([], dtype=object) for c in DIFFERENCES_CSV_COLUMNS})
-    d = differences
-    cur = d["currency"].astype(str)
-    return pd.DataFrame({
-        "assignment_id": _text(d["assignment_id"]), "kind": _text(d["kind"]),
-        "period_start": format_dates(d["period_start"]), "currency": _text(d["currency"]),
-        "ledger_customer_id": _text(d["ledger_customer_id"]),
-        "customer_id": _text(d["customer_id"]),
-        "ledger_quantity": _ints(d["ledger_quantity"]), "quantity": _ints(d["quantity"]),
-        "ledger_amount": format_money(d["ledger_amount"], cur),
-        "amount": format_money(d["amount"], cur), "correction": _text(d["correction"]),
-    }, columns=DIFFERENCES_CSV_COLUMNS)
+    return _as_text(differences, DIFFERENCES_CSV_COLUMNS)
 
 
 def free_minutes_text(consumption: pd.DataFrame) -> pd.DataFrame:
@@ -195,17 +177,8 @@ def free_minutes_text(consumption: pd.DataFrame) -> pd.DataFrame:
     if len(consumption) == 0:
         return pd.DataFrame({c: pd.Series([], dtype=object) for c in FREE_MINUTES_CSV_COLUMNS})
     t = pd.to_datetime(consumption["start_time"], utc=True)
-    return pd.DataFrame({
-        "run_date": format_dates(consumption["run_date"]),
-        "customer_id": _text(consumption["customer_id"]),
-        "assignment_id": _text(consumption["assignment_id"]),
-        "period_start": format_dates(consumption["period_start"]),
-        "call_id": _text(consumption["call_id"]),
-        "start_time": t.dt.strftime("%Y-%m-%dT%H:%M:%SZ").to_numpy(dtype=object),
-        "seconds": _ints(consumption["seconds"]),
-        "covered": format_micros_series(consumption["covered"]),
-        "late": format_bools(consumption["late"]),
-    }, columns=FREE_MINUTES_CSV_COLUMNS)
+    return _as_text(consumption, FREE_MINUTES_CSV_COLUMNS,
+                    start_time=t.dt.strftime("%Y-%m-%dT%H:%M:%SZ").to_numpy(dtype=object))
 
 
 def rejected_text(rejected: pd.DataFrame) -> pd.DataFrame:

@@ -87,7 +87,11 @@ BEGIN
             NEW.period_start USING ERRCODE = '23P01';
     END IF;
     RETURN NEW;
-END $$""")
+END $$
+-- per row, the lookups must use the ledger's key index: a first big post into a ledger the
+-- planner still thinks empty would otherwise scan it once per row (100k assignments: post
+-- 9.5 s with this, 45 s without; 8.0 s with no trigger at all)
+SET enable_seqscan = off""")
     op.execute("CREATE TRIGGER ledger_no_overlapping_charges BEFORE INSERT ON ledger "
                "FOR EACH ROW EXECUTE FUNCTION ledger_no_overlapping_charges()")
 
