@@ -28,15 +28,10 @@ import pyarrow.compute as pc
 from billing_jobs.checks import _coerce as co
 from billing_jobs.checks._gx import Rule, evaluate, evaluate_pandas
 from billing_jobs.engine import patterns
-from billing_jobs.engine.frames import (
-    ASSIGNMENT_COLUMNS,
-    CUSTOMER_COLUMNS,
-    ENTITY_COLUMNS,
-    PACKAGE_COLUMNS,
-    USAGE_COLUMNS,
-    BillingInputs,
-)
+from billing_jobs.engine.frames import ENTITY_COLUMNS, BillingInputs
 from billing_jobs.engine import text as text_rules
+from billing_jobs.entities import (BOOL_KINDS, DATE_KINDS, ENTITY_KINDS, INT_KINDS,
+                                   NULLABLE_INT_KINDS, TIME_KINDS)
 from billing_jobs.engine.money import (BALANCE_BOUND_MICROS, KNOWN_CURRENCIES, MAX_MICROS,
                                        format_micros)
 
@@ -261,12 +256,39 @@ def _pick(values: pd.Series, pos: np.ndarray, fill):
     return out
 
 
-def _select(check: pd.DataFrame, columns: list[str], bad: np.ndarray) -> dict:
-    """The kept rows of some columns, column by column (no whole-frame copy)."""
-    if not bad.any():
-        return {c: check[c] for c in columns}
+def _clean(entity: str, check: pd.DataFrame, df: pd.DataFrame, bad: np.ndarray,
+           **special) -> pd.DataFrame:
+    """The accepted rows of `entity`, each column typed by its declared kind
+    (billing_jobs/entities.py): from the checked value where a rule read it, else the raw
+    text. `special` gives a column its own (already kept) values."""
     keep = ~bad
-    return {c: check[c][keep] for c in columns}
+    out = {}
+    for col, kind in ENTITY_KINDS[entity].items():
+        if col in special:
+            out[col] = special[col]
+            continue
+        if col in check.columns:
+            v = check[col] if not bad.any() else check[col][keep]
+        else:
+            v = co.text(df[col], blank_is_missing=False)[keep]
+        if kind in ("text", "ntext"):
+            v = v.fillna("").astype(str)
+        elif kind in ("id", "rtext"):
+            v = v.astype(str)
+        elif kind in ("money0", "int0"):
+            v = v.fillna(0).astype("int64")
+        elif kind in INT_KINDS:
+            v = v.astype("int64")
+        elif kind in NULLABLE_INT_KINDS:
+            v = v.astype("Int64")
+        elif kind in DATE_KINDS:
+            v = v.astype("datetime64[s]")
+        elif kind in BOOL_KINDS:
+            v = v.astype(bool)
+        elif kind in TIME_KINDS:
+            v = v.astype("datetime64[us, UTC]")
+        out[col] = v.reset_index(drop=True)
+    return pd.DataFrame(out, columns=list(ENTITY_KINDS[entity]))
 
 
 # --------------------------------------------------------------------------- run rules
@@ -306,13 +328,7 @@ def _customers(df: pd.DataFrame):
     rules += _money_rules(check, df, "balance", allow_negative=True,
                           limit=BALANCE_BOUND_MICROS)
     rej, bad = _run("customers", check, rules)
-    keep = ~bad
-    clean = pd.DataFrame({
-        "customer_id": check["customer_id"][keep].astype(str),
-        "name": co.text(df["name"], blank_is_missing=False)[keep].fillna("").astype(str),
-        "currency": check["currency"][keep].astype(str),
-        "balance": check["balance"][keep].astype("int64"),
-    }, columns=CUSTOMER_COLUMNS).reset_index(drop=True)
+    clean = _clean("customers", check, df, bad)
     return clean, rej, check
 
 
@@ -422,29 +438,9 @@ def _packages(df: pd.DataFrame):
                       + _q(rows["free_minutes_mode__raw"]) + ")"))
 
     rej, bad = _run("packages", check, rules)
-    keep = ~bad
-    k = check[keep]
-    clean = pd.DataFrame({
-        "package_id": k["package_id"].astype(str),
-        "name": co.text(df["name"], blank_is_missing=False)[keep].fillna("").astype(str),
-        "type": k["type"].astype(str),
-        "cost": k["cost"].astype("int64"),
-        "retail": k["retail"].astype("int64"),
-        "setup_cost": k["setup_cost"].astype("int64"),
-        "setup_retail": k["setup_retail"].astype("int64"),
-        "currency": k["currency"].astype(str),
-        "frequency": k["frequency"].astype(str),
-        "frequency_match": k["frequency_match"].astype(object).where(
-            k["frequency_match"].notna(), None),
-        "free_minutes": k["free_minutes"].fillna(0).astype("int64"),
-        "destination": k["destination"].fillna("").astype(str),
-        "minimum_spend": k["minimum_spend"].astype(bool),
-        "minimum_days": k["minimum_days"].fillna(0).astype("int64"),
-        "prorate": k["prorate"].astype(bool),
-        "description": co.text(df["description"], blank_is_missing=False)[keep]
-        .fillna("").astype(str),
-        "free_minutes_mode": k["free_minutes_mode"].astype(str),
-    }, columns=PACKAGE_COLUMNS).reset_index(drop=True)
+    fm = check["frequency_match"][~bad]
+    clean = _clean("packages", check, df, bad, frequency_match=fm.astype(object).where(
+        fm.notna(), None).reset_index(drop=True))
     return clean, rej, check
 
 
@@ -561,17 +557,7 @@ def _assignments(df: pd.DataFrame, customers_all: pd.DataFrame, customers: pd.Da
                       + rows["quantity"].astype(str) + f" exceeds {MAX_PERIOD_MINUTES} per period"))
 
     rej, bad = _run("assignments", check, rules)
-    k = _select(check, ASSIGNMENT_COLUMNS, bad)
-    clean = pd.DataFrame({
-        "assignment_id": k["assignment_id"].astype(str),
-        "customer_id": k["customer_id"].astype(str),
-        "package_id": k["package_id"].astype(str),
-        "quantity": k["quantity"].astype("int64"),
-        "start_date": k["start_date"].astype("datetime64[s]"),
-        "end_date": k["end_date"].astype("datetime64[s]"),
-        "auto_decrement": k["auto_decrement"].astype(bool),
-        "free_minutes": k["free_minutes"].astype("Int64"),
-    }, columns=ASSIGNMENT_COLUMNS).reset_index(drop=True)
+    clean = _clean("assignments", check, df, bad)
     return clean, rej, check
 
 
@@ -617,15 +603,7 @@ def _usage(df: pd.DataFrame, customers_all: pd.DataFrame, customers: pd.DataFram
     use_gx = len(check) <= USAGE_GX_MAX_ROWS
     rej, bad = _run("usage", check, rules, use_gx=use_gx)
     check["destination"] = co.text(df["destination"], blank_is_missing=False).fillna("")
-    k = _select(check, USAGE_COLUMNS, bad)
-    clean = pd.DataFrame({
-        "call_id": k["call_id"].astype(str),
-        "customer_id": k["customer_id"].astype(str),
-        "start_time": k["start_time"].astype("datetime64[us, UTC]"),
-        "destination": k["destination"].astype(str),
-        "duration_s": k["duration_s"].astype("int64"),
-        "charge": k["charge"].astype("int64"),
-    }, columns=USAGE_COLUMNS).reset_index(drop=True)
+    clean = _clean("usage", check, df, bad)
     return clean, rej, check
 
 

@@ -6,17 +6,12 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-CUSTOMER_COLUMNS = ["customer_id", "name", "currency", "balance"]
-PACKAGE_COLUMNS = [
-    "package_id", "name", "type", "cost", "retail", "setup_cost", "setup_retail", "currency",
-    "frequency", "frequency_match", "free_minutes", "destination", "minimum_spend",
-    "minimum_days", "prorate", "description", "free_minutes_mode",
-]
-ASSIGNMENT_COLUMNS = [
-    "assignment_id", "customer_id", "package_id", "quantity", "start_date", "end_date",
-    "auto_decrement", "free_minutes",
-]
-USAGE_COLUMNS = ["call_id", "customer_id", "start_time", "destination", "duration_s", "charge"]
+from billing_jobs.entities import columns as _entity_columns  # the one declaration
+
+CUSTOMER_COLUMNS = _entity_columns("customers")
+PACKAGE_COLUMNS = _entity_columns("packages")
+ASSIGNMENT_COLUMNS = _entity_columns("assignments")
+USAGE_COLUMNS = _entity_columns("usage")
 
 DUE_LINE_COLUMNS = [
     "run_date", "customer_id", "assignment_id", "package_id", "kind", "period_start",

@@ -36,6 +36,7 @@ import sqlalchemy as sa
 
 from billing_jobs.engine import text as text_rules
 from billing_jobs.engine.frames import ENTITY_COLUMNS, ENTITY_KEYS
+from billing_jobs.entities import ENTITY_KINDS, OPTIONAL_HEADER
 from billing_jobs.store.tables import stored_name
 from billing_jobs.engine.money import (
     BALANCE_BOUND_MICROS,
@@ -49,43 +50,8 @@ from billing_jobs.errors import ImportFailed
 from billing_jobs.store.db import db_errors
 from billing_jobs.store.balances import existing_balance_rule
 
-# Column kinds:
-#   id     required text, unique in the file       text   optional text, '' when empty
-#   rtext  required text                           ntext  optional text, NULL when empty
-#   money  decimal >= 0, required                  money0 decimal >= 0, 0 when empty
-#   smoney signed decimal, required                int    integer, required
-#   int0   integer, 0 when empty                   nint   integer, NULL when empty
-#   date   YYYY-MM-DD, required                    ndate  YYYY-MM-DD, NULL when empty
-#   ts     ISO 8601 timestamp, required            bool   boolean, required
-#   bool0  boolean, false when empty
-SPECS: dict[str, dict[str, str]] = {
-    "customers": {"customer_id": "id", "name": "text", "currency": "rtext", "balance": "smoney"},
-    "packages": {
-        "package_id": "id", "name": "text", "type": "rtext", "cost": "money", "retail": "money",
-        "setup_cost": "money0", "setup_retail": "money0", "currency": "rtext",
-        "frequency": "rtext", "frequency_match": "ntext", "free_minutes": "int0",
-        "destination": "ntext", "minimum_spend": "bool0", "minimum_days": "int0",
-        "prorate": "bool0", "description": "text", "free_minutes_mode": "ntext",
-    },
-    "assignments": {
-        "assignment_id": "id", "customer_id": "rtext", "package_id": "rtext", "quantity": "int",
-        "start_date": "date", "end_date": "ndate", "auto_decrement": "bool", "free_minutes": "nint",
-    },
-    "usage": {
-        "call_id": "id", "customer_id": "rtext", "start_time": "ts", "destination": "text",
-        "duration_s": "int", "charge": "money",
-    },
-}
-#: Columns that may be missing from the header (they take their empty-cell default).
-OPTIONAL_HEADER = {
-    "customers": set(),
-    "packages": {"frequency_match", "destination", "prorate", "description",
-                 "free_minutes_mode"},
-    "assignments": {"end_date", "free_minutes"},
-    "usage": set(),
-}
-for _entity, _spec in SPECS.items():  # keep in step with the engine's contract
-    assert list(_spec) == ENTITY_COLUMNS[_entity], _entity
+SPECS = ENTITY_KINDS  # the entity declaration (billing_jobs/entities.py)
+
 
 #: Text bounds and forbidden characters: billing_jobs/engine/text.py (#17 items 6 and 10)
 _CONTROL = text_rules.pattern(text_rules.CONTROL)

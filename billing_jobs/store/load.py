@@ -23,6 +23,8 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 import sqlalchemy as sa
 
+from billing_jobs.entities import BOOL_KINDS, DATE_KINDS, ENTITY_KINDS, INT_KINDS
+
 from billing_jobs.engine.frames import (
     ASSIGNMENT_COLUMNS,
     CUSTOMER_COLUMNS,
@@ -264,55 +266,46 @@ _NS_MIN = np.datetime64("1678-01-01", "D")
 _NS_MAX = np.datetime64("2261-12-31", "D")
 
 
+def _typed(raw: pd.DataFrame, entity: str, **special) -> pd.DataFrame:
+    """Stored rows of `entity` typed by their declared kinds (billing_jobs/entities.py);
+    `special` gives a column its own conversion."""
+    out = {}
+    for col, kind in ENTITY_KINDS[entity].items():
+        if col in special:
+            out[col] = special[col](raw[col])
+        elif kind in INT_KINDS:
+            out[col] = _int(raw[col])
+        elif kind in DATE_KINDS:
+            out[col] = _date(raw[col])
+        elif kind in BOOL_KINDS:
+            out[col] = _bool(raw[col])
+        else:
+            out[col] = _text(raw[col])
+    return pd.DataFrame(out, columns=list(ENTITY_KINDS[entity]))
+
+
 def _customers(raw: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame({
-        "customer_id": _text(raw["customer_id"]),
-        "name": _text(raw["name"]),
-        "currency": _text(raw["currency"]),
-        "balance": _int(raw["balance"]),
-    }, columns=CUSTOMER_COLUMNS)
+    return _typed(raw, "customers")
+
+
+def _frequency_match(s: pd.Series) -> pd.Series:
+    fm = s.astype(object)
+    return fm.where(fm.notna() & (fm.astype(str).str.strip() != ""), None)
 
 
 def _packages(raw: pd.DataFrame) -> pd.DataFrame:
-    fm = raw["frequency_match"].astype(object)
-    fm = fm.where(fm.notna() & (fm.astype(str).str.strip() != ""), None)
-    out = {
-        "package_id": _text(raw["package_id"]),
-        "name": _text(raw["name"]),
-        "type": _text(raw["type"]),
-        "cost": _int(raw["cost"]),
-        "retail": _int(raw["retail"]),
-        "setup_cost": _int(raw["setup_cost"]),
-        "setup_retail": _int(raw["setup_retail"]),
-        "currency": _text(raw["currency"]),
-        "frequency": _text(raw["frequency"]),
-        "frequency_match": fm,
-        "free_minutes": _int(raw["free_minutes"]),
-        "destination": _text(raw["destination"]),
-        "minimum_spend": _bool(raw["minimum_spend"]),
-        "minimum_days": _int(raw["minimum_days"]),
-        "prorate": _bool(raw["prorate"]),
-        "description": _text(raw["description"]),
-        "free_minutes_mode": _text(raw["free_minutes_mode"]),
-    }
-    return pd.DataFrame(out, columns=PACKAGE_COLUMNS)
+    return _typed(raw, "packages", frequency_match=_frequency_match)
+
+
+def _nullable_int(s: pd.Series):
+    num = pd.to_numeric(s, errors="coerce")
+    if (num.isna() & s.notna()).any():  # unreadable: validation names the value
+        return s.astype(object)
+    return pd.array(num.astype(object).where(num.notna(), None), dtype="Int64")
 
 
 def _assignments(raw: pd.DataFrame) -> pd.DataFrame:
-    fm = pd.to_numeric(raw["free_minutes"], errors="coerce")
-    fm_bad = fm.isna() & raw["free_minutes"].notna()
-    out = {
-        "assignment_id": _text(raw["assignment_id"]),
-        "customer_id": _text(raw["customer_id"]),
-        "package_id": _text(raw["package_id"]),
-        "quantity": _int(raw["quantity"]),
-        "start_date": _date(raw["start_date"]),
-        "end_date": _date(raw["end_date"]),
-        "auto_decrement": _bool(raw["auto_decrement"]),
-        "free_minutes": (raw["free_minutes"].astype(object) if fm_bad.any() else
-                         pd.array(fm.astype(object).where(fm.notna(), None), dtype="Int64")),
-    }
-    return pd.DataFrame(out, columns=ASSIGNMENT_COLUMNS)
+    return _typed(raw, "assignments", free_minutes=_nullable_int)
 
 
 # ----------------------------------------------------------------------------- usage
