@@ -19,8 +19,6 @@ before its balance update and the commit.
 
 from __future__ import annotations
 
-import os
-import signal
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
@@ -29,6 +27,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from billing_jobs.engine.money import BALANCE_BOUND_MICROS
+from billing_jobs.faults import crash_point
 from billing_jobs.errors import BillingError, UsageError
 from billing_jobs.store.db import db_errors, read_connection
 from billing_jobs.store.overlaps import overlapped_by
@@ -50,11 +49,6 @@ class Written:
     @property
     def count(self) -> int:
         return sum(self.written)
-
-
-def _crash(point: str, n: int) -> None:
-    if os.environ.get("BILLING_CRASH_AT") == f"{point}:{n}":
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _now(conn):
@@ -89,7 +83,7 @@ def _insert(conn, rows: list[dict], n: int) -> list[bool]:
         written.append(got is not None)
         if got is not None and row["status"] == "posted" and row["amount_micros"]:
             debits[row["customer_id"]] = debits.get(row["customer_id"], 0) + int(row["amount_micros"])
-    _crash("correct_mid", n)
+    crash_point("correct_mid", n)
     for customer in sorted(debits):
         bal = conn.execute(sa.text("SELECT balance_micros FROM customers WHERE customer_id = :c"
                                    + (" FOR UPDATE" if conn.dialect.name == "postgresql" else "")),

@@ -20,7 +20,7 @@ completes the rest. Per batch:
    PostgreSQL, executemany on SQLite);
 4. grants likewise (INSERT ... ON CONFLICT DO NOTHING RETURNING), then COMMIT.
 
-Fault injection for tests: BILLING_CRASH_AT=`<point>:<batch>` with point one of
+Fault injection for tests (billing_jobs/faults.py): BILLING_CRASH_AT=`<point>:<batch>` with point one of
 `mid_batch` (after the ledger insert, before the debits), `before_commit`, `after_commit`,
 and batch counted from 1, SIGKILLs the process at that point.
 """
@@ -28,8 +28,6 @@ and batch counted from 1, SIGKILLs the process at that point.
 from __future__ import annotations
 
 import io
-import os
-import signal
 import time as _time
 from datetime import datetime, timezone
 from typing import Callable
@@ -43,6 +41,7 @@ import sqlalchemy as sa
 
 from billing_jobs.engine.frames import BillingResult
 from billing_jobs.engine.money import BALANCE_BOUND_MICROS
+from billing_jobs.faults import crash_point
 from billing_jobs.errors import GateError
 from billing_jobs.store.db import db_errors, read_connection
 from billing_jobs.store.ledger_view import held_by_ledger, overlap_differences
@@ -307,12 +306,6 @@ _EXISTING_GRANTS = (
 
 # ----------------------------------------------------------------------------- post
 
-def _crash_point(point: str, batch: int) -> None:
-    spec = os.environ.get("BILLING_CRASH_AT")
-    if spec and spec == f"{point}:{batch}":
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 def _batches(tables: list[pa.Table], size: int):
     """Yield (batch number from 1, [rows of each table]) for groups of `size` customers, the
     customers taken in id order (a customer's rows of every table are in one batch)."""
@@ -456,7 +449,7 @@ def _post_batch(engine: sa.Engine, number: int, lines: pa.Table, grants: pa.Tabl
                 (run_id, stamp),
             ).all()
             new_lines = _returned_seqs(inserted, lines, ["assignment_id", "kind", "period_start"])
-            _crash_point("mid_batch", number)
+            crash_point("mid_batch", number)
             debits: dict[str, int] = {}
             for _a, _k, _p, customer, amount, auto in inserted:
                 if auto and amount:
@@ -481,13 +474,13 @@ def _post_batch(engine: sa.Engine, number: int, lines: pa.Table, grants: pa.Tabl
                 _write_consumption(conn, run_id, run_date, stamp)
                 _drop_stage(conn, "_post_uses", "_post_counters", "_post_done")
             _drop_stage(conn, "_post_lines", "_post_grants")
-            _crash_point("before_commit", number)
+            crash_point("before_commit", number)
             trans.commit()
         except BaseException:
             if trans.is_active:
                 trans.rollback()
             raise
-    _crash_point("after_commit", number)
+    crash_point("after_commit", number)
     return new_lines, new_grants, deferred, held
 
 
