@@ -16,6 +16,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from billing_jobs import settings
 from billing_jobs.errors import BillingError, UsageError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -90,8 +91,8 @@ def _tz(option: str | None) -> str:
 
     if option is not None:
         value, where = option, "--tz"
-    elif "BILLING_TZ" in os.environ:
-        value, where = os.environ["BILLING_TZ"], "BILLING_TZ"
+    elif settings.tz() is not None:
+        value, where = settings.tz(), "BILLING_TZ"
     else:
         return "UTC"
     try:
@@ -106,7 +107,7 @@ def _tz(option: str | None) -> str:
 
 def _user() -> str:
     """Who started the run: $USER, else the OS login (getpass / pwd), else the uid."""
-    name = os.environ.get("USER")
+    name = settings.os_user()
     if name:
         return name
     try:
@@ -155,7 +156,7 @@ def _print_outcome(outcome) -> None:
         err.print(f"error: {outcome.report_error}", markup=False)
     elif not outcome.summary and outcome.message:
         err.print(f"error: {outcome.message}", markup=False)
-    if os.environ.get("BILLING_DEBUG") and getattr(outcome, "error", None) is not None:
+    if settings.debug() and getattr(outcome, "error", None) is not None:
         import traceback
 
         err.print("".join(traceback.format_exception(outcome.error)), markup=False)
@@ -344,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         err.print("aborted")
         return 1
     except BillingError as exc:
-        if os.environ.get("BILLING_DEBUG"):
+        if settings.debug():
             import traceback
 
             cause = exc.__cause__ or exc.__context__
@@ -357,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         if hasattr(exc, "show") and hasattr(exc, "exit_code"):  # click's (typer's) usage errors
             exc.show()
             return exc.exit_code
-        if os.environ.get("BILLING_DEBUG"):
+        if settings.debug():
             raise
         err.print(f"error: {type(exc).__name__}: {exc}", markup=False)
         return 1

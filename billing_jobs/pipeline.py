@@ -7,7 +7,6 @@ billing logic of its own.
 from __future__ import annotations
 
 import json
-import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from billing_jobs import settings
 from billing_jobs.engine import BillingInputs, BillingResult, compute_billing
 from billing_jobs.errors import BillingError, StrictRejection
 
@@ -28,7 +28,7 @@ class RunRequest:
     strict: bool = False
     out_dir: Path | None = None
     started_by: str = "cli"
-    tz: str = field(default_factory=lambda: os.environ.get("BILLING_TZ", "UTC"))
+    tz: str = field(default_factory=settings.tz_or_default)
 
     @property
     def mode(self) -> str:
@@ -53,7 +53,7 @@ class RunOutcome:
 
 
 def report_root() -> Path:
-    return Path(os.environ.get("BILLING_REPORT_DIR", "reports"))
+    return settings.report_dir()
 
 
 def default_report_dir(req: RunRequest, run_id: str) -> Path:

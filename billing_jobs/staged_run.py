@@ -31,12 +31,13 @@ import json
 import logging
 import os
 import re
-import socket
 from collections.abc import Iterable, Iterator
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
+
+from billing_jobs import settings
 
 if TYPE_CHECKING:
     from billing_jobs.pipeline import RunRequest
@@ -45,18 +46,15 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "run.json"  # in the work folder: what every stage needs to rebuild the request
 UNPOSTED = "unposted.json"  # in the work folder: settle's view of the unposted dates
-DEFAULT_SHARDS = 4
-# Below this many assignments one shard computes faster than several (each mapped task costs
-# seconds of start-up); see docs/benchmarks.md.
-DEFAULT_SHARD_MIN_ASSIGNMENTS = 2_000_000  # docs/benchmarks.md: shards pay off only above ~2M
+# shards (settings.shards, default 4) only above settings.shard_min_assignments (default 2M):
+# below it one shard computes faster than several (each mapped task costs seconds of start-up);
+# see docs/benchmarks.md.
 
 
 # -- settings --------------------------------------------------------------------------------
 
 
-def env_db_url() -> str | None:
-    """$BILLING_DB_URL, else None (the store's default database)."""
-    return os.environ.get("BILLING_DB_URL") or None
+env_db_url = settings.db_url
 
 
 def connection_db_url(conn_type: str | None, *, host: str | None = None, port: int | None = None,
@@ -79,16 +77,8 @@ def connection_db_url(conn_type: str | None, *, host: str | None = None, port: i
     return None
 
 
-def n_shards() -> int:
-    """$BILLING_SHARDS (at least 1; default 4)."""
-    return max(1, int(os.environ.get("BILLING_SHARDS", str(DEFAULT_SHARDS))))
-
-
-def shard_min_assignments() -> int:
-    """$BILLING_SHARD_MIN_ASSIGNMENTS: a run with fewer assignments is not split (default
-    2000000)."""
-    return max(0, int(os.environ.get("BILLING_SHARD_MIN_ASSIGNMENTS",
-                                     str(DEFAULT_SHARD_MIN_ASSIGNMENTS))))
+n_shards = settings.shards
+shard_min_assignments = settings.shard_min_assignments
 
 
 def shards_for(n_assignments: int) -> int:
@@ -112,7 +102,7 @@ def billing_date(chosen: str | None, when: datetime | None, tz: str) -> date:
 
 
 def report_root() -> Path:
-    return Path(os.environ.get("BILLING_REPORT_DIR", "reports")).resolve()
+    return settings.report_dir().resolve()
 
 
 def run_folder(run_date: date, run_id: str, attempt: int = 0) -> Path:
@@ -125,9 +115,7 @@ def run_folder(run_date: date, run_id: str, attempt: int = 0) -> Path:
     return report_root() / "airflow" / run_date.isoformat() / name
 
 
-def handoff_url() -> str | None:
-    """$BILLING_HANDOFF_URL (e.g. ``s3://bucket/prefix``), else None: hand-offs stay local."""
-    return os.environ.get("BILLING_HANDOFF_URL", "").strip() or None
+handoff_url = settings.handoff_url
 
 
 def storage_path(location: str | os.PathLike):
@@ -138,7 +126,7 @@ def storage_path(location: str | os.PathLike):
         return Path(text.removeprefix("file://"))
     from airflow.sdk import ObjectStoragePath
 
-    return ObjectStoragePath(text, conn_id=os.environ.get("BILLING_HANDOFF_CONN_ID") or None)
+    return ObjectStoragePath(text, conn_id=settings.handoff_conn_id())
 
 
 def work_dir(run_dir: str | Path):
@@ -340,8 +328,7 @@ def shard_label(shard: str | Path) -> str:
     return f"shard {spec['index']} ({len(spec['customer_ids'])} customers)"
 
 
-def worker_name() -> str:
-    return os.environ.get("BILLING_WORKER_NAME") or f"{socket.gethostname()}:{os.getpid()}"
+worker_name = settings.worker_name
 
 
 def compute_shard(shard: str | Path) -> str:

@@ -52,21 +52,20 @@ from airflow.sdk import (
     task,
 )
 
-from billing_jobs import staged_run  # light: stdlib only until a task runs
+from billing_jobs import settings, staged_run  # light: stdlib only until a task runs
 from billing_jobs.staged_run import run_folder  # noqa: F401  (part of this module's interface)
 
 DAG_ID = "package_billing"
 POOL = "billing_posting"
 BILLING_DB_CONN_ID = "billing_db"
-SCHEDULE = os.environ.get("BILLING_SCHEDULE", "30 2 * * *")
-BILLING_TZ = os.environ.get("BILLING_TZ", "UTC")
-START_DATE = os.environ.get("BILLING_START_DATE", "2026-01-01")
-DB_RETRIES = int(os.environ.get("BILLING_DB_RETRIES", "4"))
-DB_RETRY_DELAY_S = float(os.environ.get("BILLING_DB_RETRY_DELAY_S", "30"))
+SCHEDULE = settings.schedule()
+BILLING_TZ = settings.tz_or_default()
+START_DATE = settings.start_date()
+DB_RETRIES = settings.db_retries()
+DB_RETRY_DELAY_S = settings.db_retry_delay_s()
 # Scheduled runs take the params' defaults: production sets BILLING_SIMULATE_DEFAULT=false so
 # that the nightly run posts; a manual run can always choose.
-SIMULATE_DEFAULT = os.environ.get("BILLING_SIMULATE_DEFAULT", "true").strip().lower() not in (
-    "false", "0", "no", "off")
+SIMULATE_DEFAULT = settings.simulate_default()
 
 # Database trouble (cannot connect, lock timeout, server gone) is worth retrying; anything
 # else (gate, strict rejection, a bug) fails at once: a retry would fail the same way.
@@ -92,7 +91,8 @@ DB_TASK_ARGS = dict(
 
 
 def billing_tz() -> str:
-    return os.environ.get("BILLING_TZ", BILLING_TZ)
+    tz = settings.tz()
+    return BILLING_TZ if tz is None else tz
 
 
 def billing_db_url() -> str | None:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
-import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +36,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from billing_jobs import settings
 
 # not_null | unique | compound_unique | in_set | between | true | pair_equal
 Kind = str
@@ -259,7 +260,7 @@ def prepare(frame: pd.DataFrame, rules: Sequence[Rule]) -> dict:
     return out
 
 
-FAST_PATH_ROWS = 2_000
+FAST_PATH_ROWS = settings.DEFAULT_GX_FAST_ROWS
 _INTERACTIVE: contextvars.ContextVar[bool] = contextvars.ContextVar("billing_interactive",
                                                                   default=False)
 
@@ -281,11 +282,7 @@ def fast_path_rows() -> int:
     `BILLING_GX_FAST_ROWS`, default 2,000; 0 = always GX; inside `interactive()`: all)."""
     if _INTERACTIVE.get():
         return 1 << 62
-    text = os.environ.get("BILLING_GX_FAST_ROWS", "").strip()
-    try:
-        return max(0, int(text)) if text else FAST_PATH_ROWS
-    except ValueError:
-        return FAST_PATH_ROWS
+    return settings.gx_fast_rows()
 
 
 def evaluate(frame: pd.DataFrame, rules: Sequence[Rule], suite_name: str) -> list[np.ndarray]:

@@ -16,13 +16,13 @@ SQLite settings (per connection):
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
 from typing import Iterator
 
 import sqlalchemy as sa
 from sqlalchemy import event
 
+from billing_jobs import settings
 from billing_jobs.errors import BillingError, DatabaseError
 
 DEFAULT_URL = "sqlite:///billing.db"
@@ -43,7 +43,7 @@ def _normalise_url(url: str) -> str:
 
 def make_engine(url: str | None = None) -> sa.Engine:
     """Engine for `url`, else $BILLING_DB_URL, else `sqlite:///billing.db`."""
-    url = _normalise_url(url or os.environ.get("BILLING_DB_URL") or DEFAULT_URL)
+    url = _normalise_url(url or settings.db_url() or DEFAULT_URL)
     try:
         parsed = sa.make_url(url)
     except sa.exc.ArgumentError as exc:
