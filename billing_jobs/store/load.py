@@ -126,6 +126,8 @@ def _first_instant(needs: pd.DataFrame) -> datetime | None:
 #: from the earliest needed day, one range scan of the time window (then the same cut in
 #: memory) reads faster than one index range per customer.
 DENSE_SHARE = 0.3
+#: The dense scan reads its window this many days at a time.
+DENSE_SLICE_DAYS = 31
 
 
 def _read_needed(conn: sa.Connection, needs: pd.DataFrame, until: date, hi: datetime,
@@ -141,9 +143,18 @@ def _read_needed(conn: sa.Connection, needs: pd.DataFrame, until: date, hi: date
         return _read_usage(conn, None, hi, None, _need_pairs(needs))
     lo = datetime.combine(date.fromordinal(date(1970, 1, 1).toordinal() + first - 1), time(),
                           tzinfo=timezone.utc)
-    usage = _read_usage(conn, lo, hi, ids, None)
-    keep = needed_calls(usage, needs, until)
-    return usage if keep.all() else usage[keep].reset_index(drop=True)
+    # the window in slices, each cut before the next is read: memory holds one slice plus the
+    # kept calls, not the whole window (a yearly minimum-spend period reaches a year back)
+    parts = []
+    while lo < hi:
+        upto = min(lo + timedelta(days=DENSE_SLICE_DAYS), hi)
+        usage = _read_usage(conn, lo, upto, ids, None)
+        keep = needed_calls(usage, needs, until)
+        parts.append(usage if keep.all() else usage[keep])
+        lo = upto
+    if len(parts) == 1:
+        return parts[0].reset_index(drop=True)
+    return pd.concat(parts, ignore_index=True)
 
 
 def _day(d: date) -> int:
