@@ -52,6 +52,8 @@ def _show(written, what: str, simulate: bool) -> None:
                   f"{row['period_start']}  rev {row['revision']}  {row['entry']}  "
                   f"{format_minor(int(row['amount_micros']), row['currency'])} {row['currency']}"
                   f"  {row['status']}  {row['reason']}")
+    for note in getattr(written, "notes", []):
+        out.print(f"  {note}")
 
 
 def _engine(db):

@@ -495,7 +495,8 @@ def backfill(db_url: str | None, first: date, last: date, simulate: bool, starte
     from billing_jobs.engine.free_minutes import advance_state
 
     plan = plan_backfill(engine, first, last, customer_ids)
-    state = (plan.clean.counters, plan.clean.consumed)  # free minutes, carried night to night
+    # free minutes, carried night to night: counters, consumed calls, live stored grants
+    state = (plan.clean.counters, plan.clean.consumed, plan.clean.granted)
     outcomes = []
     for day in pd.date_range(first, last, freq="D"):
         req = RunRequest(run_date=day.date(), simulate=simulate, customer_ids=customer_ids,
@@ -504,13 +505,13 @@ def backfill(db_url: str | None, first: date, last: date, simulate: bool, starte
         if tz:
             req.tz = tz
         inputs, rejected = night(plan, day.date())
-        inputs.counters, inputs.consumed = state
+        inputs.counters, inputs.consumed, inputs.granted = state
         outcome = run_billing(db_url, req, engine=engine, keep_empty=False,
                               loaded=(inputs, rejected))
         if outcome.result is not None and outcome.ok:
             if simulate:  # what the night would have consumed, carried in memory
-                state = advance_state(*state, outcome.result.consumption,
-                                      outcome.result.grant_counters)
+                state = (*advance_state(state[0], state[1], outcome.result.consumption,
+                                        outcome.result.grant_counters), state[2])
             else:  # what the database now holds (another run may have consumed some)
                 state = _free_minute_state(engine, day.date() + timedelta(days=1), plan,
                                            customer_ids)

@@ -219,4 +219,5 @@ def filter_inputs(inputs: BillingInputs, customer_ids: Iterable[str]) -> Billing
         usage=keep(inputs.usage),
         counters=keep(inputs.counters),
         consumed=keep(inputs.consumed),
+        granted=keep(inputs.granted),
     )

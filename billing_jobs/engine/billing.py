@@ -12,7 +12,7 @@ from billing_jobs.engine.calendar import NEVER, OPEN, from_days, to_days
 from billing_jobs.engine.charges import due_lines_on, sort_lines
 from billing_jobs.engine.free_minutes import free_minutes_on
 from billing_jobs.engine.frames import BillingInputs, BillingResult
-from billing_jobs.engine.grants import grants_on
+from billing_jobs.engine.grants import grants_on, hold_overlapping
 from billing_jobs.engine.usage import PeriodSpend, SpendIndex, call_days
 
 
@@ -46,7 +46,8 @@ def compute_billing(inputs: BillingInputs, run_date, tz: str = "UTC",
     customer_ids = np.sort(inputs.customers["customer_id"].to_numpy(dtype=object))
     call_customer = customer_codes(usage["customer_id"], customer_ids)
 
-    free = free_minutes_on(book, run_day, usage, day_of_call, inputs.counters, inputs.consumed)
+    free = free_minutes_on(book, run_day, usage, day_of_call, inputs.counters, inputs.consumed,
+                           inputs.granted)
 
     spend_index = None
     if book.minimum_spend.any() and len(usage):
@@ -64,10 +65,13 @@ def compute_billing(inputs: BillingInputs, run_date, tz: str = "UTC",
     if spend is not None:  # spend per (assignment, period) given
         spend_index = PeriodSpend(spend, customer_ids)
 
+    # a grant overlapping a live stored grant of its assignment is held (#17 item 2)
+    grants, held_grants = hold_overlapping(grants_on(book, run_day), inputs.granted)
     return BillingResult(
         due_lines=sort_lines([due_lines_on(book, run_day, spend_index, book.customer_code),
                               free.credit_lines]),
-        grants=grants_on(book, run_day),
+        grants=grants,
+        held_grants=held_grants,
         utilisation=free.utilisation,
         extended_ends=extended_ends(book),
         consumption=free.consumption,

@@ -30,6 +30,12 @@ EXTENDED_END_COLUMNS = ["assignment_id", "customer_id", "end_date", "effective_e
 #: Free minutes (SPEC section 9, docs/free_minutes.md). Stored state as loaded: each grant's
 #: counter (grant_usage) and each recorded consumption of a call (call_credits), `covered`
 #: in micros; `consumed_on` is the billing date whose post consumed it.
+#: Grants the database holds live (not withdrawn) whose period reaches the days a date reads.
+GRANTED_COLUMNS = ["run_date", "customer_id", "assignment_id", "period_start", "period_end",
+                   "destination", "seconds"]
+#: A grant of the current calendar held back: it overlaps a live grant of its assignment under
+#: another period_start (a moved start date or changed frequency, #17 item 2).
+HELD_GRANT_COLUMNS = GRANT_COLUMNS + ["posted_period_start", "posted_run_date"]
 COUNTER_COLUMNS = ["customer_id", "assignment_id", "period_start", "period_end",
                    "seconds_granted", "seconds_used", "credited"]
 CONSUMED_COLUMNS = ["call_id", "customer_id", "assignment_id", "period_start", "start_time",
@@ -64,7 +70,7 @@ DIFFERENCE_COLUMNS = ["assignment_id", "kind", "period_start", "currency", "ledg
                       "correction"]
 
 _DATE_COLUMNS = {"run_date", "period_start", "period_end", "start_date", "end_date",
-                 "effective_end", "consumed_on"}
+                 "effective_end", "consumed_on", "posted_period_start", "posted_run_date"}
 _INT_COLUMNS = {"quantity", "unit_price", "amount", "cost", "seconds", "seconds_granted",
                 "seconds_used", "balance", "charge", "duration_s", "retail", "setup_cost",
                 "setup_retail", "minimum_days", "credited", "covered", "seconds_used_before",
@@ -116,6 +122,7 @@ class BillingInputs:
     #: free-minute state from the database (empty: nothing consumed yet)
     counters: pd.DataFrame = field(default_factory=lambda: empty_frame(COUNTER_COLUMNS))
     consumed: pd.DataFrame = field(default_factory=lambda: empty_frame(CONSUMED_COLUMNS))
+    granted: pd.DataFrame = field(default_factory=lambda: empty_frame(GRANTED_COLUMNS))
 
 
 @dataclass
@@ -128,3 +135,4 @@ class BillingResult:
     grant_counters: pd.DataFrame = field(
         default_factory=lambda: empty_frame(GRANT_COUNTER_COLUMNS))
     differences: pd.DataFrame = field(default_factory=lambda: empty_frame(DIFFERENCE_COLUMNS))
+    held_grants: pd.DataFrame = field(default_factory=lambda: empty_frame(HELD_GRANT_COLUMNS))

@@ -28,6 +28,7 @@ from billing_jobs.engine.frames import (CONSUMPTION_COLUMNS, DUE_LINE_COLUMNS,
                                         empty_frame)
 from billing_jobs.engine.money import minor_digits_series, round_to_minor
 from billing_jobs.engine.grant_periods import grant_periods, grant_seconds
+from billing_jobs.engine.grants import overlapped_by_granted
 
 #: A call record that arrives late is still consumed when its day is at most this many days
 #: before the day the post covers (D - 1); older ones are left to a manual `adjust`.
@@ -64,9 +65,48 @@ def _credit_mode(book: Book) -> np.ndarray:
     return mode.astype(str).str.strip().str.lower().isin(["", CREDIT_MODE]).to_numpy()
 
 
+def _granted_calendar(grants: pd.DataFrame, granted: pd.DataFrame | None,
+                      rows: pd.DataFrame) -> pd.DataFrame:
+    """The grants calls consume: the current calendar's, except where a grant the database
+    holds live for the assignment under another period_start overlaps one (a moved start):
+    there the stored grant keeps serving its own period and the new one is held (#17 item 2,
+    engine/grants.py); no day's minutes are given twice."""
+    if granted is None or not len(granted) or not len(grants):
+        return grants
+    hit = overlapped_by_granted(grants, granted)
+    if not len(hit):
+        return grants
+    keep = np.ones(len(grants), dtype=bool)
+    keep[hit["_pos"].to_numpy()] = False
+    moved = set(grants["assignment_id"].astype(str).to_numpy()[hit["_pos"].to_numpy()])
+    have = set(zip(grants["assignment_id"].astype(str),
+                   pd.to_datetime(grants["period_start"])))
+    a_row = pd.Series(np.arange(len(rows)), index=rows["assignment_id"].astype(str).to_numpy())
+    st = granted[granted["assignment_id"].astype(str).isin(moved)]
+    st = st[[(a, p) not in have for a, p in zip(st["assignment_id"].astype(str),
+                                                pd.to_datetime(st["period_start"]))]]
+    st = st[st["assignment_id"].astype(str).isin(a_row.index)]
+    extra = pd.DataFrame({
+        "_row": a_row.reindex(st["assignment_id"].astype(str)).to_numpy(dtype="int64"),
+        "customer_id": st["customer_id"].to_numpy(dtype=object),
+        "assignment_id": st["assignment_id"].to_numpy(dtype=object),
+        "period_start": pd.to_datetime(st["period_start"]).to_numpy().astype("datetime64[s]"),
+        "period_end": pd.to_datetime(st["period_end"]).to_numpy().astype("datetime64[s]"),
+        "destination": st["destination"].fillna("").to_numpy(dtype=object),
+        "seconds": st["seconds"].to_numpy(dtype="int64"),
+    })
+    out = grants[keep]
+    if len(extra):
+        extra = extra.astype({c: out[c].dtype for c in extra.columns if c in out.columns})
+        out = pd.concat([out, extra], ignore_index=True)
+    return out.reset_index(drop=True)
+
+
 def free_minutes_on(book: Book, run_day: int, usage: pd.DataFrame, call_day: np.ndarray,
-                    counters: pd.DataFrame, consumed: pd.DataFrame) -> FreeMinutes:
-    """What billing date `run_day` consumes and credits (see the module docstring)."""
+                    counters: pd.DataFrame, consumed: pd.DataFrame,
+                    granted: pd.DataFrame | None = None) -> FreeMinutes:
+    """What billing date `run_day` consumes and credits (see the module docstring).
+    `granted`: the grants the database holds live (engine.frames.GRANTED_COLUMNS)."""
     fm = np.flatnonzero(book.free_minutes_type)
     x = run_day - 1
     lo = x - LATE_CALL_DAYS
@@ -86,6 +126,7 @@ def free_minutes_on(book: Book, run_day: int, usage: pd.DataFrame, call_day: np.
         "destination": rows["destination"].fillna("").to_numpy(dtype=object)[g_a],
         "seconds": grant_seconds(book, g_a, g_start),
     })
+    grants = _granted_calendar(grants, granted, rows)
     key = ["assignment_id", "period_start"]
 
     # state: recorded consumption; the run date's own rows make their customers "done"

@@ -99,7 +99,9 @@ def _write_csv(frame: pd.DataFrame, path: Path) -> None:
     pandas writes it with minimal quoting. Both give the same bytes for such data.
     """
     frame = neutralise_formulas(frame)
-    table = pa.Table.from_pandas(frame, preserve_index=False)
+    # one chunk per column: pyarrow's CSV writer mishandles an empty chunk without a data
+    # buffer (what concatenating an empty and a full pandas string column gives)
+    table = pa.Table.from_pandas(frame, preserve_index=False).combine_chunks()
     needs_quotes = any(
         (pa.types.is_string(col.type) or pa.types.is_large_string(col.type))
         and bool(pc.any(pc.match_substring_regex(col, _NEEDS_QUOTES)).as_py())
@@ -360,6 +362,14 @@ def outcome_block(agg: agg_mod.Aggregates, run: dict) -> dict:
     elif not new_lines and not held_lines:
         text += ": nothing is due on this date" if sim else ": nothing was due on this date"
     text += _held_text(held_lines, held_amounts, "would be held" if sim else "held")
+    held_grants = int(agg.counts.get("grants_by_status", {}).get("overlaps_posted", 0))
+    block["overlaps_posted_grants"] = held_grants
+    if held_grants:
+        text += (f"; {_n(held_grants, 'free-minute grant')} "
+                 f"{'would be held' if sim else 'held'}, not granted: "
+                 f"{'it overlaps' if held_grants == 1 else 'they overlap'} a live grant of the "
+                 "same assignment (moved start date?); differences.csv names the rebill that "
+                 "moves it")
     if sim:
         text += "; nothing was written to the database"
     block["sentence"] = text

@@ -20,7 +20,7 @@ before its balance update and the commit.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 
 import pandas as pd
@@ -30,6 +30,7 @@ from billing_jobs.engine.money import BALANCE_BOUND_MICROS
 from billing_jobs.faults import crash_point
 from billing_jobs.errors import BillingError, UsageError
 from billing_jobs.store.db import db_errors, read_connection
+from billing_jobs.store.grant_corrections import rebill_grants
 from billing_jobs.store.overlaps import overlapped_by
 
 
@@ -45,6 +46,8 @@ class Written:
 
     rows: list[dict]
     written: list[bool]
+    #: what rebill did to free-minute grants, one line each (store/grant_corrections.py)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def count(self) -> int:
@@ -269,13 +272,20 @@ def rebill(engine: sa.Engine, first: date, last: date, customer_ids: list[str] |
     if last < first:
         raise UsageError(f"rebill: --to {last} is before --from {first}")
     plans: list[tuple[date, pd.DataFrame]] = []
+    grant_plans: list[tuple[date, pd.DataFrame]] = []
     day = first
+    zone = None
     while day <= last:
         req = RunRequest(run_date=day, simulate=True, customer_ids=customer_ids)
         if tz:
             req.tz = tz
+        zone = req.tz
         inputs, _rejected = load_stage(engine, req)
-        plans.append((day, compute_stage(inputs, req).due_lines))
+        result = compute_stage(inputs, req)
+        plans.append((day, result.due_lines))
+        # the grants current data gives on the date, held ones included: rebill moves them
+        grant_plans.append((day, pd.concat([g for g in (result.grants, result.held_grants[
+            list(result.grants.columns)]) if len(g)] or [result.grants], ignore_index=True)))
         day += timedelta(days=1)
     all_rows: list[dict] = []
     all_written: list[bool] = []
@@ -291,10 +301,18 @@ def rebill(engine: sa.Engine, first: date, last: date, customer_ids: list[str] |
                     n += 1
                     all_rows += rows
                     all_written += _insert(conn, rows, n)
+        notes = rebill_grants(conn, [(d, g, _posted_day(conn, d)) for d, g in grant_plans],
+                              first, last, customer_ids, zone or "UTC")
         if simulate:
             conn.rollback()
-            return Written(all_rows, [False] * len(all_rows))
-    return Written(all_rows, all_written)
+            return Written(all_rows, [False] * len(all_rows), notes)
+    return Written(all_rows, all_written, notes)
+
+
+def _posted_day(conn, day: date) -> bool:
+    return conn.execute(sa.text(
+        "SELECT 1 FROM runs WHERE run_date = :d AND mode = 'post' AND status = 'succeeded' "
+        "AND reversed_at IS NULL LIMIT 1"), {"d": day}).first() is not None
 
 
 def _refuse_overlaps(conn, rows: list[dict], first: date, last: date) -> None:
@@ -331,9 +349,7 @@ def _rebill_day(conn, day: date, lines: pd.DataFrame, customer_ids) -> list[dict
                  for a, k, p, net, rev in conn.execute(stmt_nets, params).all()}
     else:
         owned = _nets(conn, where, params)
-    posted_day = conn.execute(sa.text(
-        "SELECT 1 FROM runs WHERE run_date = :d AND mode = 'post' AND status = 'succeeded' "
-        "AND reversed_at IS NULL LIMIT 1"), {"d": day}).first() is not None
+    posted_day = _posted_day(conn, day)
     # computed keys the ledger holds under another date (or not at all)
     extra = [k for k in computed if k not in owned]
     for key in extra:

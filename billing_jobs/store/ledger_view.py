@@ -125,3 +125,36 @@ def overlap_differences(lines: pd.DataFrame, held: dict[int, tuple[str, str, str
                        f"billing-jobs rebill --from {f} --to {t} moves the charge"
                        for o, f, t in zip(old, first, last)],
     }, columns=DIFFERENCE_COLUMNS)
+
+
+GRANT_KIND = "free_minutes_grant"  # a grant's row in differences.csv (quantity = seconds)
+
+
+def held_grant_differences(held: pd.DataFrame) -> pd.DataFrame:
+    """The grants held as `overlaps_posted` (engine.frames.HELD_GRANT_COLUMNS): current data
+    asks for them, a live grant of the same assignment under another period_start already
+    gives minutes for some of their days; a rebill over both run dates moves the grant and
+    the minutes it used (store/corrections.py)."""
+    day = pd.to_datetime(held["run_date"]).dt.strftime("%Y-%m-%d")
+    old_day = pd.to_datetime(held["posted_run_date"]).dt.strftime("%Y-%m-%d")
+    old_start = pd.to_datetime(held["posted_period_start"]).dt.strftime("%Y-%m-%d")
+    first = [min(a, b) for a, b in zip(day, old_day)]
+    last = [max(a, b) for a, b in zip(day, old_day)]
+    n = len(held)
+    return pd.DataFrame({
+        "assignment_id": held["assignment_id"].astype(str).to_numpy(dtype=object),
+        "kind": np.full(n, GRANT_KIND, dtype=object),
+        "period_start": held["period_start"].to_numpy(),
+        "currency": np.full(n, "", dtype=object),
+        "ledger_customer_id": held["customer_id"].astype(str).to_numpy(dtype=object),
+        "customer_id": held["customer_id"].astype(str).to_numpy(dtype=object),
+        "ledger_quantity": np.zeros(n, dtype="int64"),
+        "quantity": held["seconds"].to_numpy(dtype="int64"),
+        "ledger_amount": np.zeros(n, dtype="int64"),
+        "amount": np.zeros(n, dtype="int64"),
+        "correction": [f"not granted: overlaps the live grant from {s} (run date {o}) of the "
+                       "same assignment (moved start date or changed frequency?); "
+                       f"billing-jobs rebill --from {f} --to {t} moves the grant and the "
+                       "minutes it used"
+                       for s, o, f, t in zip(old_start, old_day, first, last)],
+    }, columns=DIFFERENCE_COLUMNS)

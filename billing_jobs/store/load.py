@@ -77,10 +77,10 @@ def load_inputs(
                                 USAGE_LOOKBACK_DAYS)
             usage = _read_needed(conn, needs, run_date, hi, ids, len(customers))
             lo = _first_instant(needs)
-        counters, consumed = read_state(conn, run_date, lo, ids)
+        counters, consumed, granted = read_state(conn, run_date, lo, ids)
     return BillingInputs(customers=customers, packages=packages,
                          assignments=assignments, usage=usage,
-                         counters=counters, consumed=consumed)
+                         counters=counters, consumed=consumed, granted=granted)
 
 
 def load_range(engine: sa.Engine, first: date, last: date,
@@ -99,10 +99,10 @@ def load_range(engine: sa.Engine, first: date, last: date,
         needs = usage_needs(customers, packages, assignments, _day(first), USAGE_LOOKBACK_DAYS,
                             last_day=_day(last))
         usage = _read_needed(conn, needs, last, hi, ids, len(customers))
-        counters, consumed = read_state(conn, first, _first_instant(needs), ids)
+        counters, consumed, granted = read_state(conn, first, _first_instant(needs), ids)
     return BillingInputs(customers=customers, packages=packages,
                          assignments=assignments, usage=usage,
-                         counters=counters, consumed=consumed)
+                         counters=counters, consumed=consumed, granted=granted)
 
 
 def _book(conn: sa.Connection, ids: list[str] | None

@@ -39,12 +39,13 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import sqlalchemy as sa
 
-from billing_jobs.engine.frames import BillingResult
+from billing_jobs.engine.frames import GRANT_COLUMNS, BillingResult
 from billing_jobs.engine.money import BALANCE_BOUND_MICROS
 from billing_jobs.faults import crash_point
 from billing_jobs.errors import GateError
 from billing_jobs.store.db import db_errors, read_connection
-from billing_jobs.store.ledger_view import held_by_ledger, overlap_differences
+from billing_jobs.store.ledger_view import (held_by_ledger, held_grant_differences,
+                                           overlap_differences)
 from billing_jobs.store.overlaps import Overlaps, overlapping
 from billing_jobs.store.tables import stored_name
 
@@ -141,13 +142,20 @@ def post_result(
     if held:
         differences = pd.concat([differences, overlap_differences(lines, held)],
                                 ignore_index=True)
+    if len(result.held_grants):  # never grant an assignment's days twice (#17 item 2)
+        held_rows = result.held_grants[GRANT_COLUMNS].assign(status="overlaps_posted")
+        grants = pd.concat([g for g in (grants, held_rows) if len(g)], ignore_index=True)
+        differences = pd.concat([d for d in (differences,
+                                             held_grant_differences(result.held_grants))
+                                 if len(d)], ignore_index=True)
     consumption = result.consumption
     if not simulate and deferred and len(consumption):  # not what this run consumed
         consumption = consumption[~consumption["customer_id"].astype(str).isin(deferred)]
     return BillingResult(due_lines=lines, grants=grants, utilisation=result.utilisation,
                          extended_ends=result.extended_ends,
                          consumption=consumption.reset_index(drop=True),
-                         grant_counters=result.grant_counters, differences=differences)
+                         grant_counters=result.grant_counters, differences=differences,
+                         held_grants=result.held_grants)
 
 
 # ----------------------------------------------------------------------------- frames -> arrow

@@ -179,6 +179,7 @@ grants = sa.Table(
     sa.CheckConstraint("seconds >= 0", name="seconds"),
     sa.CheckConstraint("period_end IS NULL OR period_end > period_start", name="period"),
     sa.Index(None, "customer_id", "period_start"),
+    sa.Index(None, "period_end"),
 )
 
 grant_usage = sa.Table(
