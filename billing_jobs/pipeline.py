@@ -6,7 +6,6 @@ billing logic of its own.
 
 from __future__ import annotations
 
-import json
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,6 +17,11 @@ import pandas as pd
 from billing_jobs import settings
 from billing_jobs.engine import BillingInputs, BillingResult, compute_billing
 from billing_jobs.errors import BillingError, StrictRejection
+# the run lifecycle (record first, what a failed post wrote, atomic report, close the record)
+from billing_jobs.run_lifecycle import (RECORD_TRIES, begin_run, close_attempt,  # noqa: F401
+                                        close_run, empty_result, mark, posted_by_run,
+                                        read_summary, report_stage, run_info, summarise,
+                                        write_report_atomically)
 
 
 @dataclass
@@ -119,14 +123,6 @@ def settle_stage(engine, result: BillingResult, req: RunRequest, run_id: str) ->
     return post_result(engine, result, simulate=req.simulate, run_id=run_id)
 
 
-def report_stage(req: RunRequest, result: BillingResult, rejected: pd.DataFrame,
-                 run_info: dict, timings: dict, out_dir: Path,
-                 context: dict | None = None) -> Path:
-    from billing_jobs.report import write_report
-
-    return write_report(out_dir, run_info, result, rejected, timings, context=context)
-
-
 def report_context(inputs: BillingInputs | None, engine=None, posted: bool = False) -> dict:
     """Names for the report (customers, packages) and, after a post, each customer's balance
     as the database holds it now (balance_after, int micros)."""
@@ -161,182 +157,6 @@ def _balances_now(engine, customers: pd.DataFrame | None) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=["customer_id", "name", "balance_after"])
     frame["balance_after"] = frame["balance_after"].astype(object).map(int)
     return frame
-
-
-def empty_result() -> BillingResult:
-    from billing_jobs.engine.frames import (DUE_LINE_COLUMNS, GRANT_COLUMNS,
-                                            UTILISATION_COLUMNS, empty_frame)
-
-    lines = empty_frame(DUE_LINE_COLUMNS + ["status"])
-    grants = empty_frame(GRANT_COLUMNS + ["status"])
-    return BillingResult(lines, grants, empty_frame(UTILISATION_COLUMNS))
-
-
-def run_info(req: RunRequest, run_id: str, status: str, message: str, unposted: list[str],
-             started_at: datetime | str, finished_at: datetime | str | None = None) -> dict:
-    """The run's description in its report (``summary.json`` -> ``run``). Times are ISO 8601
-    strings (a datetime is converted); ``finished_at`` defaults to now (UTC)."""
-    from billing_jobs.store import runs
-
-    if finished_at is None:
-        finished_at = datetime.now(timezone.utc)
-    return {
-        "run_id": run_id,
-        "run_date": req.run_date,
-        "mode": req.mode,
-        "status": status,
-        "started_by": req.started_by,
-        "customer_ids": req.customer_ids,
-        "started_at": started_at.isoformat() if isinstance(started_at, datetime) else started_at,
-        "finished_at": (finished_at.isoformat() if isinstance(finished_at, datetime)
-                        else finished_at),
-        "message": message,
-        "unposted_dates": unposted,
-        "code_version": runs.code_version(),
-        "strict": req.strict,
-        "tz": req.tz,
-    }
-
-
-# ------------------------------------------------------------------ run lifecycle
-# Named functions, reused by staged_run.py (Airflow): record the run first, say exactly what
-# a failed post wrote, write the report atomically, and never leave the record 'running'.
-
-RECORD_TRIES = 3
-
-
-def begin_run(engine, req: RunRequest) -> str:
-    """Record the run as 'running' before anything else happens; returns its run_id."""
-    from billing_jobs.store import runs
-
-    return runs.start_run(engine, req.run_date, req.mode, req.customer_ids, req.started_by)
-
-
-def close_run(engine, run_id: str, status: str, summary: dict, message: str) -> str:
-    """Close the run record (retrying a few times: the database may be coming back).
-
-    Returns '' when closed, else why it could not be closed (the caller adds that to its
-    message; it never replaces the run's own cause).
-    """
-    from billing_jobs.store import runs
-
-    last = ""
-    for attempt in range(RECORD_TRIES):
-        try:
-            runs.finish_run(engine, run_id, status, summary.get("counts", {}),
-                            summary.get("totals", {}), message)
-            return ""
-        except Exception as exc:  # noqa: BLE001 - reported in words, never swallowed
-            last = str(exc) or type(exc).__name__
-            if attempt + 1 < RECORD_TRIES:
-                time.sleep(1.0 * (attempt + 1))
-    return f"the run record {run_id} could not be closed ({last})"
-
-
-def posted_by_run(engine, run_id: str, result: BillingResult) -> BillingResult:
-    """After a failed post: mark each line and grant by what the database holds for this run.
-
-    Asks the ledger and grants tables for the rows with this run_id: those lines are
-    'posted' (or 'invoiced'), the others 'not_posted'. If the database cannot answer, every
-    line is 'unknown' (never claimed posted or not posted without evidence).
-    """
-    import sqlalchemy as sa
-
-    from billing_jobs.store.db import read_connection
-    from billing_jobs.store.tables import grants as grants_t
-    from billing_jobs.store.tables import ledger
-
-    lines, grants = result.due_lines, result.grants
-    for attempt in range(RECORD_TRIES):
-        try:
-            with read_connection(engine) as conn:
-                done = conn.execute(sa.select(ledger.c.assignment_id, ledger.c.kind,
-                                              ledger.c.period_start, ledger.c.status)
-                                    .where(ledger.c.run_id == run_id)).all()
-                gdone = conn.execute(sa.select(grants_t.c.assignment_id,
-                                               grants_t.c.period_start)
-                                     .where(grants_t.c.run_id == run_id)).all()
-            break
-        except Exception:  # noqa: BLE001
-            if attempt + 1 == RECORD_TRIES:
-                return _mark(result, "unknown")
-            time.sleep(1.0 * (attempt + 1))
-
-    def keys(frame, cols):
-        if not len(frame):
-            return pd.Series([], dtype=str)
-        parts = [frame[c].astype(str) if c != "period_start"
-                 else pd.to_datetime(frame[c]).dt.strftime("%Y-%m-%d") for c in cols]
-        out = parts[0]
-        for p in parts[1:]:
-            out = out + "\x1f" + p
-        return out.reset_index(drop=True)
-
-    ledger_status = {"\x1f".join([str(a), str(k), str(pd.Timestamp(p).date())]): st
-                     for a, k, p, st in done}
-    line_keys = keys(lines, ["assignment_id", "kind", "period_start"])
-    status = line_keys.map(ledger_status).fillna("not_posted").to_numpy(dtype=object)
-    grant_done = {"\x1f".join([str(a), str(pd.Timestamp(p).date())]) for a, p in gdone}
-    gkeys = keys(grants, ["assignment_id", "period_start"])
-    gstatus = gkeys.isin(grant_done).map({True: "posted", False: "not_posted"})
-    lines = lines.assign(status=pd.Series(status, index=lines.index, dtype=object)
-                         if len(lines) else pd.Series([], dtype=object))
-    grants = grants.assign(status=pd.Series(gstatus.to_numpy(dtype=object), index=grants.index)
-                           if len(grants) else pd.Series([], dtype=object))
-    return BillingResult(lines, grants, result.utilisation, result.extended_ends)
-
-
-def _is_empty(summary: dict) -> bool:
-    c = summary.get("counts", {})
-    return not (c.get("lines") or c.get("grants") or c.get("rejects"))
-
-
-def write_report_atomically(req: RunRequest, result: BillingResult, rejected: pd.DataFrame,
-                            info: dict, timings: dict, out_dir: Path,
-                            keep_empty: bool = True,
-                            context: dict | None = None) -> tuple[Path | None, dict]:
-    """Write the report into a temporary folder beside `out_dir`, then rename it into place.
-
-    Returns (folder, summary). With keep_empty=False a succeeded run with nothing in it
-    (no line, grant or reject) leaves no folder: (None, summary). A half-written report is
-    never left at `out_dir`: on failure the temporary folder is removed and the error raised.
-    """
-    import shutil
-
-    from billing_jobs.report.folders import building, finish
-
-    out_dir = Path(out_dir)
-    with building(out_dir) as tmp:
-        report_stage(req, result, rejected, info, timings, tmp, context=context)
-        summary = _read_summary(tmp)
-        if not keep_empty and info.get("status") == "succeeded" and _is_empty(summary):
-            shutil.rmtree(tmp, ignore_errors=True)
-            return None, summary
-        final = out_dir.resolve()
-        for key in ("report_dir", "report_html"):  # name the final place, not the temporary one
-            if summary.get(key):
-                summary[key] = summary[key].replace(str(tmp.resolve()), str(final))
-        return finish(tmp, out_dir, summary), summary
-
-
-def summarise(req: RunRequest, result: BillingResult, rejected: pd.DataFrame, info: dict,
-              timings: dict) -> dict:
-    """The summary the report would hold, without keeping any file (for the run record when
-    the report itself cannot be written)."""
-    import shutil
-    import tempfile
-
-    tmp = Path(tempfile.mkdtemp(prefix="billing-summary-"))
-    try:
-        report_stage(req, result, rejected, info, timings, tmp)
-        summary = _read_summary(tmp)
-        summary.pop("report_dir", None)
-        summary.pop("report_html", None)
-        return summary
-    except Exception:  # noqa: BLE001 - counts only; the caller reports the real error
-        return {}
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def check_customers(engine, customer_ids: list[str] | None) -> None:
@@ -412,29 +232,17 @@ def run_billing(db_url: str | None, req: RunRequest, engine=None,
         error = exc
         message = f"{type(exc).__name__}: {exc}"
     timings["total_before_report"] = round(time.perf_counter() - t_all, 4)
-    if status == "failed" and stage == "settle" and not req.simulate:
-        result = posted_by_run(engine, run_id, result)  # ask the database what was written
-    if "status" not in result.due_lines.columns:
-        result = _mark(result, "not_posted" if not req.simulate else "not_simulated")
     info = run_info(req, run_id, status, message, unposted, started_at)
     info["failed_stage"] = stage if status == "failed" else None
     info["validated"] = inputs is not None
     context = report_context(inputs, engine, posted=not req.simulate and stage in ("settle", "done"))
-    report_error = ""
-    report_dir: Path | None = None
-    try:
-        with timings.stage("report"):
-            report_dir, summary = write_report_atomically(req, result, rejected, info, timings,
-                                                          out_dir, keep_empty=keep_empty,
-                                                          context=context)
-    except Exception as exc:  # noqa: BLE001 - disk full, a file in the way: said as such
-        summary = summarise(req, result, rejected, info, timings)
-        report_error = (f"the report could not be written to {out_dir}: "
-                        f"{type(exc).__name__}: {exc}")
-        if status == "succeeded":
-            report_error += " (the run itself succeeded and stands)"
-    closing = close_run(engine, run_id, status, summary, message)
-    full = "; ".join(m for m in (message, report_error, closing) if m)
+    with timings.stage("report"):
+        closed = close_attempt(engine, req, run_id, result, rejected, info, timings, out_dir,
+                               post_attempted=status == "failed" and stage == "settle",
+                               keep_empty=keep_empty, context=context)
+    result, report_dir, summary = closed.result, closed.report_dir, closed.summary
+    report_error = closed.report_error
+    full = "; ".join(m for m in (message, report_error, closed.closing_error) if m)
     outcome = RunOutcome(run_id, status, report_dir, summary, full)
     outcome.report_error = report_error
     outcome.error = error
@@ -442,19 +250,6 @@ def run_billing(db_url: str | None, req: RunRequest, engine=None,
     if error is not None and not isinstance(error, BillingError):
         raise error
     return outcome
-
-
-def _mark(result: BillingResult, status: str) -> BillingResult:
-    lines = result.due_lines.assign(status=status)
-    grants = result.grants.assign(status=status)
-    return BillingResult(lines, grants, result.utilisation, result.extended_ends)
-
-
-def _read_summary(report_dir: Path) -> dict:
-    import json
-
-    path = Path(report_dir) / "summary.json"
-    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def _free_minute_state(engine, run_date: date, plan, customer_ids):

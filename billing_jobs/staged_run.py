@@ -247,11 +247,6 @@ def run_info(m: dict, req: RunRequest, status: str, message: str, unposted: list
             "posting_now_dates": list(posting_now or [])}
 
 
-def _summary_of(report_dir: Path) -> dict:
-    path = Path(report_dir) / "summary.json"
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
 @contextlib.contextmanager
 def database(db_url: str | None) -> Iterator:
     """An engine for one stage, disposed at the end (no pooled connections left behind)."""
@@ -267,10 +262,10 @@ def database(db_url: str | None) -> Iterator:
 # -- the stages ------------------------------------------------------------------------------
 
 
-def _new_record(engine, req: RunRequest) -> str:
-    from billing_jobs.store import runs
+def _begin_run(engine, req: RunRequest) -> str:
+    from billing_jobs.run_lifecycle import begin_run
 
-    return runs.start_run(engine, req.run_date, req.mode, req.customer_ids, req.started_by)
+    return begin_run(engine, req)
 
 
 def _reusable(engine, manifest: dict, req: RunRequest) -> bool:
@@ -299,7 +294,7 @@ def extract(db_url: str | None, req: RunRequest, run_dir: str | Path, *,
         manifest = (_manifest_at(work) if (work / MANIFEST).exists() else None)
         if manifest is None or not _reusable(engine, manifest, req):
             manifest = {
-                "billing_run_id": _new_record(engine, req),
+                "billing_run_id": _begin_run(engine, req),
                 "started_at": datetime.now(timezone.utc).isoformat(),
                 "airflow_dag_id": airflow_dag_id, "airflow_run_id": airflow_run_id,
                 "attempt": int(attempt or 0),
@@ -382,7 +377,7 @@ def _attempt_work(db_url: str | None, handed: str | Path, run_dir: str | Path | 
         return work
     m = dict(_manifest_at(source))
     with database(db_url) as engine:
-        m.update(billing_run_id=_new_record(engine, _request(m)),
+        m.update(billing_run_id=_begin_run(engine, _request(m)),
                  started_at=datetime.now(timezone.utc).isoformat(),
                  run_dir=str(Path(run_dir)), follows=m["billing_run_id"])
     _write_manifest(work, m)
@@ -434,9 +429,11 @@ def settle(db_url: str | None, gated: str | Path, run_dir: str | Path | None = N
 
 
 def report(db_url: str | None, settled: str | Path, run_dir: str | Path | None = None) -> str:
-    """``pipeline.report_stage`` into the attempt's report folder, then its run record says
-    ``succeeded``; returns the report folder."""
-    from billing_jobs import pipeline, snapshots
+    """The run lifecycle's end (``run_lifecycle.close_attempt``, as ``billing-jobs run``):
+    the report into the attempt's report folder (file by file, ``summary.json`` last: the
+    folder also holds the hand-offs), then its run record says ``succeeded``; returns the
+    report folder."""
+    from billing_jobs import pipeline, run_lifecycle, snapshots
     from billing_jobs.store import runs
 
     work = _attempt_work(db_url, settled, run_dir)
@@ -455,22 +452,23 @@ def report(db_url: str | None, settled: str | Path, run_dir: str | Path | None =
                                      for d in runs.unposted_dates(engine, req.run_date)]}
             unposted, posting_now = seen["unposted"], seen.get("posting_now", [])
         with timings.stage("report"):
-            report_dir = pipeline.report_stage(
-                req, snapshots.load_result(storage_path(settled)), rejected,
-                run_info(m, req, "succeeded", "", unposted, posting_now), timings,
-                Path(m["run_dir"]))
-        summary = _summary_of(report_dir)
-        runs.finish_run(engine, m["billing_run_id"], "succeeded",
-                        summary.get("counts", {}), summary.get("totals", {}), "")
+            closed = run_lifecycle.close_attempt(
+                engine, req, m["billing_run_id"], snapshots.load_result(storage_path(settled)),
+                rejected, run_info(m, req, "succeeded", "", unposted, posting_now), timings,
+                Path(m["run_dir"]), into_existing=True, raise_report_error=True)
+        if closed.closing_error:  # the report stands; the task fails so that it is retried
+            raise RuntimeError(closed.closing_error)
+        report_dir = closed.report_dir
     return str(report_dir)
 
 
 def record_failure(db_url: str | None, run_dir: str | Path, message: str) -> None:
     """A stage failed for good: the attempt's report and run record say ``failed`` with
-    ``message``. The report lists the lines computed so far (if the gate passed), not
-    posted, as the command line's does. Nothing to do if the attempt never started."""
-    from billing_jobs import pipeline, snapshots
-    from billing_jobs.store import runs
+    ``message``, through the same ``run_lifecycle.close_attempt`` as the command line: the
+    lines computed so far (if the gate passed) with what the database holds for this run
+    (a post that failed after batch 1 committed shows those lines posted, the rest
+    ``not_posted``). Nothing to do if the attempt never started."""
+    from billing_jobs import run_lifecycle, snapshots
 
     if not has_started(run_dir):
         log.warning("no run record to mark failed (the attempt failed before it started)")
@@ -486,14 +484,16 @@ def record_failure(db_url: str | None, run_dir: str | Path, message: str) -> Non
     try:
         computed = snapshots.load_result(work / "gated")
     except FileNotFoundError:
-        computed = pipeline.empty_result()
-    result = snapshots.BillingResult(computed.due_lines.assign(status="not_posted"),
-                                     computed.grants.assign(status="not_posted"),
+        computed = run_lifecycle.empty_result()
+    # lines without a status: a post that failed is asked what it wrote (posted_by_run)
+    result = snapshots.BillingResult(computed.due_lines.drop(columns="status", errors="ignore"),
+                                     computed.grants.drop(columns="status", errors="ignore"),
                                      computed.utilisation, computed.extended_ends)
-    report_dir = pipeline.report_stage(req, result, rejected,
-                                       run_info(m, req, "failed", message, []),
-                                       load_timings(work), Path(m["run_dir"]))
-    summary = _summary_of(report_dir)
     with database(db_url) as engine:
-        runs.finish_run(engine, m["billing_run_id"], "failed",
-                        summary.get("counts", {}), summary.get("totals", {}), message)
+        closed = run_lifecycle.close_attempt(
+            engine, req, m["billing_run_id"], result, rejected,
+            run_info(m, req, "failed", message, []), load_timings(work), Path(m["run_dir"]),
+            post_attempted=True, into_existing=True)
+    for problem in (closed.report_error, closed.closing_error):
+        if problem:
+            log.error("%s", problem)

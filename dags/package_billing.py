@@ -13,7 +13,7 @@ XCom carries folder paths, never dataframes.
 * ``gate``     concatenates the shard results, ``pipeline.gate_stage`` on the whole run.
 * ``settle``   ``pipeline.settle_stage``: simulate, or post exactly once. In the 1-slot pool
   ``billing_posting``; retried with exponential back-off on database errors only.
-* ``report``   ``pipeline.report_stage`` into the run folder, then finishes the run record.
+* ``report``   ``run_lifecycle.close_attempt``: the report into the run folder, then the run record closed.
 
 A task that fails for good marks the run record ``failed`` (``on_failure_callback``).
 

@@ -48,3 +48,24 @@ def finish(tmp: Path, out_dir: Path, summary: dict) -> Path:
     (tmp / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n",
                                       encoding="utf-8")
     return move_into_place(tmp, out_dir)
+
+
+def finish_into(tmp: Path, out_dir: Path, summary: dict) -> Path:
+    """Move the finished report in `tmp` into the existing folder `out_dir` (which holds other
+    files, e.g. an Airflow run's hand-offs), each file by one rename, `summary.json` last:
+    a folder with a summary holds the whole report."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stale = out_dir / "summary.json"
+    if stale.exists():  # an earlier try's report: not whole any more once files move
+        stale.unlink()
+    for entry in sorted(tmp.iterdir()):
+        target = out_dir / entry.name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        entry.replace(target)
+    (tmp / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n",
+                                      encoding="utf-8")
+    (tmp / "summary.json").replace(out_dir / "summary.json")
+    shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir

@@ -418,6 +418,35 @@ def test_a_failed_task_marks_the_run_failed(dag_module, sqlite_env, monkeypatch)
 
 
 @pytest.mark.slow
+def test_a_post_failing_after_it_wrote_says_what_it_posted(dag_module, sqlite_env, monkeypatch):
+    """settle wrote the ledger, then failed for good (not a database error): the failed run's
+    report and record say what the database holds for the run (the same lifecycle as the
+    command line, run_lifecycle.close_attempt), never 'not_posted' for a posted line."""
+    from billing_jobs import pipeline
+
+    billing_env = sqlite_env
+    _seed(billing_env)
+    real = pipeline.settle_stage
+
+    def wrote_then_failed(engine, result, req, run_id):
+        real(engine, result, req, run_id)
+        raise RuntimeError("settle exploded after posting (test)")
+
+    monkeypatch.setattr(pipeline, "settle_stage", wrote_then_failed)
+    dr, states = _run(D, {"simulate": False})
+    assert str(dr.state) == "failed"
+    folder = _folder(dag_module, D, dr)
+    summary = _summary(folder)
+    assert summary["status"] == "failed" and "settle exploded" in summary["message"]
+    charges = _csv(folder, "charges.csv")
+    assert len(charges) == _count(billing_env.engine, "ledger") > 0
+    assert set(charges["status"]) <= {"posted", "invoiced"}
+    record = _run_record(billing_env.engine, summary["run_id"])
+    assert record["status"] == "failed"
+    assert record["counts"]["lines"] == len(charges)
+
+
+@pytest.mark.slow
 def test_manual_run_without_logical_date_bills_the_trigger_day(dag_module, sqlite_env):
     dr, states = _run(None, {})
     _assert_succeeded(dr, states)
