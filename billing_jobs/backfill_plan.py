@@ -6,7 +6,7 @@ each date.
 validates them once; `night(plan, day)` then gives billing date `day` exactly the inputs a
 run of that date alone would have (`load_inputs` + `validate_inputs`): the same customers,
 packages and assignments, and the calls of the customers that date needs from the first day
-it needs them (`engine.usage.usage_needs`), cut from the range's frames without another read.
+it needs them (`calc.usage.usage_needs`), cut from the range's frames without another read.
 
 Validation rules are per row, so validating the range once rejects each call as validating
 its night would; the one exception is the rule on a customer's charges adding up to more
@@ -31,8 +31,8 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from billing_jobs.engine.frames import BillingInputs
-from billing_jobs.engine.usage import needed_calls, usage_needs
+from billing_jobs.calc.frames import BillingInputs
+from billing_jobs.calc.usage import needed_calls, usage_needs
 
 
 @dataclass

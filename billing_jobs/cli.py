@@ -237,7 +237,7 @@ def backfill(
     """Bill every date from --from to --to in order (stops at the first failure)."""
     from rich.progress import Progress
 
-    from billing_jobs.engine.money import format_minor
+    from billing_jobs.calc.money import format_minor
     from billing_jobs.pipeline import backfill as run_backfill
     from billing_jobs.report.writer import outcome_sentence
 

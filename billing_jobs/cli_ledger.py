@@ -29,7 +29,7 @@ def _parse_date(value: str, option: str) -> date:
 
 
 def _amount(text: str) -> int:
-    from billing_jobs.engine.money import parse_micros
+    from billing_jobs.calc.money import parse_micros
 
     s = text.strip()
     sign = -1 if s.startswith("-") else 1
@@ -40,7 +40,7 @@ def _amount(text: str) -> int:
 
 
 def _show(written, what: str, simulate: bool) -> None:
-    from billing_jobs.engine.money import format_minor
+    from billing_jobs.calc.money import format_minor
 
     verb = "would write" if simulate else "wrote"
     count = len(written.rows) if simulate else written.count

@@ -21,7 +21,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="print one JSON documen
 
 def money(micros: int, currency: str) -> str:
     """Plain decimal in the currency's minor unit; all digits when finer than that unit."""
-    from billing_jobs.engine.money import format_micros, format_minor, minor_digits
+    from billing_jobs.calc.money import format_micros, format_minor, minor_digits
 
     step = 10 ** max(0, 6 - minor_digits(currency))
     return format_minor(micros, currency) if int(micros) % step == 0 else format_micros(micros)

@@ -1,6 +1,6 @@
 """The input entities, declared once (#15): each column of customers, packages, assignments and
 usage with its kind. The importer parses by kind, the loader and the validator type their
-frames by kind, `engine/frames.py` takes the column lists from here and the docs test compares
+frames by kind, `calc/frames.py` takes the column lists from here and the docs test compares
 docs/contracts.md with it. Adding a column: declare it here, add it to `store/tables.py` and
 a migration, and write the rule that uses it.
 """
@@ -43,7 +43,7 @@ OPTIONAL_HEADER = {
     "usage": set(),
 }
 
-#: The kinds by the type a frame holds them in (engine/frames.py dtypes).
+#: The kinds by the type a frame holds them in (calc/frames.py dtypes).
 TEXT_KINDS = frozenset({"id", "rtext", "text", "ntext"})
 INT_KINDS = frozenset({"money", "money0", "smoney", "int", "int0"})
 NULLABLE_INT_KINDS = frozenset({"nint"})

@@ -21,8 +21,8 @@ from typing import Sequence
 import pandas as pd
 import sqlalchemy as sa
 
-from billing_jobs.engine import compute_billing
-from billing_jobs.engine.frames import BillingResult, DUE_LINE_COLUMNS, GRANT_COLUMNS, empty_frame
+from billing_jobs.calc import compute_billing
+from billing_jobs.calc.frames import BillingResult, DUE_LINE_COLUMNS, GRANT_COLUMNS, empty_frame
 
 MAX_FORECAST_DAYS = 366
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from billing_jobs import settings
-from billing_jobs.engine import BillingInputs, BillingResult, compute_billing
+from billing_jobs.calc import BillingInputs, BillingResult, compute_billing
 from billing_jobs.errors import BillingError, StrictRejection
 # the run lifecycle (record first, what a failed post wrote, atomic report, close the record)
 from billing_jobs.run_lifecycle import (RECORD_TRIES, begin_run, close_attempt,  # noqa: F401
@@ -189,7 +189,7 @@ def run_billing(db_url: str | None, req: RunRequest, engine=None,
 
     `loaded`: the date's (clean inputs, rejected rows) already loaded and validated (a
     backfill's plan, `backfill_plan.night`); otherwise the load stage reads them."""
-    from billing_jobs.engine.frames import empty_frame
+    from billing_jobs.calc.frames import empty_frame
     from billing_jobs.store import make_engine, runs, upgrade
 
     engine = engine or make_engine(db_url)
@@ -287,7 +287,7 @@ def backfill(db_url: str | None, first: date, last: date, simulate: bool, starte
     engine = engine or make_engine(db_url)
     upgrade(engine)
     check_customers(engine, customer_ids)
-    from billing_jobs.engine.free_minutes import advance_state
+    from billing_jobs.calc.free_minutes import advance_state
 
     plan = plan_backfill(engine, first, last, customer_ids)
     # free minutes, carried night to night: counters, consumed calls, live stored grants

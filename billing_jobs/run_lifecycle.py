@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from billing_jobs.engine.frames import BillingResult
+from billing_jobs.calc.frames import BillingResult
 
 if TYPE_CHECKING:
     from billing_jobs.pipeline import RunRequest
@@ -36,7 +36,7 @@ def report_stage(req: "RunRequest", result: BillingResult, rejected: pd.DataFram
 
 
 def empty_result() -> BillingResult:
-    from billing_jobs.engine.frames import (DUE_LINE_COLUMNS, GRANT_COLUMNS,
+    from billing_jobs.calc.frames import (DUE_LINE_COLUMNS, GRANT_COLUMNS,
                                             UTILISATION_COLUMNS, empty_frame)
 
     lines = empty_frame(DUE_LINE_COLUMNS + ["status"])

@@ -48,13 +48,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from billing_jobs.engine.frames import (
+from billing_jobs.calc.frames import (
     ASSIGNMENT_COLUMNS,
     CUSTOMER_COLUMNS,
     PACKAGE_COLUMNS,
     USAGE_COLUMNS,
 )
-from billing_jobs.engine.money import MICROS, minor_digits
+from billing_jobs.calc.money import MICROS, minor_digits
 
 __all__ = ["generate", "write_csv", "write_sample", "USAGE_CHUNK_ROWS", "CURRENCIES"]
 
@@ -269,7 +269,13 @@ def _times_of_day() -> pa.Array:
 
 
 def _frame(columns: list[str], arrays: dict[str, pa.Array]) -> pd.DataFrame:
-    table = pa.table({c: arrays[c] for c in columns})
+    """The entity's columns (calc/frames.py lists, from billing_jobs/entities.py) as strings.
+    A column the generator does not fill is written empty (the import's default), so a new
+    entity column needs no change here."""
+    n = max((len(a) for a in arrays.values()), default=0)
+    blank = pa.array([""] * n, pa.string())
+    table = pa.table({c: arrays[c] if c in arrays and len(arrays[c]) == n else blank
+                      for c in columns})
     df = table.to_pandas()
     for c in columns:  # guarantee the default string dtype whatever pandas infers
         if df[c].dtype != "str":
@@ -330,7 +336,6 @@ def _packages(currencies: tuple[str, ...]) -> pd.DataFrame:
             rows["minimum_days"].append(str(t.minimum_days))
             rows["prorate"].append("true" if t.prorate else "false")
             rows["description"].append(t.description)
-            rows["free_minutes_mode"].append("")  # empty: credit (the default)
     arrays = {c: pa.array(v, pa.string()) for c, v in rows.items() if c not in money}
     for key, vals in money.items():
         arrays[key] = _fmt_micros(np.array(vals, dtype="int64"))

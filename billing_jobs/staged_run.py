@@ -479,7 +479,7 @@ def record_failure(db_url: str | None, run_dir: str | Path, message: str) -> Non
     try:
         _, rejected = snapshots.load_inputs(storage_path(m["inputs"]))
     except FileNotFoundError:
-        from billing_jobs.engine.frames import empty_frame
+        from billing_jobs.calc.frames import empty_frame
         rejected = empty_frame(snapshots.REJECTED_COLUMNS)
     try:
         computed = snapshots.load_result(work / "gated")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from billing_jobs.engine.frames import ENTITY_COLUMNS
+from billing_jobs.calc.frames import ENTITY_COLUMNS
 from billing_jobs.entities import ENTITY_KINDS
 from billing_jobs.store import importer
 from billing_jobs.store.tables import metadata, stored_name

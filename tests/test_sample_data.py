@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from billing_jobs import sample_data
-from billing_jobs.engine.frames import ENTITY_COLUMNS, ENTITY_KEYS, MONEY_COLUMNS
-from billing_jobs.engine.money import minor_digits, parse_micros, parse_micros_series
+from billing_jobs.calc.frames import ENTITY_COLUMNS, ENTITY_KEYS, MONEY_COLUMNS
+from billing_jobs.calc.money import minor_digits, parse_micros, parse_micros_series
 from billing_jobs.sample_data import generate, write_csv, write_sample
 
 AS_OF = date(2026, 1, 31)

@@ -27,12 +27,12 @@ import pyarrow.compute as pc
 
 from billing_jobs.checks import _coerce as co
 from billing_jobs.checks._gx import Rule, evaluate, evaluate_pandas
-from billing_jobs.engine import patterns
-from billing_jobs.engine.frames import ENTITY_COLUMNS, BillingInputs
-from billing_jobs.engine import text as text_rules
+from billing_jobs.calc import patterns
+from billing_jobs.calc.frames import ENTITY_COLUMNS, BillingInputs
+from billing_jobs.calc import text as text_rules
 from billing_jobs.entities import (BOOL_KINDS, DATE_KINDS, ENTITY_KINDS, INT_KINDS,
                                    NULLABLE_INT_KINDS, TIME_KINDS)
-from billing_jobs.engine.money import (BALANCE_BOUND_MICROS, KNOWN_CURRENCIES, MAX_MICROS,
+from billing_jobs.calc.money import (BALANCE_BOUND_MICROS, KNOWN_CURRENCIES, MAX_MICROS,
                                        format_micros)
 
 ENTITIES = ("customers", "packages", "assignments", "usage")

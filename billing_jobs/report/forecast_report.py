@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from billing_jobs.engine.money import format_minor, format_minor_series
+from billing_jobs.calc.money import format_minor, format_minor_series
 from billing_jobs.forecast import Forecast, per_customer
 from billing_jobs.report.folders import building, finish
 from billing_jobs.report.formatting import format_dates, format_micros_series

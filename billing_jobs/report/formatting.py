@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from billing_jobs.engine.frames import (DUE_LINE_COLUMNS, GRANT_COLUMNS, UTILISATION_COLUMNS,
+from billing_jobs.calc.frames import (DUE_LINE_COLUMNS, GRANT_COLUMNS, UTILISATION_COLUMNS,
                                        column_dtype)
-from billing_jobs.engine.money import MICRO_DIGITS, MICROS, format_minor_series
+from billing_jobs.calc.money import MICRO_DIGITS, MICROS, format_minor_series
 
 CHARGES_COLUMNS = DUE_LINE_COLUMNS + ["status"]
 GRANTS_COLUMNS = GRANT_COLUMNS + ["status"]
@@ -105,7 +105,7 @@ _AS_DECIMAL = {"unit_price", "covered"}
 
 
 def _as_text(frame: pd.DataFrame, columns: list[str], **special) -> pd.DataFrame:
-    """`frame`'s `columns` as report text, each by its contract type (engine/frames.py):
+    """`frame`'s `columns` as report text, each by its contract type (calc/frames.py):
     dates ISO, integers as they are, booleans true/false, money exact; `special` overrides."""
     out = {}
     for c in columns:

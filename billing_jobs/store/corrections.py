@@ -26,7 +26,7 @@ from datetime import date, datetime, timedelta, timezone
 import pandas as pd
 import sqlalchemy as sa
 
-from billing_jobs.engine.money import BALANCE_BOUND_MICROS
+from billing_jobs.calc.money import BALANCE_BOUND_MICROS
 from billing_jobs.faults import crash_point
 from billing_jobs.errors import BillingError, UsageError
 from billing_jobs.store.db import db_errors, read_connection

@@ -34,11 +34,11 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import sqlalchemy as sa
 
-from billing_jobs.engine import text as text_rules
-from billing_jobs.engine.frames import ENTITY_COLUMNS, ENTITY_KEYS
+from billing_jobs.calc import text as text_rules
+from billing_jobs.calc.frames import ENTITY_COLUMNS, ENTITY_KEYS
 from billing_jobs.entities import ENTITY_KINDS, OPTIONAL_HEADER
 from billing_jobs.store.tables import stored_name
-from billing_jobs.engine.money import (
+from billing_jobs.calc.money import (
     BALANCE_BOUND_MICROS,
     MAX_MICROS,
     MICRO_DIGITS,
@@ -53,7 +53,7 @@ from billing_jobs.store.balances import existing_balance_rule
 SPECS = ENTITY_KINDS  # the entity declaration (billing_jobs/entities.py)
 
 
-#: Text bounds and forbidden characters: billing_jobs/engine/text.py (#17 items 6 and 10)
+#: Text bounds and forbidden characters: billing_jobs/calc/text.py (#17 items 6 and 10)
 _CONTROL = text_rules.pattern(text_rules.CONTROL)
 _CONTROL_TEXT = text_rules.pattern(text_rules.CONTROL_IN_TEXT)
 _INVISIBLE = text_rules.pattern(text_rules.INVISIBLE)
@@ -111,7 +111,7 @@ def _business_rule_errors(entity: str, df: pd.DataFrame, engine: sa.Engine) -> l
     "row 7, column quantity: must be at least 1"; any message fails the import.
     """
     from billing_jobs.checks import validate_inputs
-    from billing_jobs.engine.frames import ENTITY_COLUMNS, ENTITY_KEYS, BillingInputs, empty_frame
+    from billing_jobs.calc.frames import ENTITY_COLUMNS, ENTITY_KEYS, BillingInputs, empty_frame
     from billing_jobs.store.load import reference_tables
 
     # The file's rows, checked by the same rules as a run, against what they refer to in
@@ -403,7 +403,7 @@ def _parse(name: str, entity: str, table: pa.Table,
                 bad[slow] = sub_bad.to_numpy()
             complain(col, bad, raw, _money_reason)
             micros = np.where(ok & ~bad, micros, 0)
-            if kind == "smoney":  # a balance: the bound posting holds (engine.money)
+            if kind == "smoney":  # a balance: the bound posting holds (calc.money)
                 beyond = ok & ~bad & (micros > BALANCE_BOUND_MICROS)
                 complain(col, beyond, raw, lambda v: f"balance beyond the bound +/-"
                          f"{BALANCE_BOUND_MICROS // 1_000_000} units: {v!r}")

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from billing_jobs.store.db import read_connection
 
-from billing_jobs.engine.frames import DIFFERENCE_COLUMNS, empty_frame
+from billing_jobs.calc.frames import DIFFERENCE_COLUMNS, empty_frame
 
 KEY = ["assignment_id", "kind", "period_start"]
 _CHUNK = 500
@@ -131,7 +131,7 @@ GRANT_KIND = "free_minutes_grant"  # a grant's row in differences.csv (quantity 
 
 
 def held_grant_differences(held: pd.DataFrame) -> pd.DataFrame:
-    """The grants held as `overlaps_posted` (engine.frames.HELD_GRANT_COLUMNS): current data
+    """The grants held as `overlaps_posted` (calc.frames.HELD_GRANT_COLUMNS): current data
     asks for them, a live grant of the same assignment under another period_start already
     gives minutes for some of their days; a rebill over both run dates moves the grant and
     the minutes it used (store/corrections.py)."""

@@ -25,14 +25,14 @@ import sqlalchemy as sa
 
 from billing_jobs.entities import BOOL_KINDS, DATE_KINDS, ENTITY_KINDS, INT_KINDS
 
-from billing_jobs.engine.frames import (
+from billing_jobs.calc.frames import (
     ASSIGNMENT_COLUMNS,
     CUSTOMER_COLUMNS,
     PACKAGE_COLUMNS,
     USAGE_COLUMNS,
     BillingInputs,
 )
-from billing_jobs.engine.usage import needed_calls, usage_needs
+from billing_jobs.calc.usage import needed_calls, usage_needs
 from billing_jobs.store.db import db_errors, read_connection
 from billing_jobs.store.free_minute_state import read_state
 from billing_jobs.store.tables import stored_name
@@ -55,7 +55,7 @@ def load_inputs(
     `customer_ids` limits customers, assignments and usage to those customers (packages are
     all read). Usage is read through the end of `run_date`:
 
-    * by default only the calls the date can use (`engine.usage.usage_needs`): per customer
+    * by default only the calls the date can use (`calc.usage.usage_needs`): per customer
       with a minimum-spend period ending on the date or a free-minute period holding the day
       before, its calls from the first day that needs them (at most `USAGE_LOOKBACK_DAYS`
       back); customers without such a period get none. One set-based query joining those

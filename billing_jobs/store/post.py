@@ -39,8 +39,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import sqlalchemy as sa
 
-from billing_jobs.engine.frames import GRANT_COLUMNS, BillingResult
-from billing_jobs.engine.money import BALANCE_BOUND_MICROS
+from billing_jobs.calc.frames import GRANT_COLUMNS, BillingResult
+from billing_jobs.calc.money import BALANCE_BOUND_MICROS
 from billing_jobs.faults import crash_point
 from billing_jobs.errors import GateError
 from billing_jobs.store.db import db_errors, read_connection

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from billing_jobs.checks import gate
-from billing_jobs.engine.frames import (
+from billing_jobs.calc.frames import (
     DUE_LINE_COLUMNS,
     GRANT_COLUMNS,
     UTILISATION_COLUMNS,

@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 
-from billing_jobs.engine import patterns
+from billing_jobs.calc import patterns
 
 
 def test_prefix_fast_path_is_ascii_only():

@@ -13,14 +13,14 @@ import pytest
 import billing_jobs.checks._gx as gxmod
 from billing_jobs.checks import inputs as inputs_mod
 from billing_jobs.checks import validate_inputs
-from billing_jobs.engine.frames import (
+from billing_jobs.calc.frames import (
     ASSIGNMENT_COLUMNS,
     CUSTOMER_COLUMNS,
     PACKAGE_COLUMNS,
     USAGE_COLUMNS,
     BillingInputs,
 )
-from billing_jobs.engine.patterns import destination_matches
+from billing_jobs.calc.patterns import destination_matches
 from tests.checks._data import M, raw_inputs, set_value
 
 

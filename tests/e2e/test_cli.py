@@ -326,7 +326,7 @@ def test_after_a_failed_post_the_report_says_which_lines_the_ledger_holds(billin
     from datetime import date
 
     from billing_jobs import pipeline
-    from billing_jobs.engine.frames import BillingResult
+    from billing_jobs.calc.frames import BillingResult
     from billing_jobs.store import make_engine, post_result
 
     engine = make_engine(billing_db)

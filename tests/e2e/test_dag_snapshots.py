@@ -9,9 +9,9 @@ import pytest
 from pandas.testing import assert_frame_equal
 
 from billing_jobs import snapshots
-from billing_jobs.engine import compute_billing
-from billing_jobs.engine.frames import BillingResult
-from tests.engine.strategies import assignment, call, customer, make_inputs, package
+from billing_jobs.calc import compute_billing
+from billing_jobs.calc.frames import BillingResult
+from tests.calc.strategies import assignment, call, customer, make_inputs, package
 
 
 def _inputs():

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from billing_jobs.checks import validate_inputs
-from billing_jobs.engine import compute_billing
+from billing_jobs.calc import compute_billing
 from billing_jobs.sample_data import write_sample
 from billing_jobs.store import import_csv, load_inputs
 from billing_jobs.store.load import USAGE_LOOKBACK_DAYS

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from billing_jobs.engine.money import parse_micros, parse_micros_series
+from billing_jobs.calc.money import parse_micros, parse_micros_series
 from billing_jobs.errors import ImportFailed
 from billing_jobs.store import import_csv
 

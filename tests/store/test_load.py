@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from billing_jobs.engine.frames import (
+from billing_jobs.calc.frames import (
     ASSIGNMENT_COLUMNS,
     CUSTOMER_COLUMNS,
     PACKAGE_COLUMNS,

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from billing_jobs.engine.frames import BillingResult
+from billing_jobs.calc.frames import BillingResult
 from billing_jobs.errors import GateError
 from billing_jobs.store import load_inputs, post_result
 

@@ -3,7 +3,7 @@
 A grant's key is (assignment_id, period_start). Correcting an assignment's start date or a
 package's frequency after a grant was posted makes grants under new keys whose periods overlap
 the posted one: each would give the overlapping days' minutes again (and its calls would be
-credited twice). The engine holds such grants (status `overlaps_posted`, engine/grants.py) and
+credited twice). The engine holds such grants (status `overlaps_posted`, calc/grants.py) and
 `rebill` withdraws the old grant before it grants the new one; this migration is the guarantee
 behind both, whoever writes:
 

@@ -23,8 +23,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from billing_jobs.engine.money import MICRO_DIGITS, minor_digits_series, round_to_minor
-from billing_jobs.engine.patterns import destination_matches
+from billing_jobs.calc.money import MICRO_DIGITS, minor_digits_series, round_to_minor
+from billing_jobs.calc.patterns import destination_matches
 
 _OPEN = np.iinfo("int64").max // 4
 
@@ -45,7 +45,7 @@ def _days(s: pd.Series) -> np.ndarray:
 
 def consume(grants: pd.DataFrame, calls: pd.DataFrame) -> pd.DataFrame:
     """Per (call, grant) the seconds the call takes from the grant and the covered charge
-    (micros). `calls.day` is the call's local day number (engine.usage.call_days)."""
+    (micros). `calls.day` is the call's local day number (calc.usage.call_days)."""
     empty = pd.DataFrame({c: pd.Series(dtype="int64" if c in ("seconds", "covered") else object)
                           for c in COVERED_COLUMNS})
     if len(grants) == 0 or len(calls) == 0:

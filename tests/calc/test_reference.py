@@ -1,4 +1,4 @@
-"""Sanity of the reference implementation itself (tests/engine/reference.py).
+"""Sanity of the reference implementation itself (tests/calc/reference.py).
 
 The reference is the oracle of the differential tests, so it gets its own checks: its
 building blocks against hand-computed values, and properties of its output over many
@@ -15,13 +15,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from billing_jobs.engine.frames import (
+from billing_jobs.calc.frames import (
     DUE_LINE_COLUMNS,
     EXTENDED_END_COLUMNS,
     GRANT_COLUMNS,
     UTILISATION_COLUMNS,
 )
-from tests.engine.reference import (  # noqa: I001
+from tests.calc.reference import (  # noqa: I001
     FreeMinuteState,
     Calendar,
     _read,
@@ -32,7 +32,7 @@ from tests.engine.reference import (  # noqa: I001
     reference_billing,
     round_half_up,
 )
-from tests.engine.strategies import (
+from tests.calc.strategies import (
     D,
     anchor_dates,
     assignment,

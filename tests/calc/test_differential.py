@@ -12,14 +12,14 @@ import pandas as pd
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from billing_jobs.engine.frames import (
+from billing_jobs.calc.frames import (
     DUE_LINE_COLUMNS,
     EXTENDED_END_COLUMNS,
     GRANT_COLUMNS,
     UTILISATION_COLUMNS,
 )
-from tests.engine.reference import reference_billing
-from tests.engine.strategies import (
+from tests.calc.reference import reference_billing
+from tests.calc.strategies import (
     assignment,
     billing_cases,
     call,
@@ -41,7 +41,7 @@ SETTINGS = settings(max_examples=200, deadline=None,
 
 
 def _engine(inputs, run_date, tz):
-    from billing_jobs.engine import compute_billing
+    from billing_jobs.calc import compute_billing
 
     return compute_billing(inputs, run_date, tz)
 
@@ -121,8 +121,8 @@ def test_consecutive_run_dates_agree(case, shift):
     reference's plain dictionaries, the engine's `advance_state` frames)."""
     import dataclasses
 
-    from billing_jobs.engine.free_minutes import advance_state
-    from tests.engine.reference import FreeMinuteState
+    from billing_jobs.calc.free_minutes import advance_state
+    from tests.calc.reference import FreeMinuteState
 
     inputs, run_date, tz = case
     inputs = dataclasses.replace(inputs)

@@ -3,11 +3,11 @@
 Billing date D consumes the calls of the day before (x = D - 1, local calendar day) and the
 *late* calls: calls of the LATE_CALL_DAYS days before x that no earlier post consumed. They
 consume the grants whose period holds their day, from what each grant has left (its stored
-counter), with the SPEC's precedence (engine/consumption.py). Per assignment of a package in
+counter), with the SPEC's precedence (calc/consumption.py). Per assignment of a package in
 'credit' mode the covered charge becomes one `free_minutes_credit` line (negative, rounded
 once); a 'report' package's switch already zero-rated the calls: its counters move, no line.
 
-State comes from the database as two frames (engine/frames.py): `counters` (grant_usage)
+State comes from the database as two frames (calc/frames.py): `counters` (grant_usage)
 and `consumed` (call_credits). A customer whose calls were already consumed by a post of D
 (rows with consumed_on == D) is *done*: its consumption is exactly those recorded rows (a
 re-run shows what the ledger holds); everyone else consumes from the state as it stands.
@@ -20,15 +20,15 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from billing_jobs.engine.book import Book
-from billing_jobs.engine.calendar import from_days
-from billing_jobs.engine.consumption import consume
-from billing_jobs.engine.frames import (CONSUMPTION_COLUMNS, DUE_LINE_COLUMNS,
+from billing_jobs.calc.book import Book
+from billing_jobs.calc.calendar import from_days
+from billing_jobs.calc.consumption import consume
+from billing_jobs.calc.frames import (CONSUMPTION_COLUMNS, DUE_LINE_COLUMNS,
                                         GRANT_COUNTER_COLUMNS, UTILISATION_COLUMNS,
                                         empty_frame)
-from billing_jobs.engine.money import minor_digits_series, round_to_minor
-from billing_jobs.engine.grant_periods import grant_periods, grant_seconds
-from billing_jobs.engine.grants import overlapped_by_granted
+from billing_jobs.calc.money import minor_digits_series, round_to_minor
+from billing_jobs.calc.grant_periods import grant_periods, grant_seconds
+from billing_jobs.calc.grants import overlapped_by_granted
 
 #: A call record that arrives late is still consumed when its day is at most this many days
 #: before the day the post covers (D - 1); older ones are left to a manual `adjust`.
@@ -70,7 +70,7 @@ def _granted_calendar(grants: pd.DataFrame, granted: pd.DataFrame | None,
     """The grants calls consume: the current calendar's, except where a grant the database
     holds live for the assignment under another period_start overlaps one (a moved start):
     there the stored grant keeps serving its own period and the new one is held (#17 item 2,
-    engine/grants.py); no day's minutes are given twice."""
+    calc/grants.py); no day's minutes are given twice."""
     if granted is None or not len(granted) or not len(grants):
         return grants
     hit = overlapped_by_granted(grants, granted)
@@ -106,7 +106,7 @@ def free_minutes_on(book: Book, run_day: int, usage: pd.DataFrame, call_day: np.
                     counters: pd.DataFrame, consumed: pd.DataFrame,
                     granted: pd.DataFrame | None = None) -> FreeMinutes:
     """What billing date `run_day` consumes and credits (see the module docstring).
-    `granted`: the grants the database holds live (engine.frames.GRANTED_COLUMNS)."""
+    `granted`: the grants the database holds live (calc.frames.GRANTED_COLUMNS)."""
     fm = np.flatnonzero(book.free_minutes_type)
     x = run_day - 1
     lo = x - LATE_CALL_DAYS
@@ -266,7 +266,7 @@ def advance_state(counters: pd.DataFrame, consumed: pd.DataFrame, consumption: p
     """The state after a billing date's result: its grant counters replace the stored ones,
     its consumption joins the recorded calls (consumed_on = its run date). A backfill carries
     the state from night to night this way, simulated or posted alike."""
-    from billing_jobs.engine.frames import CONSUMED_COLUMNS, COUNTER_COLUMNS
+    from billing_jobs.calc.frames import CONSUMED_COLUMNS, COUNTER_COLUMNS
 
     key = ["assignment_id", "period_start"]
     new_c = grant_counters[COUNTER_COLUMNS] if len(grant_counters) else None

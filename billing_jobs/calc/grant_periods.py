@@ -1,6 +1,6 @@
 """The free-minute grant periods of assignments over a window of days (SPEC section 4):
 every period of each assignment overlapping the window, with the seconds it grants (a
-prorated start stub rounded down to whole minutes). engine/free_minutes.py consumes calls
+prorated start stub rounded down to whole minutes). calc/free_minutes.py consumes calls
 against them; the utilisation report reads the counters that consumption keeps.
 """
 
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from billing_jobs.engine.book import Book
-from billing_jobs.engine.calendar import OPEN, after, period_containing, start_stub
+from billing_jobs.calc.book import Book
+from billing_jobs.calc.calendar import OPEN, after, period_containing, start_stub
 
 
 def grant_seconds(book: Book, idx: np.ndarray, pstart: np.ndarray) -> np.ndarray:

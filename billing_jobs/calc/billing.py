@@ -7,13 +7,13 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-from billing_jobs.engine.book import build_book, customer_codes
-from billing_jobs.engine.calendar import NEVER, OPEN, from_days, to_days
-from billing_jobs.engine.charges import due_lines_on, sort_lines
-from billing_jobs.engine.free_minutes import free_minutes_on
-from billing_jobs.engine.frames import BillingInputs, BillingResult
-from billing_jobs.engine.grants import grants_on, hold_overlapping
-from billing_jobs.engine.usage import PeriodSpend, SpendIndex, call_days
+from billing_jobs.calc.book import build_book, customer_codes
+from billing_jobs.calc.calendar import NEVER, OPEN, from_days, to_days
+from billing_jobs.calc.charges import due_lines_on, sort_lines
+from billing_jobs.calc.free_minutes import free_minutes_on
+from billing_jobs.calc.frames import BillingInputs, BillingResult
+from billing_jobs.calc.grants import grants_on, hold_overlapping
+from billing_jobs.calc.usage import PeriodSpend, SpendIndex, call_days
 
 
 def day_number(d: date | str | pd.Timestamp) -> int:
@@ -33,10 +33,10 @@ def extended_ends(book) -> pd.DataFrame:
 
 def compute_billing(inputs: BillingInputs, run_date, tz: str = "UTC",
                     spend: pd.DataFrame | None = None) -> BillingResult:
-    """`spend` (engine.usage.SPEND_COLUMNS), when given, is the spend of each minimum-spend
+    """`spend` (calc.usage.SPEND_COLUMNS), when given, is the spend of each minimum-spend
     period ending on the date (net of `credited`), instead of summing the calls.
 
-    Free minutes (engine/free_minutes.py) are consumed first: their credit lines join the due
+    Free minutes (calc/free_minutes.py) are consumed first: their credit lines join the due
     lines, and minimum-spend spend is each call's charge net of its covered part."""
     run_day = day_number(run_date)
     book = build_book(inputs.assignments, inputs.packages, inputs.customers)

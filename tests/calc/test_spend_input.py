@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 
 from billing_jobs.checks import validate_inputs
-from billing_jobs.engine.billing import compute_billing
-from billing_jobs.engine.billing import day_number
-from billing_jobs.engine.book import build_book, customer_codes
-from billing_jobs.engine.usage import SPEND_COLUMNS, SpendIndex, call_days, spend_from_calls
-from billing_jobs.engine.frames import BillingInputs
+from billing_jobs.calc.billing import compute_billing
+from billing_jobs.calc.billing import day_number
+from billing_jobs.calc.book import build_book, customer_codes
+from billing_jobs.calc.usage import SPEND_COLUMNS, SpendIndex, call_days, spend_from_calls
+from billing_jobs.calc.frames import BillingInputs
 from billing_jobs.sample_data import generate
 
 DAY = date(2026, 12, 1)

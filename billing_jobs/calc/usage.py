@@ -121,8 +121,8 @@ def usage_needs(customers: pd.DataFrame, packages: pd.DataFrame, assignments: pd
         need_cust.append(rows["customer_id"].to_numpy()[ms])
         need_since.append(np.maximum(start[ms], back))
     # free minutes: the calls a post consumes, those of the day before and the late calls
-    # of the LATE_CALL_DAYS before it (engine/free_minutes.py); counters hold the rest
-    from billing_jobs.engine.free_minutes import LATE_CALL_DAYS
+    # of the LATE_CALL_DAYS before it (calc/free_minutes.py); counters hold the rest
+    from billing_jobs.calc.free_minutes import LATE_CALL_DAYS
 
     lo = x - LATE_CALL_DAYS
     fm = rows["fm"].to_numpy(dtype=bool) & (start <= x_last) & (eff_end >= lo)
@@ -191,7 +191,7 @@ def spend_from_calls(book, run_day: int, spend_index: "SpendIndex | None") -> pd
     """The SPEND_COLUMNS frame of billing date `run_day` from the calls: every
     minimum-spend period ending on it (the one holding the day before), its customer's call
     spend over it, credited 0. The free-minute credits go into `credited`."""
-    from billing_jobs.engine.calendar import period_containing
+    from billing_jobs.calc.calendar import period_containing
 
     ms = np.flatnonzero(book.minimum_spend)
     held = period_containing(book.cal.subset(ms), run_day - 1, book.eff_end[ms],
@@ -215,7 +215,7 @@ def needed_calls(usage: pd.DataFrame, needs: pd.DataFrame, day: date) -> np.ndar
     day after `day` (the loader's margins)."""
     if usage.empty or needs.empty:
         return np.zeros(len(usage), dtype=bool)
-    from billing_jobs.engine.book import customer_codes
+    from billing_jobs.calc.book import customer_codes
 
     order = np.argsort(needs["customer_id"].astype(str).to_numpy(dtype=object), kind="stable")
     ids = needs["customer_id"].astype(str).to_numpy(dtype=object)[order]

@@ -1,6 +1,6 @@
 """A deliberately simple, row-by-row reference of the billing rules (SPEC sections 3 and 4).
 
-It is the oracle the vectorised engine (`billing_jobs.engine.compute_billing`) is compared
+It is the oracle the vectorised engine (`billing_jobs.calc.compute_billing`) is compared
 against, so it shares no code with it: plain Python dates, `Fraction` arithmetic, loops,
 day-by-day scans of the calendar. Slowness is fine; obviousness is the point.
 
@@ -32,7 +32,7 @@ from zoneinfo import ZoneInfo
 
 import pandas as pd
 
-from billing_jobs.engine.frames import (
+from billing_jobs.calc.frames import (
     DUE_LINE_COLUMNS,
     EXTENDED_END_COLUMNS,
     GRANT_COLUMNS,

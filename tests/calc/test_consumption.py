@@ -3,8 +3,8 @@
 import numpy as np
 import pandas as pd
 
-from billing_jobs.engine.consumption import consume, credit_amounts
-from billing_jobs.engine.usage import call_days
+from billing_jobs.calc.consumption import consume, credit_amounts
+from billing_jobs.calc.usage import call_days
 
 
 def _grants(rows):
@@ -69,7 +69,7 @@ def test_midnight_non_utc_belongs_to_local_day():
 
 
 def test_differential_many_days_counters_carried():
-    from tests.engine.reference import reference_consume
+    from tests.calc.reference import reference_consume
 
     rng = np.random.default_rng(12)
     for trial in range(30):

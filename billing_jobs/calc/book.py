@@ -12,14 +12,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from billing_jobs.engine.calendar import (
+from billing_jobs.calc.calendar import (
     FREQ_CODES,
     Calendars,
     effective_end,
     parse_match_days,
     to_days,
 )
-from billing_jobs.engine.money import minor_digits_series
+from billing_jobs.calc.money import minor_digits_series
 
 
 def customer_codes(ids: pd.Series, customer_ids: np.ndarray) -> np.ndarray:

@@ -4,8 +4,8 @@ once, half up, to the currency's minor unit. Run on the reference and on the eng
 
 from __future__ import annotations
 
-from tests.engine.strategies import D, assignment, package
-from tests.engine.test_worked_examples import bill_impl, lines, one
+from tests.calc.strategies import D, assignment, package
+from tests.calc.test_worked_examples import bill_impl, lines, one
 
 
 @bill_impl

@@ -6,17 +6,17 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from billing_jobs.engine.book import Book
-from billing_jobs.engine.calendar import (
+from billing_jobs.calc.book import Book
+from billing_jobs.calc.calendar import (
     OPEN,
     from_days,
     period_containing,
     period_opened_on,
     start_stub,
 )
-from billing_jobs.engine.frames import DUE_LINE_COLUMNS, empty_frame
-from billing_jobs.engine.money import prorate_round
-from billing_jobs.engine.usage import SpendIndex
+from billing_jobs.calc.frames import DUE_LINE_COLUMNS, empty_frame
+from billing_jobs.calc.money import prorate_round
+from billing_jobs.calc.usage import SpendIndex
 
 KIND_ORDER = {"setup": 0, "recurring": 1, "prorated": 2, "minimum_spend": 3,
               "free_minutes_credit": 4}

@@ -12,15 +12,15 @@ from datetime import date, datetime, time, timedelta, timezone
 import pandas as pd
 from hypothesis import strategies as st
 
-from billing_jobs.engine.frames import (
+from billing_jobs.calc.frames import (
     ASSIGNMENT_COLUMNS,
     CUSTOMER_COLUMNS,
     PACKAGE_COLUMNS,
     USAGE_COLUMNS,
     BillingInputs,
 )
-from billing_jobs.engine.money import parse_micros
-from tests.engine.reference import Calendar, parse_match
+from billing_jobs.calc.money import parse_micros
+from tests.calc.reference import Calendar, parse_match
 
 
 # --------------------------------------------------------------------------- builders

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from billing_jobs.engine.patterns import MAX_PATTERN_LENGTH, check_pattern, destination_matches
+from billing_jobs.calc.patterns import MAX_PATTERN_LENGTH, check_pattern, destination_matches
 
 
 def m(numbers, pattern):
