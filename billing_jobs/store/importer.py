@@ -345,129 +345,188 @@ def _first(value: str, pattern: str) -> str:
 _shown = text_rules.shown
 
 
-def _parse(name: str, entity: str, table: pa.Table,
-           spec: dict[str, str]) -> tuple[pd.DataFrame, pa.Table]:
-    """Validate every cell; return (typed pandas frame indexed by CSV row, arrow table)."""
-    n = table.num_rows
-    rows = np.arange(2, n + 2)  # CSV row numbers: header is row 1
-    problems: list[_Problem] = []
-    total = 0
-    arrays: dict[str, pa.Array] = {}
-    frame: dict[str, pd.Series] = {}
+class _Problems:
+    """The rules the cells broke: per rule and column the first row breaking it (its value
+    in the message), and how many cells broke a rule in all."""
 
-    def complain(column: str, mask: np.ndarray, raw: pa.Array, message) -> None:
-        nonlocal total
+    def __init__(self, rows: np.ndarray) -> None:
+        self.rows = rows  # CSV row number of each cell
+        self.found: list[_Problem] = []
+        self.total = 0
+
+    def complain(self, column: str, mask: np.ndarray, raw: pa.Array, message) -> None:
+        """Record the cells of `column` under `mask`; `message` is text or value -> text."""
         if mask.any():
             idx = np.flatnonzero(mask)
             first = int(idx[0])
             value = raw[first].as_py()
             text = message(value) if callable(message) else message
-            problems.append(_Problem(int(rows[first]), column, text))
-            total += len(idx)
+            self.found.append(_Problem(int(self.rows[first]), column, text))
+            self.total += len(idx)
 
-    for col, kind in spec.items():
-        if col in table.column_names:
-            raw = pc.utf8_trim_whitespace(table.column(col).combine_chunks())
-        else:
-            raw = pa.array([""] * n, type=pa.string())
-        empty = _np(pc.equal(raw, ""))
-        ok = ~empty
-        if kind in ("id", "rtext", "money", "smoney", "int", "date", "ts", "bool"):
-            complain(col, empty, raw, "missing value")
-
-        if kind in ("id", "rtext", "text", "ntext"):
-            _text_rules(col, kind, raw, ok, complain)
-        if kind in ("id", "rtext", "text"):
-            arrays[col] = raw
-            frame[col] = pd.Series(raw.to_pandas(), dtype=str)
-        elif kind == "ntext":
-            arrays[col] = pc.if_else(pa.array(empty), pa.scalar(None, pa.string()), raw)
-            frame[col] = pd.Series(arrays[col].to_pandas(), dtype=object)
-            frame[col] = frame[col].where(~empty, None)
-        elif kind in ("money", "money0", "smoney"):
-            negative = _np(pc.starts_with(raw, "-")) & ok
-            if kind == "smoney":
-                body = pc.if_else(pa.array(negative), pc.utf8_slice_codeunits(raw, 1), raw)
-            else:
-                complain(col, negative, raw, lambda v: f"negative amount not allowed: {v!r}")
-                body = raw
-            fast = _np(pc.match_substring_regex(body, r"^\d{1,13}(\.\d{0,6})?$"))
-            micros = _fast_micros(pc.if_else(pa.array(fast), body, "0"))
-            fast &= micros <= MAX_MICROS
-            slow = ok & ~fast & ~(negative & (kind != "smoney"))
-            bad = np.zeros(n, dtype=bool)
-            if slow.any():  # everything unusual goes through the reference parser
-                sub = pd.Series(body.filter(pa.array(slow)).to_pandas(), dtype=str)
-                sub_micros, sub_bad = parse_micros_series(sub)
-                micros[slow] = sub_micros.to_numpy()
-                bad[slow] = sub_bad.to_numpy()
-            complain(col, bad, raw, _money_reason)
-            micros = np.where(ok & ~bad, micros, 0)
-            if kind == "smoney":  # a balance: the bound posting holds (calc.money)
-                beyond = ok & ~bad & (micros > BALANCE_BOUND_MICROS)
-                complain(col, beyond, raw, lambda v: f"balance beyond the bound +/-"
-                         f"{BALANCE_BOUND_MICROS // 1_000_000} units: {v!r}")
-                micros = np.where(negative, -micros, micros)
-            arrays[col] = pa.array(micros.astype("int64"))
-            frame[col] = pd.Series(micros.astype("int64"))
-        elif kind in ("int", "int0", "nint"):
-            good = _np(pc.match_substring_regex(raw, r"^[+-]?\d{1,18}$"))
-            complain(col, ok & ~good, raw, lambda v: f"not an integer: {v!r}")
-            digits = pc.replace_substring_regex(raw, r"^\+", "")
-            values = _np(pc.cast(pc.if_else(pa.array(ok & good), digits, "0"), pa.int64()))
-            if kind == "nint":
-                arrays[col] = pa.array(values.astype("int64"), mask=empty)
-                frame[col] = pd.Series(pd.array(values.astype("int64"), dtype="Int64")).mask(empty)
-            else:
-                arrays[col] = pa.array(values.astype("int64"))
-                frame[col] = pd.Series(values.astype("int64"))
-        elif kind in ("date", "ndate"):
-            shaped = _np(pc.match_substring_regex(raw, r"^\d{4}-\d{2}-\d{2}$"))
-            text = pd.Series(raw.to_pandas(), dtype=object).where(ok & shaped, None)
-            parsed = pd.to_datetime(text, format="%Y-%m-%d", errors="coerce")
-            bad = ok & (~shaped | parsed.isna().to_numpy())
-            complain(col, bad, raw, lambda v: f"not a valid date (YYYY-MM-DD): {v!r}")
-            values = parsed.to_numpy().astype("datetime64[s]")
-            arrays[col] = pc.cast(pa.array(values, mask=np.isnat(values)), pa.date32())
-            frame[col] = pd.Series(values)
-        elif kind == "ts":
-            shaped = _np(pc.match_substring_regex(raw, r"^\d{4}-\d{2}-\d{2}"))
-            text = pd.Series(raw.to_pandas(), dtype=str).where(ok & shaped, None)
-            parsed = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
-            bad = ok & (~shaped | parsed.isna().to_numpy())
-            complain(col, bad, raw, lambda v: f"not an ISO 8601 timestamp: {v!r}")
-            parsed = parsed.dt.as_unit("us")
-            arrays[col] = pa.array(parsed, type=pa.timestamp("us", tz="UTC"))
-            frame[col] = parsed.reset_index(drop=True)
-        elif kind in ("bool", "bool0"):
-            low = pc.utf8_lower(raw)
-            is_true = _np(pc.is_in(low, value_set=pa.array(sorted(_TRUE))))
-            is_false = _np(pc.is_in(low, value_set=pa.array(sorted(_FALSE))))
-            complain(col, ok & ~is_true & ~is_false, raw,
-                     lambda v: f"not a boolean (true/false/1/0/yes/no): {v!r}")
-            arrays[col] = pa.array(is_true)
-            frame[col] = pd.Series(is_true, dtype=bool)
-        else:  # pragma: no cover
-            raise AssertionError(kind)
-
-        if kind == "id" and n and pc.count_distinct(raw).as_py() < n:
-            ids = pd.Series(raw.to_pandas(), dtype=str)
-            dup = ids.duplicated(keep="first").to_numpy() & ok
-            first_row = pd.Series(rows, index=ids.to_numpy()).groupby(level=0).first()
-            complain(col, dup, raw, lambda v: f"duplicate id {v!r} (first on row {first_row[v]})")
-
-    if problems:
-        order = list(spec)
-        problems.sort(key=lambda p: (p.row, order.index(p.column)))
-        first = problems[0]
-        more = total - 1
+    def raise_first(self, name: str, order: list[str]) -> None:
+        """ImportFailed naming the first problem (by row, then column `order`), if any."""
+        if not self.found:
+            return
+        self.found.sort(key=lambda p: (p.row, order.index(p.column)))
+        first = self.found[0]
+        more = self.total - 1
         raise ImportFailed(
             f"{name} row {first.row} (row 1 is the header), column {first.column}: "
             f"{first.message}" + (f"; {more} more problem(s) in the file" if more else "")
         )
+
+
+#: Kinds whose cells may not be empty
+_REQUIRED = frozenset({"id", "rtext", "money", "smoney", "int", "date", "ts", "bool"})
+
+
+def _parse(name: str, entity: str, table: pa.Table,
+           spec: dict[str, str]) -> tuple[pd.DataFrame, pa.Table]:
+    """Validate every cell; return (typed pandas frame indexed by CSV row, arrow table)."""
+    n = table.num_rows
+    rows = np.arange(2, n + 2)  # CSV row numbers: header is row 1
+    problems = _Problems(rows)
+    arrays: dict[str, pa.Array] = {}
+    frame: dict[str, pd.Series] = {}
+    for col, kind in spec.items():
+        raw = _column_text(table, col)
+        empty = _np(pc.equal(raw, ""))
+        if kind in _REQUIRED:
+            problems.complain(col, empty, raw, "missing value")
+        parser = _PARSERS.get(kind)
+        if parser is None:  # pragma: no cover
+            raise AssertionError(kind)
+        arrays[col], frame[col] = parser(col, kind, raw, empty, problems)
+        if kind == "id":
+            _check_duplicate_ids(col, raw, ~empty, rows, problems)
+    problems.raise_first(name, list(spec))
     typed = pd.DataFrame({c: frame[c].reset_index(drop=True) for c in spec}, columns=list(spec))
     typed.index = pd.Index(rows, name="row")
     return typed, pa.table({c: arrays[c] for c in spec})
+
+
+def _column_text(table: pa.Table, col: str) -> pa.Array:
+    """The column's cells stripped of surrounding whitespace; all '' if the header lacks it."""
+    if col in table.column_names:
+        return pc.utf8_trim_whitespace(table.column(col).combine_chunks())
+    return pa.array([""] * table.num_rows, type=pa.string())
+
+
+def _parse_text(col: str, kind: str, raw: pa.Array, empty: np.ndarray,
+                problems: _Problems) -> tuple[pa.Array, pd.Series]:
+    """id, rtext, text: the text as it is; ntext: empty cells are NULL / None."""
+    _text_rules(col, kind, raw, ~empty, problems.complain)
+    if kind != "ntext":
+        return raw, pd.Series(raw.to_pandas(), dtype=str)
+    array = pc.if_else(pa.array(empty), pa.scalar(None, pa.string()), raw)
+    series = pd.Series(array.to_pandas(), dtype=object)
+    return array, series.where(~empty, None)
+
+
+def _parse_money(col: str, kind: str, raw: pa.Array, empty: np.ndarray,
+                 problems: _Problems) -> tuple[pa.Array, pd.Series]:
+    """money, money0 (>= 0) and smoney (a balance: signed, within the bound) as int64 micros;
+    an empty cell is 0."""
+    ok = ~empty
+    negative = _np(pc.starts_with(raw, "-")) & ok
+    if kind == "smoney":
+        body = pc.if_else(pa.array(negative), pc.utf8_slice_codeunits(raw, 1), raw)
+    else:
+        problems.complain(col, negative, raw, lambda v: f"negative amount not allowed: {v!r}")
+        body = raw
+    fast = _np(pc.match_substring_regex(body, r"^\d{1,13}(\.\d{0,6})?$"))
+    micros = _fast_micros(pc.if_else(pa.array(fast), body, "0"))
+    fast &= micros <= MAX_MICROS
+    slow = ok & ~fast & ~(negative & (kind != "smoney"))
+    bad = np.zeros(len(raw), dtype=bool)
+    if slow.any():  # everything unusual goes through the reference parser
+        sub = pd.Series(body.filter(pa.array(slow)).to_pandas(), dtype=str)
+        sub_micros, sub_bad = parse_micros_series(sub)
+        micros[slow] = sub_micros.to_numpy()
+        bad[slow] = sub_bad.to_numpy()
+    problems.complain(col, bad, raw, _money_reason)
+    micros = np.where(ok & ~bad, micros, 0)
+    if kind == "smoney":  # a balance: the bound posting holds (calc.money)
+        beyond = ok & ~bad & (micros > BALANCE_BOUND_MICROS)
+        problems.complain(col, beyond, raw, lambda v: f"balance beyond the bound +/-"
+                          f"{BALANCE_BOUND_MICROS // 1_000_000} units: {v!r}")
+        micros = np.where(negative, -micros, micros)
+    return pa.array(micros.astype("int64")), pd.Series(micros.astype("int64"))
+
+
+def _parse_int(col: str, kind: str, raw: pa.Array, empty: np.ndarray,
+               problems: _Problems) -> tuple[pa.Array, pd.Series]:
+    """int, int0 as int64 (an empty cell is 0); nint: an empty cell is NULL / <NA>."""
+    ok = ~empty
+    good = _np(pc.match_substring_regex(raw, r"^[+-]?\d{1,18}$"))
+    problems.complain(col, ok & ~good, raw, lambda v: f"not an integer: {v!r}")
+    digits = pc.replace_substring_regex(raw, r"^\+", "")
+    values = _np(pc.cast(pc.if_else(pa.array(ok & good), digits, "0"), pa.int64()))
+    if kind == "nint":
+        return (pa.array(values.astype("int64"), mask=empty),
+                pd.Series(pd.array(values.astype("int64"), dtype="Int64")).mask(empty))
+    return pa.array(values.astype("int64")), pd.Series(values.astype("int64"))
+
+
+def _parse_date(col: str, kind: str, raw: pa.Array, empty: np.ndarray,
+                problems: _Problems) -> tuple[pa.Array, pd.Series]:
+    """date, ndate: YYYY-MM-DD, a real calendar date; an empty cell is NULL / NaT."""
+    ok = ~empty
+    shaped = _np(pc.match_substring_regex(raw, r"^\d{4}-\d{2}-\d{2}$"))
+    text = pd.Series(raw.to_pandas(), dtype=object).where(ok & shaped, None)
+    parsed = pd.to_datetime(text, format="%Y-%m-%d", errors="coerce")
+    bad = ok & (~shaped | parsed.isna().to_numpy())
+    problems.complain(col, bad, raw, lambda v: f"not a valid date (YYYY-MM-DD): {v!r}")
+    values = parsed.to_numpy().astype("datetime64[s]")
+    return pc.cast(pa.array(values, mask=np.isnat(values)), pa.date32()), pd.Series(values)
+
+
+def _parse_timestamp(col: str, kind: str, raw: pa.Array, empty: np.ndarray,
+                     problems: _Problems) -> tuple[pa.Array, pd.Series]:
+    """ts: ISO 8601, UTC when no offset is given, in microseconds."""
+    ok = ~empty
+    shaped = _np(pc.match_substring_regex(raw, r"^\d{4}-\d{2}-\d{2}"))
+    text = pd.Series(raw.to_pandas(), dtype=str).where(ok & shaped, None)
+    parsed = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
+    bad = ok & (~shaped | parsed.isna().to_numpy())
+    problems.complain(col, bad, raw, lambda v: f"not an ISO 8601 timestamp: {v!r}")
+    parsed = parsed.dt.as_unit("us")
+    return pa.array(parsed, type=pa.timestamp("us", tz="UTC")), parsed.reset_index(drop=True)
+
+
+def _parse_bool(col: str, kind: str, raw: pa.Array, empty: np.ndarray,
+                problems: _Problems) -> tuple[pa.Array, pd.Series]:
+    """bool, bool0: true/false/1/0/yes/no in any case; an empty cell is false."""
+    low = pc.utf8_lower(raw)
+    is_true = _np(pc.is_in(low, value_set=pa.array(sorted(_TRUE))))
+    is_false = _np(pc.is_in(low, value_set=pa.array(sorted(_FALSE))))
+    problems.complain(col, ~empty & ~is_true & ~is_false, raw,
+                      lambda v: f"not a boolean (true/false/1/0/yes/no): {v!r}")
+    return pa.array(is_true), pd.Series(is_true, dtype=bool)
+
+
+#: Column kind (billing_jobs/entities.py) -> its parser
+_PARSERS = {
+    "id": _parse_text, "rtext": _parse_text, "text": _parse_text, "ntext": _parse_text,
+    "money": _parse_money, "money0": _parse_money, "smoney": _parse_money,
+    "int": _parse_int, "int0": _parse_int, "nint": _parse_int,
+    "date": _parse_date, "ndate": _parse_date,
+    "ts": _parse_timestamp,
+    "bool": _parse_bool, "bool0": _parse_bool,
+}
+
+
+def _check_duplicate_ids(col: str, raw: pa.Array, ok: np.ndarray, rows: np.ndarray,
+                         problems: _Problems) -> None:
+    """Ids repeated inside the file: each repeat after the first names the first's row."""
+    n = len(raw)
+    if not n or pc.count_distinct(raw).as_py() >= n:
+        return
+    ids = pd.Series(raw.to_pandas(), dtype=str)
+    dup = ids.duplicated(keep="first").to_numpy() & ok
+    first_row = pd.Series(rows, index=ids.to_numpy()).groupby(level=0).first()
+    problems.complain(col, dup, raw, lambda v: f"duplicate id {v!r} (first on row {first_row[v]})")
 
 
 def _money_reason(value: str) -> str:
