@@ -182,6 +182,52 @@ def check_customers(engine, customer_ids: list[str] | None) -> None:
 
 # ------------------------------------------------------------------ the whole run
 
+@dataclass
+class _Progress:
+    """How far one run got: the stage it is in and what the stages before it produced."""
+
+    stage: str = "load"
+    inputs: BillingInputs | None = None
+    result: BillingResult = field(default_factory=empty_result)
+    rejected: pd.DataFrame | None = None
+    unposted: list[str] = field(default_factory=list)
+
+
+def rule_evaluator(customer_ids: list[str] | None):
+    """A run for chosen customers (Run Package) checks every frame with the pandas evaluator of
+    the same rules, so it never pays Great Expectations' start-up; a batch run keeps GX for
+    every frame above the fast-path size (checks.rules)."""
+    from contextlib import nullcontext
+
+    from billing_jobs.checks.rules import interactive
+
+    return interactive() if customer_ids else nullcontext()
+
+
+def _run_stages(engine, req: RunRequest, run_id: str, timings: "Timings",
+                loaded: tuple[BillingInputs, pd.DataFrame] | None, p: _Progress) -> None:
+    """load (or the plan's frames) -> compute -> gate -> settle, recording progress in `p`."""
+    from billing_jobs.store import runs
+
+    with rule_evaluator(req.customer_ids):
+        if loaded is None:
+            p.inputs, p.rejected = load_stage(engine, req, timings)
+        else:
+            p.inputs, p.rejected = strict_check(req, *loaded)
+        p.stage = "compute"
+        with timings.stage("compute"):
+            p.result = compute_stage(p.inputs, req)
+        p.stage = "gate"
+        with timings.stage("gate"):
+            gate_stage(p.result, p.inputs)
+    p.stage = "settle"
+    with timings.stage("post" if not req.simulate else "simulate"):
+        p.result = settle_stage(engine, p.result, req, run_id)
+    p.stage = "done"
+    if not req.simulate:
+        p.unposted = [d.isoformat() for d in runs.unposted_dates(engine, req.run_date)]
+
+
 def run_billing(db_url: str | None, req: RunRequest, engine=None,
                 keep_empty: bool = True,
                 loaded: tuple[BillingInputs, pd.DataFrame] | None = None) -> RunOutcome:
@@ -190,7 +236,7 @@ def run_billing(db_url: str | None, req: RunRequest, engine=None,
     `loaded`: the date's (clean inputs, rejected rows) already loaded and validated (a
     backfill's plan, `backfill_plan.night`); otherwise the load stage reads them."""
     from billing_jobs.calc.frames import empty_frame
-    from billing_jobs.store import make_engine, runs, upgrade
+    from billing_jobs.store import make_engine, upgrade
 
     engine = engine or make_engine(db_url)
     upgrade(engine)
@@ -199,54 +245,35 @@ def run_billing(db_url: str | None, req: RunRequest, engine=None,
     out_dir = Path(req.out_dir) if req.out_dir else default_report_dir(req, run_id)
     timings = Timings()
     started_at = datetime.now(timezone.utc)
-    result, rejected = empty_result(), empty_frame(["entity", "id", "reason"])
+    p = _Progress(rejected=empty_frame(["entity", "id", "reason"]))
     status, message = "failed", ""
-    unposted: list[str] = []
-    stage = "load"
-    inputs = None
     error: BaseException | None = None
     t_all = time.perf_counter()
     try:
-        if loaded is None:
-            inputs, rejected = load_stage(engine, req, timings)
-        else:
-            inputs, rejected = strict_check(req, *loaded)
-        stage = "compute"
-        with timings.stage("compute"):
-            result = compute_stage(inputs, req)
-        stage = "gate"
-        with timings.stage("gate"):
-            gate_stage(result, inputs)
-        stage = "settle"
-        with timings.stage("post" if not req.simulate else "simulate"):
-            result = settle_stage(engine, result, req, run_id)
-        stage = "done"
-        if not req.simulate:
-            unposted = [d.isoformat() for d in runs.unposted_dates(engine, req.run_date)]
+        _run_stages(engine, req, run_id, timings, loaded, p)
         status = "succeeded"
     except BillingError as exc:
         error = exc
         message = str(exc)
-        rejected = getattr(exc, "rejected", rejected)
+        p.rejected = getattr(exc, "rejected", p.rejected)
     except Exception as exc:  # an unexpected failure still gets a run record and a report
         error = exc
         message = f"{type(exc).__name__}: {exc}"
     timings["total_before_report"] = round(time.perf_counter() - t_all, 4)
-    info = run_info(req, run_id, status, message, unposted, started_at)
-    info["failed_stage"] = stage if status == "failed" else None
-    info["validated"] = inputs is not None
-    context = report_context(inputs, engine, posted=not req.simulate and stage in ("settle", "done"))
+    info = run_info(req, run_id, status, message, p.unposted, started_at)
+    info["failed_stage"] = p.stage if status == "failed" else None
+    info["validated"] = p.inputs is not None
+    context = report_context(p.inputs, engine,
+                             posted=not req.simulate and p.stage in ("settle", "done"))
     with timings.stage("report"):
-        closed = close_attempt(engine, req, run_id, result, rejected, info, timings, out_dir,
-                               post_attempted=status == "failed" and stage == "settle",
+        closed = close_attempt(engine, req, run_id, p.result, p.rejected, info, timings, out_dir,
+                               post_attempted=status == "failed" and p.stage == "settle",
                                keep_empty=keep_empty, context=context)
-    result, report_dir, summary = closed.result, closed.report_dir, closed.summary
-    report_error = closed.report_error
-    full = "; ".join(m for m in (message, report_error, closed.closing_error) if m)
-    outcome = RunOutcome(run_id, status, report_dir, summary, full)
-    outcome.report_error = report_error
+    full = "; ".join(m for m in (message, closed.report_error, closed.closing_error) if m)
+    outcome = RunOutcome(run_id, status, closed.report_dir, closed.summary, full)
+    outcome.report_error = closed.report_error
     outcome.error = error
-    outcome.result = result
+    outcome.result = closed.result
     if error is not None and not isinstance(error, BillingError):
         raise error
     return outcome
@@ -289,7 +316,8 @@ def backfill(db_url: str | None, first: date, last: date, simulate: bool, starte
     check_customers(engine, customer_ids)
     from billing_jobs.calc.free_minutes import advance_state
 
-    plan = plan_backfill(engine, first, last, customer_ids)
+    with rule_evaluator(customer_ids):
+        plan = plan_backfill(engine, first, last, customer_ids)
     # free minutes, carried night to night: counters, consumed calls, live stored grants
     state = (plan.clean.counters, plan.clean.consumed, plan.clean.granted)
     outcomes = []

@@ -304,7 +304,8 @@ def extract(db_url: str | None, req: RunRequest, run_dir: str | Path, *,
                         started_by=req.started_by, run_dir=str(Path(run_dir)),
                         inputs=str(work / "inputs"))
         _write_manifest(work, manifest)
-        inputs, rejected = pipeline.load_stage(engine, req, timings)
+        with pipeline.rule_evaluator(req.customer_ids):
+            inputs, rejected = pipeline.load_stage(engine, req, timings)
     snapshots.save_inputs(inputs, rejected, work / "inputs")
     n = shards if shards is not None else shards_for(len(inputs.assignments))
     groups = [s for s in snapshots.shard_customers(inputs.customers["customer_id"], n)
@@ -359,7 +360,8 @@ def gate(shard_results: Iterable[str | Path]) -> str:
         result = snapshots.concat_results(
             [snapshots.load_result(storage_path(p)) for p in shard_results])
         inputs, _ = snapshots.load_inputs(storage_path(m["inputs"]))
-        pipeline.gate_stage(result, inputs)
+        with pipeline.rule_evaluator(m["customer_ids"]):
+            pipeline.gate_stage(result, inputs)
         out = snapshots.save_result(result, work / "gated")
     save_timings(work, "gate", timings)
     return str(out)

@@ -48,64 +48,79 @@ def _lines(book: Book, idx: np.ndarray, kind: str, run_day: int, period_start, p
 
 def due_lines_on(book: Book, run_day: int, spend_index: SpendIndex | None,
                  customer_codes: np.ndarray) -> pd.DataFrame:
-    """All lines due on `run_day` (a day number). `customer_codes[i]` is the code of book row i's
-    customer in `spend_index` (-1 when the customer has no calls)."""
-    n = len(book)
-    D = np.full(n, run_day, dtype="int64")
-    parts = []
+    """All lines due on `run_day` (a day number), one kind after another. `customer_codes[i]`
+    is the code of book row i's customer in `spend_index` (-1 when the customer has no calls)."""
+    return sort_lines([
+        _setup_lines(book, run_day),
+        _recurring_lines(book, run_day),
+        _prorated_lines(book, run_day),
+        _minimum_spend_lines(book, run_day, spend_index, customer_codes),
+    ])
 
-    # setup: on the start date, when there is a setup price or cost
+
+def _setup_lines(book: Book, run_day: int) -> pd.DataFrame | None:
+    """setup: on the start date, when there is a setup price or cost."""
     setup_priced = (book.rows["setup_retail"].to_numpy(dtype="int64") > 0) | (
         book.rows["setup_cost"].to_numpy(dtype="int64") > 0)
     idx = np.flatnonzero((book.start == run_day) & setup_priced)
-    if idx.size:
-        ones = np.ones(idx.size, dtype="int64")
-        parts.append(_lines(book, idx, "setup", run_day, book.start[idx],
-                            np.full(idx.size, OPEN), "setup_retail",
-                            "setup_cost", ones, ones))
+    if not idx.size:
+        return None
+    ones = np.ones(idx.size, dtype="int64")
+    return _lines(book, idx, "setup", run_day, book.start[idx], np.full(idx.size, OPEN),
+                  "setup_retail", "setup_cost", ones, ones)
 
-    # recurring: run_day is a billing date of a package without minimum spend
-    today = period_opened_on(book.cal, D, book.eff_end)
+
+def _recurring_lines(book: Book, run_day: int) -> pd.DataFrame | None:
+    """recurring: run_day is a billing date of a package without minimum spend. Trailing
+    proration (SPEC section 9): with prorate, a period cut by effective_end + 1 is charged
+    kept days / days of the uncut period (rounded once, half up)."""
+    today = period_opened_on(book.cal, np.full(len(book), run_day, dtype="int64"), book.eff_end)
     idx = np.flatnonzero(today.valid & ~book.minimum_spend)
-    if idx.size:
-        # trailing proration (SPEC section 9): with prorate, a period cut by effective_end + 1
-        # is charged kept days / days of the uncut period (rounded once, half up)
-        pro = book.prorate[idx]
-        days = np.where(pro, today.days[idx], 1).astype("int64")
-        full = np.where(pro, today.full[idx], 1).astype("int64")
-        parts.append(_lines(book, idx, "recurring", run_day, today.start[idx], today.end[idx],
-                            "retail", "cost", days, full))
+    if not idx.size:
+        return None
+    pro = book.prorate[idx]
+    days = np.where(pro, today.days[idx], 1).astype("int64")
+    full = np.where(pro, today.full[idx], 1).astype("int64")
+    return _lines(book, idx, "recurring", run_day, today.start[idx], today.end[idx],
+                  "retail", "cost", days, full)
 
-    # prorated: the start is not a billing date, prorate on, no minimum spend
+
+def _prorated_lines(book: Book, run_day: int) -> pd.DataFrame | None:
+    """prorated: the start is not a billing date, prorate on, no minimum spend."""
     stub = start_stub(book.cal, book.eff_end)
     idx = np.flatnonzero((book.start == run_day) & stub.valid & book.prorate & ~book.minimum_spend)
-    if idx.size:
-        parts.append(_lines(book, idx, "prorated", run_day, stub.start[idx], stub.end[idx],
-                            "retail", "cost", stub.days[idx], stub.full[idx]))
+    if not idx.size:
+        return None
+    return _lines(book, idx, "prorated", run_day, stub.start[idx], stub.end[idx],
+                  "retail", "cost", stub.days[idx], stub.full[idx])
 
-    # minimum spend: a period that held yesterday ends today
+
+def _minimum_spend_lines(book: Book, run_day: int, spend_index: SpendIndex | None,
+                         customer_codes: np.ndarray) -> pd.DataFrame | None:
+    """minimum spend: a period that held yesterday ends today; the customer's spend over it
+    (net of free-minute credits) is subtracted before rounding."""
     ms = np.flatnonzero(book.minimum_spend)
-    if ms.size:
-        sub = book.cal.subset(ms)
-        held = period_containing(sub, run_day - 1, book.eff_end[ms], book.prorate[ms])
-        ends = held.valid & (held.end == run_day)
-        idx = ms[ends]
-        if idx.size:
-            ps, pe = held.start[ends], held.end[ends]
-            codes = customer_codes[idx]
-            spend = np.zeros(idx.size, dtype="int64")
-            if spend_index is not None:
-                known = codes >= 0
-                spend[known] = spend_index.spend(codes[known], ps[known], pe[known])
-            parts.append(_lines(book, idx, "minimum_spend", run_day, ps, pe, "retail", "cost",
-                                held.days[ends], held.full[ends], spend))
+    if not ms.size:
+        return None
+    sub = book.cal.subset(ms)
+    held = period_containing(sub, run_day - 1, book.eff_end[ms], book.prorate[ms])
+    ends = held.valid & (held.end == run_day)
+    idx = ms[ends]
+    if not idx.size:
+        return None
+    ps, pe = held.start[ends], held.end[ends]
+    codes = customer_codes[idx]
+    spend = np.zeros(idx.size, dtype="int64")
+    if spend_index is not None:
+        known = codes >= 0
+        spend[known] = spend_index.spend(codes[known], ps[known], pe[known])
+    return _lines(book, idx, "minimum_spend", run_day, ps, pe, "retail", "cost",
+                  held.days[ends], held.full[ends], spend)
 
-    return sort_lines(parts)
 
-
-def sort_lines(parts: list[pd.DataFrame]) -> pd.DataFrame:
+def sort_lines(parts: list[pd.DataFrame | None]) -> pd.DataFrame:
     """Due lines in their one order: customer, assignment, kind (KIND_ORDER), period start."""
-    parts = [p for p in parts if len(p)]
+    parts = [p for p in parts if p is not None and len(p)]
     if not parts:
         return empty_frame(DUE_LINE_COLUMNS)
     lines = pd.concat(parts, ignore_index=True)

@@ -108,13 +108,34 @@ def free_minutes_on(book: Book, run_day: int, usage: pd.DataFrame, call_day: np.
     """What billing date `run_day` consumes and credits (see the module docstring).
     `granted`: the grants the database holds live (calc.frames.GRANTED_COLUMNS)."""
     fm = np.flatnonzero(book.free_minutes_type)
-    x = run_day - 1
-    lo = x - LATE_CALL_DAYS
     if fm.size == 0:
         return _empty(run_day)
+    x = run_day - 1
     credit_mode = _credit_mode(book)
+    grants = _grants_of_window(book, fm, x - LATE_CALL_DAYS, run_day, granted)
+    gkey = _grant_key(grants)
+    own = (_day_numbers(consumed["consumed_on"]) == run_day) if len(consumed) else \
+        np.zeros(0, dtype=bool)
+    own_rows = consumed[own]  # what a post of this date already recorded
+    grants = _with_use_before(grants, gkey, counters, own_rows)
+    a_row = pd.Series(np.arange(len(book)), index=book.rows["assignment_id"].astype(str).to_numpy())
+    new = _new_consumption(grants, own_rows, consumed, usage, call_day, x)
+    if len(new):  # report-only packages: counters move, nothing is credited
+        credit = credit_mode[a_row.reindex(new["assignment_id"].astype(str)).to_numpy()]
+        new.loc[~credit, "covered"] = 0
+    today = _consumption_of_date(own_rows, new, run_day)
+    counters_out = _counters_after(grants, gkey, today)
+    lines = _credit_lines(book, run_day, today, a_row, credit_mode)
+    return FreeMinutes(lines, today, counters_out, _utilisation(counters_out, x),
+                       _covered_by_call(today, consumed[~own]))
 
-    # every grant period holding a day of [lo, x]
+
+_KEY = ["assignment_id", "period_start"]
+
+
+def _grants_of_window(book: Book, fm: np.ndarray, lo: int, run_day: int,
+                      granted: pd.DataFrame | None) -> pd.DataFrame:
+    """Every grant period holding a day of [lo, run_day - 1], on the stored grants' calendar."""
     g_a, g_start, g_end = grant_periods(book, fm, np.full(fm.size, lo, dtype="int64"), run_day)
     rows = book.rows
     grants = pd.DataFrame({
@@ -126,79 +147,93 @@ def free_minutes_on(book: Book, run_day: int, usage: pd.DataFrame, call_day: np.
         "destination": rows["destination"].fillna("").to_numpy(dtype=object)[g_a],
         "seconds": grant_seconds(book, g_a, g_start),
     })
-    grants = _granted_calendar(grants, granted, rows)
-    key = ["assignment_id", "period_start"]
+    return _granted_calendar(grants, granted, rows)
 
-    # state: recorded consumption; the run date's own rows make their customers "done"
-    consumed = consumed.copy()
-    own = (_day_numbers(consumed["consumed_on"]) == run_day) if len(consumed) else \
-        np.zeros(0, dtype=bool)
-    own_rows = consumed[own]
-    done = set(own_rows["customer_id"].astype(str))
-    own_by_grant = (own_rows.assign(period_start=pd.to_datetime(own_rows["period_start"]))
-                    .groupby(key, sort=False)[["seconds", "covered"]].sum())
+
+def _grant_key(grants: pd.DataFrame) -> pd.MultiIndex:
+    return pd.MultiIndex.from_arrays([grants["assignment_id"],
+                                      pd.to_datetime(grants["period_start"])], names=_KEY)
+
+
+def _sums_by_grant(frame: pd.DataFrame, gkey: pd.MultiIndex, columns: list[str]
+                   ) -> list[np.ndarray]:
+    """Per grant of `gkey`, the sums of `columns` over the rows of `frame` (0 where none)."""
+    by_grant = (frame.assign(period_start=pd.to_datetime(frame["period_start"]))
+                .groupby(_KEY, sort=False)[columns].sum())
+    return [by_grant[c].reindex(gkey).fillna(0).to_numpy(dtype="int64") for c in columns]
+
+
+def _with_use_before(grants: pd.DataFrame, gkey: pd.MultiIndex, counters: pd.DataFrame,
+                     own_rows: pd.DataFrame) -> pd.DataFrame:
+    """Each grant's seconds used and amount credited before this date: the stored counters
+    less what a post of this date already recorded."""
     c = counters.assign(period_start=pd.to_datetime(counters["period_start"]))
-    c = c.set_index(key)[["seconds_used", "credited"]] if len(c) else pd.DataFrame(
+    c = c.set_index(_KEY)[["seconds_used", "credited"]] if len(c) else pd.DataFrame(
         {"seconds_used": pd.Series(dtype="int64"), "credited": pd.Series(dtype="int64")},
-        index=pd.MultiIndex.from_arrays([[], pd.to_datetime([])], names=key))
-    gkey = pd.MultiIndex.from_arrays([grants["assignment_id"],
-                                      pd.to_datetime(grants["period_start"])], names=key)
+        index=pd.MultiIndex.from_arrays([[], pd.to_datetime([])], names=_KEY))
     stored_used = c["seconds_used"].reindex(gkey).fillna(0).to_numpy(dtype="int64")
     stored_credited = c["credited"].reindex(gkey).fillna(0).to_numpy(dtype="int64")
-    own_used = own_by_grant["seconds"].reindex(gkey).fillna(0).to_numpy(dtype="int64")
-    own_cov = own_by_grant["covered"].reindex(gkey).fillna(0).to_numpy(dtype="int64")
-    grants["seconds_used"] = stored_used - own_used  # before this date
-    grants["credited_before"] = stored_credited - own_cov
+    own_used, own_cov = _sums_by_grant(own_rows, gkey, ["seconds", "covered"])
+    return grants.assign(seconds_used=stored_used - own_used,
+                         credited_before=stored_credited - own_cov)
 
-    # new consumption: customers not done, calls of [lo, x] not consumed by any post
-    is_done = grants["customer_id"].astype(str).isin(done).to_numpy()
-    open_grants = grants[~is_done].reset_index(drop=True)
-    new = empty_frame(CONSUMPTION_COLUMNS)
-    if len(open_grants) and len(usage):
-        taken_ids = set(consumed["call_id"].astype(str)) if len(consumed) else set()
-        wanted = set(open_grants["customer_id"].astype(str))
-        sel = ((call_day >= lo) & (call_day <= x)
-               & usage["customer_id"].astype(str).isin(wanted).to_numpy())
-        if taken_ids:
-            sel &= ~usage["call_id"].astype(str).isin(taken_ids).to_numpy()
-        calls = usage[sel].assign(day=call_day[sel])
-        parts = consume(open_grants, calls)
-        if len(parts):
-            day_of = pd.Series(call_day[sel], index=calls["call_id"].astype(str).to_numpy())
-            start_of = pd.Series(calls["start_time"].to_numpy(),
-                                 index=calls["call_id"].astype(str).to_numpy())
-            ids = parts["call_id"].astype(str)
-            new = pd.DataFrame({
-                "run_date": from_days(np.full(len(parts), run_day, dtype="int64")),
-                "call_id": ids.to_numpy(dtype=object),
-                "customer_id": parts["customer_id"].to_numpy(dtype=object),
-                "assignment_id": parts["assignment_id"].to_numpy(dtype=object),
-                "period_start": pd.to_datetime(parts["period_start"]).to_numpy()
-                .astype("datetime64[s]"),
-                "start_time": start_of.reindex(ids).to_numpy(),
-                "seconds": parts["seconds"].to_numpy(dtype="int64"),
-                "covered": parts["covered"].to_numpy(dtype="int64"),
-                "late": (day_of.reindex(ids).to_numpy(dtype="int64") < x),
-            }, columns=CONSUMPTION_COLUMNS)
-    # report-only packages: counters move, nothing is credited
-    a_row = pd.Series(np.arange(len(book)), index=rows["assignment_id"].astype(str).to_numpy())
-    if len(new):
-        credit = credit_mode[a_row.reindex(new["assignment_id"].astype(str)).to_numpy()]
-        new.loc[~credit, "covered"] = 0
-    mine = own_rows.assign(run_date=from_days(np.full(len(own_rows), run_day, dtype="int64")))
-    mine = mine.assign(period_start=pd.to_datetime(mine["period_start"]).to_numpy()
-                       .astype("datetime64[s]"))[CONSUMPTION_COLUMNS] if len(mine) else None
-    today = new if mine is None else (mine if not len(new) else
-                                      pd.concat([mine, new], ignore_index=True))
-    today = today.sort_values(["customer_id", "assignment_id", "call_id"], kind="stable"
-                              ).reset_index(drop=True)
 
-    # counters after this date, per grant
-    by_grant = (today.assign(period_start=pd.to_datetime(today["period_start"]))
-                .groupby(key, sort=False)[["seconds", "covered"]].sum())
-    used_now = by_grant["seconds"].reindex(gkey).fillna(0).to_numpy(dtype="int64")
-    cov_now = by_grant["covered"].reindex(gkey).fillna(0).to_numpy(dtype="int64")
-    counters_out = pd.DataFrame({
+def _new_consumption(grants: pd.DataFrame, own_rows: pd.DataFrame, consumed: pd.DataFrame,
+                     usage: pd.DataFrame, call_day: np.ndarray, x: int) -> pd.DataFrame:
+    """The calls of [x - LATE_CALL_DAYS, x] no post consumed, of the customers this date has
+    not consumed yet, against what their grants have left (calc/consumption.py)."""
+    done = set(own_rows["customer_id"].astype(str))
+    open_grants = grants[~grants["customer_id"].astype(str).isin(done).to_numpy()
+                         ].reset_index(drop=True)
+    if not (len(open_grants) and len(usage)):
+        return empty_frame(CONSUMPTION_COLUMNS)
+    taken_ids = set(consumed["call_id"].astype(str)) if len(consumed) else set()
+    wanted = set(open_grants["customer_id"].astype(str))
+    sel = ((call_day >= x - LATE_CALL_DAYS) & (call_day <= x)
+           & usage["customer_id"].astype(str).isin(wanted).to_numpy())
+    if taken_ids:
+        sel &= ~usage["call_id"].astype(str).isin(taken_ids).to_numpy()
+    calls = usage[sel].assign(day=call_day[sel])
+    parts = consume(open_grants, calls)
+    if not len(parts):
+        return empty_frame(CONSUMPTION_COLUMNS)
+    call_ids = calls["call_id"].astype(str).to_numpy()
+    day_of = pd.Series(call_day[sel], index=call_ids)
+    start_of = pd.Series(calls["start_time"].to_numpy(), index=call_ids)
+    ids = parts["call_id"].astype(str)
+    return pd.DataFrame({
+        "run_date": from_days(np.full(len(parts), x + 1, dtype="int64")),
+        "call_id": ids.to_numpy(dtype=object),
+        "customer_id": parts["customer_id"].to_numpy(dtype=object),
+        "assignment_id": parts["assignment_id"].to_numpy(dtype=object),
+        "period_start": pd.to_datetime(parts["period_start"]).to_numpy().astype("datetime64[s]"),
+        "start_time": start_of.reindex(ids).to_numpy(),
+        "seconds": parts["seconds"].to_numpy(dtype="int64"),
+        "covered": parts["covered"].to_numpy(dtype="int64"),
+        "late": (day_of.reindex(ids).to_numpy(dtype="int64") < x),
+    }, columns=CONSUMPTION_COLUMNS)
+
+
+def _consumption_of_date(own_rows: pd.DataFrame, new: pd.DataFrame, run_day: int
+                         ) -> pd.DataFrame:
+    """The date's consumption: what its post already recorded, plus what it consumes now."""
+    if len(own_rows):
+        mine = own_rows.assign(run_date=from_days(np.full(len(own_rows), run_day,
+                                                          dtype="int64")))
+        mine = mine.assign(period_start=pd.to_datetime(mine["period_start"]).to_numpy()
+                           .astype("datetime64[s]"))[CONSUMPTION_COLUMNS]
+        today = mine if not len(new) else pd.concat([mine, new], ignore_index=True)
+    else:
+        today = new
+    return today.sort_values(["customer_id", "assignment_id", "call_id"], kind="stable"
+                             ).reset_index(drop=True)
+
+
+def _counters_after(grants: pd.DataFrame, gkey: pd.MultiIndex, today: pd.DataFrame
+                    ) -> pd.DataFrame:
+    """Per grant: granted, used and credited before this date and after it."""
+    used_now, cov_now = _sums_by_grant(today, gkey, ["seconds", "covered"])
+    return pd.DataFrame({
         "customer_id": grants["customer_id"], "assignment_id": grants["assignment_id"],
         "period_start": grants["period_start"], "period_end": grants["period_end"],
         "seconds_granted": grants["seconds"].astype("int64"),
@@ -208,23 +243,25 @@ def free_minutes_on(book: Book, run_day: int, usage: pd.DataFrame, call_day: np.
         "credited": (grants["credited_before"] + cov_now).astype("int64"),
     }, columns=GRANT_COUNTER_COLUMNS)
 
-    # utilisation: the grants whose period holds x
+
+def _utilisation(counters_out: pd.DataFrame, x: int) -> pd.DataFrame:
+    """The grants whose period holds day x, as the report shows them."""
     held = (_day_numbers(counters_out["period_start"]) <= x) & (
         pd.to_datetime(counters_out["period_end"]).isna().to_numpy()
         | (_day_numbers(counters_out["period_end"].fillna(pd.Timestamp("2262-01-01"))) > x))
     util = counters_out[held][["customer_id", "assignment_id", "period_start", "period_end",
                                "seconds_granted", "seconds_used", "credited"]]
-    util = util.sort_values(["customer_id", "assignment_id"], kind="stable").reset_index(drop=True)
+    return util.sort_values(["customer_id", "assignment_id"], kind="stable"
+                            ).reset_index(drop=True)
 
-    lines = _credit_lines(book, run_day, today, a_row, credit_mode)
 
-    # covered charge per call over every date (for minimum spend net of credits)
+def _covered_by_call(today: pd.DataFrame, earlier: pd.DataFrame) -> pd.Series:
+    """Covered charge per call over every date (minimum spend is net of credits)."""
     parts = [today[["call_id", "covered"]]]
-    if len(consumed):
-        parts.append(consumed[~own][["call_id", "covered"]])
+    if len(earlier):
+        parts.append(earlier[["call_id", "covered"]])
     allc = pd.concat([p for p in parts if len(p)] or [parts[0]], ignore_index=True)
-    covered_by_call = allc.groupby(allc["call_id"].astype(str))["covered"].sum().astype("int64")
-    return FreeMinutes(lines, today, counters_out, util, covered_by_call)
+    return allc.groupby(allc["call_id"].astype(str))["covered"].sum().astype("int64")
 
 
 def _credit_lines(book: Book, run_day: int, today: pd.DataFrame, a_row: pd.Series,
@@ -258,7 +295,6 @@ def _credit_lines(book: Book, run_day: int, today: pd.DataFrame, a_row: pd.Serie
         "currency": rows["currency"].to_numpy(dtype=object),
         "auto_decrement": rows["auto_decrement"].to_numpy(dtype=bool),
     }, columns=DUE_LINE_COLUMNS)
-
 
 
 def advance_state(counters: pd.DataFrame, consumed: pd.DataFrame, consumption: pd.DataFrame,

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from billing_jobs.checks import _coerce as co
-from billing_jobs.checks._gx import Rule, evaluate
+from billing_jobs.checks.rules import Rule, evaluate
 from billing_jobs.calc.money import MAX_MICROS, MICRO_DIGITS, minor_digits_series
 from billing_jobs.errors import GateError
 

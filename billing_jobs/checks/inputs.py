@@ -3,11 +3,13 @@
 `validate_inputs(raw) -> (clean BillingInputs, rejected)`:
 
 - each table is coerced into the contract's types (`_coerce`), keeping what could not be read;
-- every row rule runs as a Great Expectations expectation (`_gx.Rule`): not-null, unique,
+- every row rule runs as a Great Expectations expectation (`rules.Rule`): not-null, unique,
   in-set, between, and compound / cross-table rules as a derived boolean column expected
-  to be in `{True}`; customers, packages and assignments always go through GX, the usage
+  to be in `{True}` (a frame of at most 2,000 rows, or any frame of a run for chosen customers,
+  goes through the pandas evaluator of the same rules: `checks.rules`); customers, packages and
+  assignments otherwise go through GX, the usage
   table (call records: millions of rows) through GX up to `USAGE_GX_MAX_ROWS` rows and
-  through the same rules evaluated in vectorised pandas above that (see `_gx`);
+  through the same rules evaluated in vectorised pandas above that (see `checks.rules`);
 - `rejected` has one row per (entity, id, reason); a row with several problems gets one
   row per problem;
 - cascades: an assignment of an unknown or rejected customer/package is rejected, a call
@@ -26,7 +28,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from billing_jobs.checks import _coerce as co
-from billing_jobs.checks._gx import Rule, evaluate, evaluate_pandas
+from billing_jobs.checks.pandas_rules import evaluate_pandas
+from billing_jobs.checks.rules import Rule, evaluate
 from billing_jobs.calc import patterns
 from billing_jobs.calc.frames import ENTITY_COLUMNS, BillingInputs
 from billing_jobs.calc import text as text_rules

@@ -1,4 +1,4 @@
-"""The small-frame fast path of `checks._gx.evaluate` (pandas) gives exactly what Great
+"""The small-frame fast path of `checks.rules.evaluate` (pandas) gives exactly what Great
 Expectations gives: every hostile-corpus case and gate case through both evaluators."""
 
 from __future__ import annotations
@@ -6,7 +6,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from billing_jobs.checks import _gx, gate, validate_inputs
+from billing_jobs.checks import gate, validate_inputs
+from billing_jobs.checks import rules as _gx
 from billing_jobs.errors import BillingError
 from tests.checks import test_gate as g
 from tests.checks._data import raw_inputs

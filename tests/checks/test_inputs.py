@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import billing_jobs.checks._gx as gxmod
+import billing_jobs.checks.check_frame as gxmod
 from billing_jobs.checks import inputs as inputs_mod
 from billing_jobs.checks import validate_inputs
 from billing_jobs.calc.frames import (

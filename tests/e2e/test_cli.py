@@ -118,6 +118,35 @@ def test_one_customer_only(billing_db, tmp_path):
     assert balances(billing_db) == {"C1": Decimal(100), "C2": Decimal(9666)}
 
 
+def _run_in_fresh_process(db: str, out: Path, *extra: str) -> bool:
+    """A simulation of 2027-01-01 in its own interpreter with every frame above the fast-path
+    size (BILLING_GX_FAST_ROWS=1); True when Great Expectations was imported."""
+    import os
+
+    code = ("import sys\nfrom billing_jobs.cli import main\n"
+            f"rc = main(['run', '--db', {db!r}, '--date', '2027-01-01', '--out', {str(out)!r}, "
+            f"*{list(extra)!r}])\n"
+            "print(rc, 'great_expectations' in sys.modules)\n")
+    env = dict(os.environ, BILLING_GX_FAST_ROWS="1")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, cwd=str(Path(__file__).parents[2]), env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rc, imported = done.stdout.strip().splitlines()[-1].split()
+    assert rc == "0"
+    return imported == "True"
+
+
+def test_a_run_for_chosen_customers_checks_the_same_rules_without_great_expectations(
+        billing_db, tmp_path):
+    """Run Package: a run for chosen customers evaluates every rule in pandas, however large
+    its frames, so it never pays GX's start-up; the batch keeps GX; both bill C1 alike."""
+    assert _run_in_fresh_process(billing_db, tmp_path / "batch") is True
+    assert _run_in_fresh_process(billing_db, tmp_path / "one", "--customer", "C1") is False
+    batch = {k: v["amount"] for k, v in charges(tmp_path / "batch").items() if k[0] != "A2"}
+    one = {k: v["amount"] for k, v in charges(tmp_path / "one").items()}
+    assert one == batch == {k: v for k, v in EXPECTED.items() if k[0] != "A2"}
+
+
 def test_backfill_posts_in_order_and_missed_dates_are_named(billing_db, tmp_path, monkeypatch):
     monkeypatch.setenv("BILLING_REPORT_DIR", str(tmp_path / "reports"))
     assert cli("run", "--db", billing_db, "--date", "2027-01-01", "--post") == 0
