@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo test install docs clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -23,6 +23,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
+
+docs: $(STAMP)
+	# the entity table of docs/contracts.md, rendered from billing_jobs/entities.py
+	$(BIN)/python -m billing_jobs.entities docs/contracts.md
 
 clean:
 	rm -rf $(VENV) reports billing.db

@@ -1,8 +1,8 @@
 """The input entities, declared once (#15): each column of customers, packages, assignments and
 usage with its kind. The importer parses by kind, the loader and the validator type their
-frames by kind, `calc/frames.py` takes the column lists from here and the docs test compares
-docs/contracts.md with it. Adding a column: declare it here, add it to `store/tables.py` and
-a migration, and write the rule that uses it.
+frames by kind, `calc/frames.py` takes the column lists from here and the entity table of
+docs/contracts.md is rendered from it (`make docs`). Adding a column: declare it here, add it to
+`store/tables.py` and a migration, and write the rule that uses it.
 """
 
 from __future__ import annotations
@@ -54,3 +54,51 @@ TIME_KINDS = frozenset({"ts"})
 
 def columns(entity: str) -> list[str]:
     return list(ENTITY_KINDS[entity])
+
+
+#: How docs/contracts.md shows a column of each kind in the engine's frames; COLUMN_DOC names
+#: the columns shown their own way (their values, or a per-column default). The entity table of
+#: docs/contracts.md is rendered from these (`python -m billing_jobs.entities`, `make docs`).
+KIND_DOC = {
+    "id": "str", "rtext": "str", "text": "str", "ntext": "str or None",
+    "money": "int64 micros", "money0": "int64 micros", "smoney": "int64 micros",
+    "int": "int64", "int0": "int64", "nint": "Int64, `<NA>` when empty",
+    "date": "datetime64[s], midnight", "ndate": "datetime64[s], NaT when open",
+    "ts": "datetime64[us, UTC]", "bool": "bool", "bool0": "bool",
+}
+COLUMN_DOC = {
+    ("packages", "type"): "`standard`/`free_minutes`",
+    ("packages", "frequency"): "`once`/`daily`/`weekly`/`monthly`/`yearly`",
+    ("packages", "destination"): 'str, `""` when none',
+    ("packages", "free_minutes_mode"): "`credit`/`report`",
+    ("assignments", "free_minutes"): "Int64, `<NA>` when not overridden",
+}
+
+
+def contract_row(entity: str) -> str:
+    """The row of docs/contracts.md's engine-input table for `entity`."""
+    cells = ", ".join(f"{c} ({COLUMN_DOC.get((entity, c), KIND_DOC[k])})"
+                      for c, k in ENTITY_KINDS[entity].items())
+    return f"| `{entity}` | {cells} |"
+
+
+def render_contracts(text: str) -> str:
+    """`text` (docs/contracts.md) with each entity's row rendered from the declaration."""
+    import re
+
+    for entity in ENTITY_KINDS:
+        text = re.sub(rf"^\| `{entity}` \| .+ \|$", lambda _m: contract_row(entity), text,
+                      count=1, flags=re.M)
+    return text
+
+
+if __name__ == "__main__":  # python -m billing_jobs.entities [docs/contracts.md]
+    import sys
+    from pathlib import Path
+
+    doc = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/contracts.md")
+    old = doc.read_text(encoding="utf-8")
+    new = render_contracts(old)
+    if new != old:
+        doc.write_text(new, encoding="utf-8")
+    print(f"{doc}: {'rendered' if new != old else 'already up to date'}")

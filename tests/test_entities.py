@@ -34,3 +34,14 @@ def test_each_declared_column_is_stored():
     for entity, kinds in ENTITY_KINDS.items():
         stored = set(metadata.tables[entity].columns.keys())
         assert {stored_name(c) for c in kinds} <= stored, entity
+
+
+def test_contracts_doc_rows_are_rendered_from_the_declaration():
+    """docs/contracts.md's entity table derives from entities.py: a new column shows up there by
+    `make docs` (python -m billing_jobs.entities), never by hand."""
+    from billing_jobs.entities import contract_row, render_contracts
+
+    text = DOCS.read_text(encoding="utf-8")
+    assert render_contracts(text) == text, "docs/contracts.md is stale: run `make docs`"
+    for entity in ENTITY_KINDS:
+        assert contract_row(entity) in text.splitlines()
