@@ -70,24 +70,33 @@ def consume(grants: pd.DataFrame, calls: pd.DataFrame) -> pd.DataFrame:
     c_dest = c["destination"].fillna("").astype(str)
 
     # pattern matches once per distinct pattern
-    patterns = g["destination"].fillna("").astype(str)
-    match = {p: destination_matches(c_dest, p) for p in patterns.unique()}
+    pattern_code, pattern_text = pd.factorize(g["destination"].fillna("").astype(str))
+    match = [destination_matches(c_dest, p) for p in pattern_text]
 
+    # customers as integer codes; per rank each customer has at most one grant, so a rank's
+    # (call, grant) pairs are one array lookup per call of the customers that still have one
+    codes, _ = pd.factorize(np.concatenate([g_cust, c_cust]))
+    g_code, c_code = codes[:len(g)], codes[len(g):]
+    top_rank = np.full(int(codes.max()) + 1, -1, dtype="int64")
+    np.maximum.at(top_rank, g_code, g_rank)
+    live = np.arange(len(c))
     parts = []
     for r in range(int(g_rank.max()) + 1):
+        live = live[top_rank[c_code[live]] >= r]  # calls of customers with a grant of rank r
         at = np.flatnonzero(g_rank == r)
-        gi = pd.DataFrame({"_g": at, "customer_id": g_cust[at]})
-        pairs = pd.DataFrame({"_c": np.arange(len(c)), "customer_id": c_cust}).merge(
-            gi, on="customer_id", how="inner")
-        if pairs.empty:
+        grant_of = np.full(len(top_rank), -1, dtype="int64")
+        grant_of[g_code[at]] = at
+        gj = grant_of[c_code[live]]
+        ci = live[gj >= 0]
+        gj = gj[gj >= 0]
+        if ci.size == 0:
             continue
-        ci, gj = pairs["_c"].to_numpy(), pairs["_g"].to_numpy()
         ok = (c_day[ci] >= g_start[gj]) & (c_day[ci] < g_end[gj])
-        pat = patterns.to_numpy()[gj]
+        pat = pattern_code[gj]
         mt = np.zeros(len(ci), dtype=bool)
-        for p in np.unique(pat):
-            sel = pat == p
-            mt[sel] = match[p][ci[sel]]
+        for k in np.unique(pat):
+            sel = pat == k
+            mt[sel] = match[k][ci[sel]]
         ok &= mt
         ci, gj = ci[ok], gj[ok]
         if ci.size == 0:
