@@ -199,7 +199,7 @@ def _new_consumption(grants: pd.DataFrame, own_rows: pd.DataFrame, consumed: pd.
         return empty_frame(CONSUMPTION_COLUMNS)
     call_ids = calls["call_id"].astype(str).to_numpy()
     day_of = pd.Series(call_day[sel], index=call_ids)
-    start_of = pd.Series(calls["start_time"].to_numpy(), index=call_ids)
+    start_of = pd.Series(calls["start_time"].array, index=call_ids)  # no object Timestamps
     ids = parts["call_id"].astype(str)
     return pd.DataFrame({
         "run_date": from_days(np.full(len(parts), x + 1, dtype="int64")),
@@ -207,7 +207,7 @@ def _new_consumption(grants: pd.DataFrame, own_rows: pd.DataFrame, consumed: pd.
         "customer_id": parts["customer_id"].to_numpy(dtype=object),
         "assignment_id": parts["assignment_id"].to_numpy(dtype=object),
         "period_start": pd.to_datetime(parts["period_start"]).to_numpy().astype("datetime64[s]"),
-        "start_time": start_of.reindex(ids).to_numpy(),
+        "start_time": start_of.reindex(ids).array,
         "seconds": parts["seconds"].to_numpy(dtype="int64"),
         "covered": parts["covered"].to_numpy(dtype="int64"),
         "late": (day_of.reindex(ids).to_numpy(dtype="int64") < x),
