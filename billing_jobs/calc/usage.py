@@ -42,6 +42,8 @@ class SpendIndex:
 #: one period runs from the start date).
 _MAX_PERIOD_DAYS = {"daily": 1, "weekly": 7, "monthly": 31, "yearly": 366}
 _FALSE_TEXT = {"", "false", "0", "no", "n", "f", "off", "none", "nan"}
+#: prorate values read as the validator reads them (anything else keeps the wide read)
+_PRORATE_TEXT = {"", "false", "0", "no", "n", "f", "true", "1", "yes", "y", "t"}
 
 
 def _norm(s: pd.Series) -> pd.Series:
@@ -90,6 +92,8 @@ def usage_needs(customers: pd.DataFrame, packages: pd.DataFrame, assignments: pd
         "ms": (~_norm(packages["minimum_spend"]).isin(_FALSE_TEXT)).to_numpy(),
         "freq": _norm(packages["frequency"]).to_numpy(),
         "min_days": pd.to_numeric(packages["minimum_days"], errors="coerce").to_numpy(),
+        "prorate": _norm(packages["prorate"]).to_numpy(),
+        "match": packages["frequency_match"].astype(object).to_numpy(),
     })
     rows = pd.DataFrame({
         "customer_id": a["customer_id"].astype(object).to_numpy(),
@@ -116,10 +120,11 @@ def usage_needs(customers: pd.DataFrame, packages: pd.DataFrame, assignments: pd
     # minimum spend
     ms = rows["ms"].to_numpy(dtype=bool) & active
     if ms.any():
-        span = rows["freq"].map(_MAX_PERIOD_DAYS).to_numpy(dtype="float64")[ms]
-        back = np.where(np.isfinite(span), run_day - np.nan_to_num(span).astype("int64"), never)
-        need_cust.append(rows["customer_id"].to_numpy()[ms])
-        need_since.append(np.maximum(start[ms], back))
+        since = _minimum_spend_since(rows[ms].reset_index(drop=True), start[ms],
+                                     bad_start[ms], run_day, x_last + 1)
+        wanted = since != _NO_NEED
+        need_cust.append(rows["customer_id"].to_numpy()[ms][wanted])
+        need_since.append(since[wanted])
     # free minutes: the calls a post consumes, those of the day before and the late calls
     # of the LATE_CALL_DAYS before it (calc/free_minutes.py); counters hold the rest
     from billing_jobs.calc.free_minutes import LATE_CALL_DAYS
@@ -147,6 +152,55 @@ def usage_needs(customers: pd.DataFrame, packages: pd.DataFrame, assignments: pd
 #: 0 until the free-minute consumption provides it).
 SPEND_COLUMNS = ["customer_id", "assignment_id", "period_start", "period_end", "spend",
                  "credited"]
+
+
+
+_NO_NEED = np.iinfo("int64").max
+_MATCH_TEXT = r"^\d{1,2}([|,]\d{1,2})*$"
+
+
+def _minimum_spend_since(rows: pd.DataFrame, start: np.ndarray, bad_start: np.ndarray,
+                         first_day: int, last_day: int) -> np.ndarray:
+    """Per minimum-spend row (raw values): the first day of calls the dates first_day ..
+    last_day can sum, or _NO_NEED when none of its periods ends on one of those dates.
+
+    A row whose calendar values all read cleanly gets the engine's own periods
+    (`calendar.period_containing` of the day before each date, as `calc.charges` bills them):
+    only a period that ends on a date sums calls. Any other row keeps the wide need (the
+    longest period of its frequency back from first_day): validation may reject it, never
+    may the read be narrower than what the engine sums."""
+    from billing_jobs.calc.calendar import (FREQ_CODES, Calendars, NEVER, effective_end,
+                                            parse_match_days, period_containing)
+
+    span = rows["freq"].map(_MAX_PERIOD_DAYS).to_numpy(dtype="float64")
+    never = np.iinfo("int64").min
+    wide = np.where(np.isfinite(span), first_day - np.nan_to_num(span).astype("int64"), never)
+    since = np.maximum(start, wide)
+    match_text = pd.Series(rows["match"]).astype(object).where(pd.Series(rows["match"]).notna(),
+                                                               "").astype(str)
+    match_text = match_text.str.replace(" ", "", regex=False)
+    exact = (~bad_start & rows["freq"].isin(list(FREQ_CODES)).to_numpy()
+             & np.isfinite(rows["min_days"].to_numpy(dtype="float64"))
+             & ((rows["end"].to_numpy() != never) | rows["end_raw_null"].to_numpy(dtype=bool))
+             & rows["prorate"].isin(sorted(_PRORATE_TEXT)).to_numpy()
+             & ((match_text == "") | match_text.str.fullmatch(_MATCH_TEXT)).to_numpy(dtype=bool))
+    if not exact.any():
+        return since
+    sub = rows[exact]
+    s_start = start[exact]
+    s_end = np.where(sub["end"].to_numpy() == never, NEVER, sub["end"].to_numpy())
+    cal = Calendars.build(sub["freq"].map(FREQ_CODES).to_numpy(dtype="int64"), s_start,
+                          parse_match_days(match_text[exact].reset_index(drop=True)).to_numpy())
+    eff_end = effective_end(s_start, s_end, sub["min_days"].to_numpy(dtype="float64")
+                            .astype("int64"))
+    prorate = sub["prorate"].isin(sorted(_PRORATE_TEXT - _FALSE_TEXT)).to_numpy()
+    first = np.full(len(sub), _NO_NEED, dtype="int64")
+    for d in range(first_day, last_day + 1):  # one vectorised pass per billing date
+        held = period_containing(cal, d - 1, eff_end, prorate)
+        ends = held.valid & (held.end == d)
+        first = np.where(ends, np.minimum(first, held.start), first)
+    since[exact] = first
+    return since
 
 
 def spend_frame(customer_ids: np.ndarray, assignment_ids: np.ndarray, period_start: np.ndarray,

@@ -197,8 +197,9 @@ def test_a_night_reads_only_the_calls_the_date_needs(db_url, dense_share, monkey
     inputs = load_inputs(engine, D)
     got = inputs.usage.groupby("customer_id")["start_time"].agg(["min", "max", "count"])
     assert "STD" not in got.index
-    # the longest monthly period (31 days) back from D, minus a day of margin
-    assert got.loc["MS", "min"] == pd.Timestamp("2027-01-28T12:00Z")
+    # the minimum-spend period that ends on D (a-ms2: Feb 1 - Mar 1; a-ms's Feb 10 - Mar 10
+    # does not end on D and needs nothing), minus a day of margin
+    assert got.loc["MS", "min"] == pd.Timestamp("2027-01-31T12:00Z")
     # free minutes: from D-1-7 = 2027-02-21, minus a day (calls lie every 3 days)
     assert got.loc["FM", "min"] == pd.Timestamp("2027-02-21T12:00Z")
     assert got.loc["GAP", "min"] == pd.Timestamp("2027-02-21T12:00Z")
@@ -206,7 +207,7 @@ def test_a_night_reads_only_the_calls_the_date_needs(db_url, dense_share, monkey
         assert got.loc[c, "max"] <= pd.Timestamp("2027-03-02T12:00Z")
     # exactly the calls of each customer inside its window (a set-based read, not a sample)
     full = load_inputs(engine, D, usage_since=WINDOW).usage
-    lo = {"MS": "2027-01-28", "FM": "2027-02-20", "GAP": "2027-02-20"}
+    lo = {"MS": "2027-01-31", "FM": "2027-02-20", "GAP": "2027-02-20"}
     want = full[full["customer_id"].isin(list(lo))]
     want = want[want["start_time"] >= want["customer_id"].map(lo).map(pd.Timestamp).dt.tz_localize("UTC")]
     assert sorted(inputs.usage["call_id"]) == sorted(want["call_id"])
