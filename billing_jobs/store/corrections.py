@@ -29,6 +29,7 @@ import sqlalchemy as sa
 from billing_jobs.calc.money import BALANCE_BOUND_MICROS
 from billing_jobs.faults import crash_point
 from billing_jobs.errors import BillingError, UsageError
+from billing_jobs.store import bulk
 from billing_jobs.store.db import db_errors, read_connection
 from billing_jobs.store.grant_corrections import rebill_grants
 from billing_jobs.store.overlaps import overlapped_by
@@ -54,9 +55,7 @@ class Written:
         return sum(self.written)
 
 
-def _now(conn):
-    now = datetime.now(timezone.utc)
-    return now if conn.dialect.name == "postgresql" else now.strftime("%Y-%m-%d %H:%M:%S.%f")
+_now = bulk.now_value
 
 
 def _d(value) -> date | None:
@@ -89,7 +88,7 @@ def _insert(conn, rows: list[dict], n: int) -> list[bool]:
     crash_point("correct_mid", n)
     for customer in sorted(debits):
         bal = conn.execute(sa.text("SELECT balance_micros FROM customers WHERE customer_id = :c"
-                                   + (" FOR UPDATE" if conn.dialect.name == "postgresql" else "")),
+                                   + (" FOR UPDATE" if bulk.is_postgres(conn) else "")),
                            {"c": customer}).scalar()
         if bal is None:
             raise BillingError(f"customer {customer}: not found, nothing written")

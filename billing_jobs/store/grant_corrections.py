@@ -20,12 +20,13 @@ operator decides on an `adjust`).
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import date
 
 import pandas as pd
 import sqlalchemy as sa
 
 from billing_jobs.errors import UsageError
+from billing_jobs.store import bulk
 from billing_jobs.store.runs import _as_date as _day
 
 
@@ -47,9 +48,7 @@ def _local_day(start_time, tz: str) -> date:
     return t.tz_convert(tz).date()
 
 
-def _stamp(conn):
-    now = datetime.now(timezone.utc)
-    return now if conn.dialect.name == "postgresql" else now.strftime("%Y-%m-%d %H:%M:%S.%f")
+_stamp = bulk.now_value
 
 
 def _live(conn, assignment_id: str) -> list[tuple[date, date | None, int, str]]:

@@ -37,6 +37,7 @@ import sqlalchemy as sa
 from billing_jobs.calc import text as text_rules
 from billing_jobs.calc.frames import ENTITY_COLUMNS, ENTITY_KEYS
 from billing_jobs.entities import ENTITY_KINDS, OPTIONAL_HEADER
+from billing_jobs.store import bulk
 from billing_jobs.store.tables import stored_name
 from billing_jobs.calc.money import (
     BALANCE_BOUND_MICROS,
@@ -95,7 +96,7 @@ def import_csv(engine: sa.Engine, entity: str, path: str | os.PathLike, *,
         with engine.begin() as conn:
             if entity == "customers":
                 existing_balance_rule(conn, frame, path, set_balances)
-            if conn.dialect.name == "postgresql":
+            if bulk.is_postgres(conn):
                 _write_pg(conn, entity, table)
             else:
                 _write_sqlite(conn, entity, table)
@@ -587,10 +588,7 @@ def _write_sqlite(conn: sa.Connection, entity: str, table: pa.Table) -> None:
     raw = conn.connection.driver_connection  # inside the transaction SQLAlchemy began
     cur = raw.cursor()
     try:
-        for start in range(0, values.num_rows, _SQLITE_BATCH):
-            part = values.slice(start, _SQLITE_BATCH)
-            lists = [part.column(c).to_pylist() for c in columns]
-            cur.executemany(sql, list(zip(*lists)))
+        bulk.insert_many(cur, sql, values.select(columns), _SQLITE_BATCH)
     finally:
         cur.close()
 
@@ -604,11 +602,6 @@ def _write_pg(conn: sa.Connection, entity: str, table: pa.Table) -> None:
     with raw.cursor() as cur:
         cur.execute(f'CREATE TEMP TABLE "{tmp}" (LIKE "{entity}" INCLUDING DEFAULTS) '
                     "ON COMMIT DROP")
-        with cur.copy(f'COPY "{tmp}" ({cols}) FROM STDIN (FORMAT csv)') as copy:
-            for start in range(0, table.num_rows, _COPY_BATCH):
-                buf = io.BytesIO()
-                pcsv.write_csv(table.slice(start, _COPY_BATCH), buf,
-                               pcsv.WriteOptions(include_header=False))
-                copy.write(buf.getvalue())
+        bulk.copy_in(cur, f'"{tmp}"', cols, table, _COPY_BATCH)
         cur.execute(_upsert_sql(entity, columns, key, f'SELECT {cols} FROM "{tmp}"', insert_only))
         cur.execute(f'DROP TABLE "{tmp}"')

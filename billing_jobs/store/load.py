@@ -11,7 +11,6 @@ does not parse); ids are str.
 
 from __future__ import annotations
 
-import io
 import json
 from operator import itemgetter
 from datetime import date, datetime, time, timedelta, timezone
@@ -20,7 +19,6 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.csv as pcsv
 import sqlalchemy as sa
 
 from billing_jobs.entities import BOOL_KINDS, DATE_KINDS, ENTITY_KINDS, INT_KINDS
@@ -33,6 +31,7 @@ from billing_jobs.calc.frames import (
     BillingInputs,
 )
 from billing_jobs.calc.usage import needed_calls, usage_needs
+from billing_jobs.store import bulk
 from billing_jobs.store.db import db_errors, read_connection
 from billing_jobs.store.free_minute_state import read_state
 from billing_jobs.store.tables import stored_name
@@ -172,7 +171,7 @@ def _need_pairs(needs: pd.DataFrame) -> tuple[list[str], list[datetime]]:
 
 def _read_usage(conn: sa.Connection, lo: datetime | None, hi: datetime,
                 ids: list[str] | None, pairs) -> pd.DataFrame:
-    if conn.dialect.name == "postgresql":
+    if bulk.is_postgres(conn):
         return _usage_pg(conn, lo, hi, ids, pairs)
     return _usage_sqlite(conn, lo, hi, ids, pairs)
 
@@ -345,7 +344,6 @@ _PG_COLUMNS = ("u.call_id, u.customer_id, (extract(epoch FROM u.start_time) * 10
 def _usage_pg(conn: sa.Connection, lo: datetime | None, hi: datetime, ids: list[str] | None,
               pairs=None) -> pd.DataFrame:
     raw = conn.connection.driver_connection  # psycopg.Connection, inside our transaction
-    buf = io.BytesIO()
     queries: list[tuple[str, list]] = []
     if pairs is not None:
         if pairs[0]:
@@ -364,22 +362,7 @@ def _usage_pg(conn: sa.Connection, lo: datetime | None, hi: datetime, ids: list[
                 params.append(chunk)
             queries.append((f"SELECT {_PG_COLUMNS} FROM usage u WHERE {where}", params))
     with raw.cursor() as cur:
-        for query, params in queries:
-            with cur.copy(f"COPY ({query}) TO STDOUT (FORMAT csv)", params) as copy:
-                for block in copy:
-                    buf.write(block)
-    buf.seek(0)
-    if buf.getbuffer().nbytes == 0:
-        table = _USAGE_SCHEMA.empty_table()
-    else:
-        table = pcsv.read_csv(
-            buf,
-            read_options=pcsv.ReadOptions(column_names=_USAGE_SCHEMA.names),
-            convert_options=pcsv.ConvertOptions(
-                column_types=_USAGE_SCHEMA, strings_can_be_null=False,
-                quoted_strings_can_be_null=False,
-            ),
-        )
+        table = bulk.copy_out(cur, queries, _USAGE_SCHEMA)
     return _usage_from_arrow(table)
 
 

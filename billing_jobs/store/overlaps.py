@@ -21,6 +21,8 @@ from datetime import date, datetime
 import pandas as pd
 import sqlalchemy as sa
 
+from billing_jobs.store import bulk
+
 #: The kinds the rule holds for (credits and adjustments are not days of service).
 OVERLAP_KINDS = ("setup", "recurring", "prorated", "minimum_spend")
 
@@ -84,7 +86,7 @@ def overlapped_by(conn: sa.Connection, assignment_id: str, kind: str, period_sta
     """(kind, period_start, run_date) of a live key a new row of this key would overlap."""
     if kind not in OVERLAP_KINDS:
         return None
-    pg = conn.dialect.name == "postgresql"
+    pg = bulk.is_postgres(conn)
     stmt = sa.text(_ONE.replace(":p AS", "CAST(:p AS date) AS").replace(
         ":e AS", "CAST(:e AS date) AS") if pg else _ONE)
     row = conn.execute(stmt, {"a": assignment_id, "k": kind, "p": _iso(period_start),

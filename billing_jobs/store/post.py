@@ -27,7 +27,6 @@ and batch counted from 1, SIGKILLs the process at that point.
 
 from __future__ import annotations
 
-import io
 import time as _time
 from datetime import datetime, timezone
 from typing import Callable
@@ -36,13 +35,13 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pcsv
 import sqlalchemy as sa
 
 from billing_jobs.calc.frames import GRANT_COLUMNS, BillingResult
 from billing_jobs.calc.money import BALANCE_BOUND_MICROS
 from billing_jobs.faults import crash_point
 from billing_jobs.errors import GateError
+from billing_jobs.store import bulk
 from billing_jobs.store.db import db_errors, read_connection
 from billing_jobs.store.ledger_view import (held_by_ledger, held_grant_differences,
                                            overlap_differences)
@@ -224,16 +223,12 @@ def _stage(conn: sa.Connection, name: str, spec: list[tuple[str, str]], table: p
     """Create temp table `name` in the current transaction and fill it with `table`."""
     raw = conn.connection.driver_connection
     cols = ", ".join(c for c, _ in spec)
-    if conn.dialect.name == "postgresql":
+    if bulk.is_postgres(conn):
         with raw.cursor() as cur:
             cur.execute(f"CREATE TEMP TABLE {name} ("
                         + ", ".join(f"{c} {t}" for c, t in spec) + ") ON COMMIT DROP")
             if table.num_rows:
-                buf = io.BytesIO()
-                pcsv.write_csv(table.select([c for c, _ in spec]), buf,
-                               pcsv.WriteOptions(include_header=False))
-                with cur.copy(f"COPY {name} ({cols}) FROM STDIN (FORMAT csv)") as copy:
-                    copy.write(buf.getvalue())
+                bulk.copy_in(cur, name, cols, table.select([c for c, _ in spec]))
             cur.execute(f"ANALYZE {name}")
     else:
         cur = raw.cursor()
@@ -241,7 +236,7 @@ def _stage(conn: sa.Connection, name: str, spec: list[tuple[str, str]], table: p
             cur.execute(f"CREATE TEMP TABLE {name} ("
                         + ", ".join(f"{c} {_sqlite_type(t)}" for c, t in spec) + ")")
             if table.num_rows:
-                lists = []
+                stored = []
                 for c, t in spec:
                     col = table.column(c)
                     if t == "date":
@@ -250,10 +245,10 @@ def _stage(conn: sa.Connection, name: str, spec: list[tuple[str, str]], table: p
                         col = pc.cast(col, pa.int64())
                     elif t == "timestamptz":  # the stored form: UTC, no offset
                         col = pc.utf8_slice_codeunits(col, 0, 26)
-                    lists.append(col.to_pylist())
+                    stored.append(col)
                 marks = ", ".join("?" * len(spec))
-                cur.executemany(f"INSERT INTO temp.{name} ({cols}) VALUES ({marks})",
-                                list(zip(*lists)))
+                bulk.insert_many(cur, f"INSERT INTO temp.{name} ({cols}) VALUES ({marks})",
+                                 pa.table(stored, names=[c for c, _ in spec]))
         finally:
             cur.close()
 
@@ -263,10 +258,7 @@ def _sqlite_type(sql_type: str) -> str:
             "timestamptz": "TEXT"}[sql_type]
 
 
-def _drop_stage(conn: sa.Connection, *names: str) -> None:
-    if conn.dialect.name == "sqlite":  # PostgreSQL drops them ON COMMIT
-        for name in names:
-            conn.exec_driver_sql(f"DROP TABLE IF EXISTS temp.{name}")
+_drop_stage = bulk.drop_temp
 
 
 def _seqs(conn: sa.Connection, sql: str, params: tuple = ()) -> np.ndarray:
@@ -274,8 +266,7 @@ def _seqs(conn: sa.Connection, sql: str, params: tuple = ()) -> np.ndarray:
     return np.fromiter((r[0] for r in rows), dtype="int64", count=len(rows))
 
 
-def _param(conn: sa.Connection) -> str:
-    return "%s" if conn.dialect.name == "postgresql" else "?"
+_param = bulk.param
 
 
 # ----------------------------------------------------------------------------- simulate
@@ -404,7 +395,7 @@ def _post_batch(engine: sa.Engine, number: int, lines: pa.Table, grants: pa.Tabl
                 ) -> tuple[np.ndarray, np.ndarray, list[str], Overlaps]:
     now = datetime.now(timezone.utc)
     with engine.connect() as conn:
-        pg = conn.dialect.name == "postgresql"
+        pg = bulk.is_postgres(conn)
         p = _param(conn)
         stamp = now if pg else now.strftime("%Y-%m-%d %H:%M:%S.%f")
         trans = conn.begin()  # SQLite: BEGIN IMMEDIATE, concurrent posters queue here
@@ -496,7 +487,7 @@ def _lock_customers(conn: sa.Connection, *tables: pa.Table) -> None:
     """PostgreSQL: lock the batch's customers in id order before anything else, so that the
     free-minute state read below cannot change under this transaction (SQLite: the write
     transaction already excludes every other writer)."""
-    if conn.dialect.name != "postgresql":
+    if not bulk.is_postgres(conn):
         return
     ids = sorted({str(c) for t in tables for c in t.column("customer_id").to_pylist()})
     if ids:
@@ -510,7 +501,7 @@ _NOT_DONE = "customer_id NOT IN (SELECT customer_id FROM _post_done)"
 
 def _day_param(conn: sa.Connection, run_date):
     d = pd.Timestamp(run_date).date()
-    return d if conn.dialect.name == "postgresql" else d.isoformat()
+    return d if bulk.is_postgres(conn) else d.isoformat()
 
 
 def _settle_consumption_checks(conn: sa.Connection, run_date) -> list[str]:
@@ -525,7 +516,7 @@ def _settle_consumption_checks(conn: sa.Connection, run_date) -> list[str]:
       `deferred`.
     Everyone else's consumption is written as computed."""
     p = _param(conn)
-    drop = " ON COMMIT DROP" if conn.dialect.name == "postgresql" else ""
+    drop = bulk.on_commit_drop(conn)
     conn.exec_driver_sql(
         f"CREATE TEMP TABLE _post_done{drop} AS SELECT DISTINCT customer_id FROM call_credits "
         f"WHERE consumed_on = {p} AND customer_id IN (SELECT customer_id FROM _post_uses "
@@ -577,7 +568,7 @@ def _debit(conn: sa.Connection, debits: list[tuple[str, int]]) -> None:
     ids = [c for c, _ in debits]
     amounts = [a for _, a in debits]
     _check_bounds(conn, debits)
-    if conn.dialect.name == "postgresql":
+    if bulk.is_postgres(conn):
         raw = conn.connection.driver_connection
         with raw.cursor() as cur:
             # Lock in id order first: two posters never wait on each other in a cycle.
