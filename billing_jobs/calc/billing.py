@@ -56,11 +56,11 @@ def compute_billing(inputs: BillingInputs, run_date, tz: str = "UTC",
         committed = np.zeros(n_codes + 1, dtype=bool)  # the extra slot stands for -1
         committed[book.customer_code[book.minimum_spend]] = True
         known = committed[np.where(call_customer >= 0, call_customer, n_codes)]
-        net = usage["charge"].to_numpy(dtype="int64")
-        if len(free.covered_by_call):
-            net = net - free.covered_by_call.reindex(usage["call_id"].astype(str)).fillna(0) \
-                .to_numpy(dtype="int64")
-        spend_index = SpendIndex(call_customer[known], day_of_call[known], net[known])
+        net = usage["charge"].to_numpy(dtype="int64")[known]
+        if len(free.covered_by_call):  # looked up for the summed calls only
+            ids = usage["call_id"].astype(str).to_numpy(dtype=object)[known]
+            net = net - free.covered_by_call.reindex(ids).fillna(0).to_numpy(dtype="int64")
+        spend_index = SpendIndex(call_customer[known], day_of_call[known], net)
 
     if spend is not None:  # spend per (assignment, period) given
         spend_index = PeriodSpend(spend, customer_ids)

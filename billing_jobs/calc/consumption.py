@@ -43,11 +43,28 @@ def _days(s: pd.Series) -> np.ndarray:
     return np.where(np.isnat(d), _OPEN, out)
 
 
+def _time_order(c: pd.DataFrame) -> np.ndarray:
+    """Positions of the calls in (customer_id, start_time, call_id) order: integer keys for
+    customer and time; call ids compared only among calls of one customer at one instant."""
+    cust, _ = pd.factorize(c["customer_id"].astype(str), sort=True)
+    t = pd.to_datetime(c["start_time"], utc=True).dt.tz_convert(None).to_numpy().astype("int64")
+    order = np.lexsort((t, cust))
+    tie = (cust[order][1:] == cust[order][:-1]) & (t[order][1:] == t[order][:-1])
+    if tie.any():  # same customer, same instant: by call_id, within each such group
+        at = np.zeros(len(order), dtype=bool)
+        at[1:] |= tie
+        at[:-1] |= tie
+        rows = order[at]
+        ids = c["call_id"].astype(str).to_numpy(dtype=object)[rows]
+        order[at] = rows[np.lexsort((ids, t[rows], cust[rows]))]
+    return order
+
+
 def consume(grants: pd.DataFrame, calls: pd.DataFrame) -> pd.DataFrame:
     """Per (call, grant) the seconds the call takes from the grant and the covered charge
     (micros). `calls.day` is the call's local day number (calc.usage.call_days)."""
-    empty = pd.DataFrame({c: pd.Series(dtype="int64" if c in ("seconds", "covered") else object)
-                          for c in COVERED_COLUMNS})
+    empty = pd.DataFrame({c: pd.Series(dtype="int64" if c in ("seconds", "covered", "call_row")
+                                       else object) for c in ["call_row", *COVERED_COLUMNS]})
     if len(grants) == 0 or len(calls) == 0:
         return empty
     g = grants.reset_index(drop=True)
@@ -62,8 +79,8 @@ def consume(grants: pd.DataFrame, calls: pd.DataFrame) -> pd.DataFrame:
     g_rank[order] = first_of
 
     c = calls.reset_index(drop=True)
-    c = c.assign(_t=pd.to_datetime(c["start_time"], utc=True))
-    c = c.sort_values(["customer_id", "_t", "call_id"], kind="stable").reset_index(drop=True)
+    c_order = _time_order(c)
+    c = c.take(c_order).reset_index(drop=True)
     remaining = c["duration_s"].to_numpy("int64").copy()
     c_day = c["day"].to_numpy("int64")
     c_cust = c["customer_id"].astype(str).to_numpy(dtype=object)
@@ -121,6 +138,7 @@ def consume(grants: pd.DataFrame, calls: pd.DataFrame) -> pd.DataFrame:
     dur = c["duration_s"].to_numpy("int64")[ci]
     covered = (2 * charge * taken + dur) // (2 * dur)  # half up, in micros
     out = pd.DataFrame({
+        "call_row": c_order[ci],  # the call's position in `calls`
         "call_id": c["call_id"].to_numpy(dtype=object)[ci],
         "customer_id": c_cust[ci],
         "assignment_id": g["assignment_id"].to_numpy(dtype=object)[gj],

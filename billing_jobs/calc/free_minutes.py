@@ -197,9 +197,7 @@ def _new_consumption(grants: pd.DataFrame, own_rows: pd.DataFrame, consumed: pd.
     parts = consume(open_grants, calls)
     if not len(parts):
         return empty_frame(CONSUMPTION_COLUMNS)
-    call_ids = calls["call_id"].astype(str).to_numpy()
-    day_of = pd.Series(call_day[sel], index=call_ids)
-    start_of = pd.Series(calls["start_time"].array, index=call_ids)  # no object Timestamps
+    rows = parts["call_row"].to_numpy(dtype="int64")  # each part's call, by position
     ids = parts["call_id"].astype(str)
     return pd.DataFrame({
         "run_date": from_days(np.full(len(parts), x + 1, dtype="int64")),
@@ -207,10 +205,10 @@ def _new_consumption(grants: pd.DataFrame, own_rows: pd.DataFrame, consumed: pd.
         "customer_id": parts["customer_id"].to_numpy(dtype=object),
         "assignment_id": parts["assignment_id"].to_numpy(dtype=object),
         "period_start": pd.to_datetime(parts["period_start"]).to_numpy().astype("datetime64[s]"),
-        "start_time": start_of.reindex(ids).array,
+        "start_time": calls["start_time"].array.take(rows),  # no object Timestamps
         "seconds": parts["seconds"].to_numpy(dtype="int64"),
         "covered": parts["covered"].to_numpy(dtype="int64"),
-        "late": (day_of.reindex(ids).to_numpy(dtype="int64") < x),
+        "late": call_day[sel][rows] < x,
     }, columns=CONSUMPTION_COLUMNS)
 
 
@@ -223,8 +221,8 @@ def _consumption_of_date(own_rows: pd.DataFrame, new: pd.DataFrame, run_day: int
         mine = mine.assign(period_start=pd.to_datetime(mine["period_start"]).to_numpy()
                            .astype("datetime64[s]"))[CONSUMPTION_COLUMNS]
         today = mine if not len(new) else pd.concat([mine, new], ignore_index=True)
-    else:
-        today = new
+    else:  # consume's order already: customer, assignment, call
+        return new.reset_index(drop=True)
     return today.sort_values(["customer_id", "assignment_id", "call_id"], kind="stable"
                              ).reset_index(drop=True)
 
