@@ -9,8 +9,8 @@ night alone through `pipeline.run_billing` (simulate), for the ratio. Prints one
 and (unless --no-record) appends a line to docs/benchmarks.md's raw rows.
 
 Each night runs what `pipeline.run_billing` runs after its load stage, minus the run
-record (two single-row writes); the pipeline hook that makes the real `backfill` do this is
-named in billing_jobs/backfill_plan.py.
+record (two single-row writes) and the free-minute state carried from night to night
+(`pipeline.backfill`, which `billing-jobs backfill` runs, does both on the same plan).
 """
 
 from __future__ import annotations
