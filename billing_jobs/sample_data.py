@@ -274,8 +274,7 @@ def _frame(columns: list[str], arrays: dict[str, pa.Array]) -> pd.DataFrame:
     entity column needs no change here."""
     n = max((len(a) for a in arrays.values()), default=0)
     blank = pa.array([""] * n, pa.string())
-    table = pa.table({c: arrays[c] if c in arrays and len(arrays[c]) == n else blank
-                      for c in columns})
+    table = pa.table({c: arrays.get(c, blank) for c in columns})
     df = table.to_pandas()
     for c in columns:  # guarantee the default string dtype whatever pandas infers
         if df[c].dtype != "str":
@@ -336,7 +335,8 @@ def _packages(currencies: tuple[str, ...]) -> pd.DataFrame:
             rows["minimum_days"].append(str(t.minimum_days))
             rows["prorate"].append("true" if t.prorate else "false")
             rows["description"].append(t.description)
-    arrays = {c: pa.array(v, pa.string()) for c, v in rows.items() if c not in money}
+    # a column no template fills (e.g. free_minutes_mode) is left to _frame's blank
+    arrays = {c: pa.array(v, pa.string()) for c, v in rows.items() if v and c not in money}
     for key, vals in money.items():
         arrays[key] = _fmt_micros(np.array(vals, dtype="int64"))
     return _frame(PACKAGE_COLUMNS, arrays)

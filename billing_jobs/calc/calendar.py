@@ -291,6 +291,13 @@ def start_stub(cal: Calendars, eff_end: np.ndarray) -> Period:
     return Period(valid, cal.start.copy(), end, first - before)
 
 
+def period_ending_on(cal: Calendars, d, eff_end: np.ndarray, with_stub: np.ndarray) -> Period:
+    """The period that held day d - 1 and ends on d (a minimum-spend period that billing date
+    d closes); `valid` where there is one."""
+    held = period_containing(cal, np.asarray(d, dtype="int64") - 1, eff_end, with_stub)
+    return Period(held.valid & (held.end == d), held.start, held.end, held.full)
+
+
 def period_containing(cal: Calendars, x, eff_end: np.ndarray, with_stub: np.ndarray) -> Period:
     """The period (opened by a billing date, or the start stub where `with_stub`) that holds day x."""
     x = np.broadcast_to(np.asarray(x, dtype="int64"), cal.freq.shape)

@@ -10,7 +10,7 @@ from billing_jobs.calc.book import Book
 from billing_jobs.calc.calendar import (
     OPEN,
     from_days,
-    period_containing,
+    period_ending_on,
     period_opened_on,
     start_stub,
 )
@@ -103,8 +103,8 @@ def _minimum_spend_lines(book: Book, run_day: int, spend_index: SpendIndex | Non
     if not ms.size:
         return None
     sub = book.cal.subset(ms)
-    held = period_containing(sub, run_day - 1, book.eff_end[ms], book.prorate[ms])
-    ends = held.valid & (held.end == run_day)
+    held = period_ending_on(sub, run_day, book.eff_end[ms], book.prorate[ms])
+    ends = held.valid
     idx = ms[ends]
     if not idx.size:
         return None

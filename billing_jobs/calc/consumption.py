@@ -43,10 +43,10 @@ def _days(s: pd.Series) -> np.ndarray:
     return np.where(np.isnat(d), _OPEN, out)
 
 
-def _time_order(c: pd.DataFrame) -> np.ndarray:
-    """Positions of the calls in (customer_id, start_time, call_id) order: integer keys for
-    customer and time; call ids compared only among calls of one customer at one instant."""
-    cust, _ = pd.factorize(c["customer_id"].astype(str), sort=True)
+def _time_order(c: pd.DataFrame, cust: np.ndarray) -> np.ndarray:
+    """Positions of the calls in (customer, start_time, call_id) order; `cust`: each call's
+    customer code. Integer keys for customer and time; call ids compared only among calls of
+    one customer at one instant."""
     t = pd.to_datetime(c["start_time"], utc=True).dt.tz_convert(None).to_numpy().astype("int64")
     order = np.lexsort((t, cust))
     tie = (cust[order][1:] == cust[order][:-1]) & (t[order][1:] == t[order][:-1])
@@ -78,8 +78,13 @@ def consume(grants: pd.DataFrame, calls: pd.DataFrame) -> pd.DataFrame:
     g_rank = np.empty(len(g), dtype="int64")
     g_rank[order] = first_of
 
+    # customers as integer codes, for grants and calls alike
     c = calls.reset_index(drop=True)
-    c_order = _time_order(c)
+    codes, _ = pd.factorize(np.concatenate([g_cust, c["customer_id"].astype(str)
+                                            .to_numpy(dtype=object)]), sort=True)
+    g_code = codes[:len(g)]
+    c_order = _time_order(c, codes[len(g):])
+    c_code = codes[len(g):][c_order]
     c = c.take(c_order).reset_index(drop=True)
     remaining = c["duration_s"].to_numpy("int64").copy()
     c_day = c["day"].to_numpy("int64")
@@ -90,20 +95,21 @@ def consume(grants: pd.DataFrame, calls: pd.DataFrame) -> pd.DataFrame:
     pattern_code, pattern_text = pd.factorize(g["destination"].fillna("").astype(str))
     match = [destination_matches(c_dest, p) for p in pattern_text]
 
-    # customers as integer codes; per rank each customer has at most one grant, so a rank's
-    # (call, grant) pairs are one array lookup per call of the customers that still have one
-    codes, _ = pd.factorize(np.concatenate([g_cust, c_cust]))
-    g_code, c_code = codes[:len(g)], codes[len(g):]
+    # per rank each customer has at most one grant, so a rank's (call, grant) pairs are one
+    # array lookup per call of the customers that still have one
     top_rank = np.full(int(codes.max()) + 1, -1, dtype="int64")
     np.maximum.at(top_rank, g_code, g_rank)
+    by_rank = np.argsort(g_rank, kind="stable")
+    rank_bounds = np.searchsorted(g_rank[by_rank], np.arange(int(g_rank.max()) + 2))
+    grant_of = np.full(len(top_rank), -1, dtype="int64")  # customer -> its grant of rank r
     live = np.arange(len(c))
     parts = []
     for r in range(int(g_rank.max()) + 1):
         live = live[top_rank[c_code[live]] >= r]  # calls of customers with a grant of rank r
-        at = np.flatnonzero(g_rank == r)
-        grant_of = np.full(len(top_rank), -1, dtype="int64")
+        at = by_rank[rank_bounds[r]:rank_bounds[r + 1]]
         grant_of[g_code[at]] = at
         gj = grant_of[c_code[live]]
+        grant_of[g_code[at]] = -1
         ci = live[gj >= 0]
         gj = gj[gj >= 0]
         if ci.size == 0:

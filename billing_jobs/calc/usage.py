@@ -144,17 +144,6 @@ def usage_needs(customers: pd.DataFrame, packages: pd.DataFrame, assignments: pd
     return needs
 
 
-# ----------------------------------------------------------------------------- spend per period
-
-#: The minimum-spend input of a billing date: one row per (assignment, period ending on the
-#: date) with the customer's call `spend` over the period (micros) and the free-minute
-#: `credited` micros to take off it (SPEC section 9: spend is net of free-minute credits;
-#: 0 until the free-minute consumption provides it).
-SPEND_COLUMNS = ["customer_id", "assignment_id", "period_start", "period_end", "spend",
-                 "credited"]
-
-
-
 _NO_NEED = np.iinfo("int64").max
 _MATCH_TEXT = r"^\d{1,2}([|,]\d{1,2})*$"
 
@@ -170,15 +159,14 @@ def _minimum_spend_since(rows: pd.DataFrame, start: np.ndarray, bad_start: np.nd
     longest period of its frequency back from first_day): validation may reject it, never
     may the read be narrower than what the engine sums."""
     from billing_jobs.calc.calendar import (FREQ_CODES, Calendars, NEVER, effective_end,
-                                            parse_match_days, period_containing)
+                                            parse_match_days, period_ending_on)
 
     span = rows["freq"].map(_MAX_PERIOD_DAYS).to_numpy(dtype="float64")
     never = np.iinfo("int64").min
     wide = np.where(np.isfinite(span), first_day - np.nan_to_num(span).astype("int64"), never)
     since = np.maximum(start, wide)
-    match_text = pd.Series(rows["match"]).astype(object).where(pd.Series(rows["match"]).notna(),
-                                                               "").astype(str)
-    match_text = match_text.str.replace(" ", "", regex=False)
+    match_text = (rows["match"].astype(object).where(rows["match"].notna(), "").astype(str)
+                  .str.replace(" ", "", regex=False))
     exact = (~bad_start & rows["freq"].isin(list(FREQ_CODES)).to_numpy()
              & np.isfinite(rows["min_days"].to_numpy(dtype="float64"))
              & ((rows["end"].to_numpy() != never) | rows["end_raw_null"].to_numpy(dtype=bool))
@@ -196,11 +184,20 @@ def _minimum_spend_since(rows: pd.DataFrame, start: np.ndarray, bad_start: np.nd
     prorate = sub["prorate"].isin(sorted(_PRORATE_TEXT - _FALSE_TEXT)).to_numpy()
     first = np.full(len(sub), _NO_NEED, dtype="int64")
     for d in range(first_day, last_day + 1):  # one vectorised pass per billing date
-        held = period_containing(cal, d - 1, eff_end, prorate)
-        ends = held.valid & (held.end == d)
-        first = np.where(ends, np.minimum(first, held.start), first)
+        held = period_ending_on(cal, d, eff_end, prorate)
+        first = np.where(held.valid, np.minimum(first, held.start), first)
     since[exact] = first
     return since
+
+
+# ----------------------------------------------------------------------------- spend per period
+
+#: The minimum-spend input of a billing date: one row per (assignment, period ending on the
+#: date) with the customer's call `spend` over the period (micros) and the free-minute
+#: `credited` micros to take off it (SPEC section 9: spend is net of free-minute credits;
+#: 0 until the free-minute consumption provides it).
+SPEND_COLUMNS = ["customer_id", "assignment_id", "period_start", "period_end", "spend",
+                 "credited"]
 
 
 def spend_frame(customer_ids: np.ndarray, assignment_ids: np.ndarray, period_start: np.ndarray,
@@ -245,12 +242,11 @@ def spend_from_calls(book, run_day: int, spend_index: "SpendIndex | None") -> pd
     """The SPEND_COLUMNS frame of billing date `run_day` from the calls: every
     minimum-spend period ending on it (the one holding the day before), its customer's call
     spend over it, credited 0. The free-minute credits go into `credited`."""
-    from billing_jobs.calc.calendar import period_containing
+    from billing_jobs.calc.calendar import period_ending_on
 
     ms = np.flatnonzero(book.minimum_spend)
-    held = period_containing(book.cal.subset(ms), run_day - 1, book.eff_end[ms],
-                             book.prorate[ms])
-    ends = held.valid & (held.end == run_day)
+    held = period_ending_on(book.cal.subset(ms), run_day, book.eff_end[ms], book.prorate[ms])
+    ends = held.valid
     idx = ms[ends]
     ps, pe = held.start[ends], held.end[ends]
     codes = book.customer_code[idx]

@@ -55,9 +55,6 @@ class Written:
         return sum(self.written)
 
 
-_now = bulk.now_value
-
-
 def _d(value) -> date | None:
     if value is None or value is pd.NaT or (not isinstance(value, str) and pd.isna(value)):
         return None
@@ -71,7 +68,7 @@ def _d(value) -> date | None:
 def _insert(conn, rows: list[dict], n: int) -> list[bool]:
     """Insert rows (ON CONFLICT DO NOTHING on any unique key), move balances for the posted rows
     inserted; return which rows were inserted. Runs inside the caller's transaction."""
-    stamp = _now(conn)
+    stamp = bulk.now_value(conn)
     written = []
     debits: dict[str, int] = {}
     cols = ", ".join(_COLS)
@@ -213,7 +210,7 @@ def reverse(engine: sa.Engine, run_id: str, simulate: bool = True) -> Written:
             return Written(rows, [False] * len(rows))
         written = _insert(conn, rows, 1)
         _undo_consumption(conn, run_id)
-        stamp = _now(conn)
+        stamp = bulk.now_value(conn)
         conn.execute(sa.text("UPDATE grants SET withdrawn_at = :t, withdrawn_by_run = :b "
                              "WHERE run_id = :r AND withdrawn_at IS NULL"),
                      {"t": stamp, "b": f"reverse:{run_id}", "r": run_id})

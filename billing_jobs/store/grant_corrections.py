@@ -48,9 +48,6 @@ def _local_day(start_time, tz: str) -> date:
     return t.tz_convert(tz).date()
 
 
-_stamp = bulk.now_value
-
-
 def _live(conn, assignment_id: str) -> list[tuple[date, date | None, int, str]]:
     rows = conn.execute(sa.text(
         "SELECT period_start, period_end, seconds, customer_id FROM grants "
@@ -64,7 +61,7 @@ def rebill_grants(conn: sa.Connection, plans: list[tuple[date, pd.DataFrame, boo
     """Bring the live grants of each (date, computed grants, date was posted) of `plans` to
     what current data computes; return one line per change and per minute that could not
     move (see the module docstring). Runs inside the caller's transaction."""
-    stamp = _stamp(conn)
+    stamp = bulk.now_value(conn)
     notes: list[str] = []
     withdrawn: list[tuple[str, date]] = []
     wanted: list[dict] = []

@@ -258,15 +258,9 @@ def _sqlite_type(sql_type: str) -> str:
             "timestamptz": "TEXT"}[sql_type]
 
 
-_drop_stage = bulk.drop_temp
-
-
 def _seqs(conn: sa.Connection, sql: str, params: tuple = ()) -> np.ndarray:
     rows = conn.exec_driver_sql(sql, params).all()
     return np.fromiter((r[0] for r in rows), dtype="int64", count=len(rows))
-
-
-_param = bulk.param
 
 
 # ----------------------------------------------------------------------------- simulate
@@ -286,7 +280,7 @@ def _simulate(engine: sa.Engine, lines: pa.Table, grants: pa.Table
         line_done[_seqs(conn, _EXISTING_LINES.format(t="_sim_lines"))] = True
         grant_done[_seqs(conn, _EXISTING_GRANTS.format(t="_sim_grants"))] = True
         held = overlapping(conn, "_sim_lines")
-        _drop_stage(conn, "_sim_lines", "_sim_grants")
+        bulk.drop_temp(conn, "_sim_lines", "_sim_grants")
     return line_done, grant_done, held
 
 
@@ -396,7 +390,7 @@ def _post_batch(engine: sa.Engine, number: int, lines: pa.Table, grants: pa.Tabl
     now = datetime.now(timezone.utc)
     with engine.connect() as conn:
         pg = bulk.is_postgres(conn)
-        p = _param(conn)
+        p = bulk.param(conn)
         stamp = now if pg else now.strftime("%Y-%m-%d %H:%M:%S.%f")
         trans = conn.begin()  # SQLite: BEGIN IMMEDIATE, concurrent posters queue here
         try:
@@ -471,8 +465,8 @@ def _post_batch(engine: sa.Engine, number: int, lines: pa.Table, grants: pa.Tabl
             new_grants = _returned_seqs(granted, grants, ["assignment_id", "period_start"])
             if consuming:
                 _write_consumption(conn, run_id, run_date, stamp)
-                _drop_stage(conn, "_post_uses", "_post_counters", "_post_done")
-            _drop_stage(conn, "_post_lines", "_post_grants")
+                bulk.drop_temp(conn, "_post_uses", "_post_counters", "_post_done")
+            bulk.drop_temp(conn, "_post_lines", "_post_grants")
             crash_point("before_commit", number)
             trans.commit()
         except BaseException:
@@ -515,7 +509,7 @@ def _settle_consumption_checks(conn: sa.Connection, run_date) -> list[str]:
       any still left are late calls of the next post. Returned, so that the lines are marked
       `deferred`.
     Everyone else's consumption is written as computed."""
-    p = _param(conn)
+    p = bulk.param(conn)
     drop = bulk.on_commit_drop(conn)
     conn.exec_driver_sql(
         f"CREATE TEMP TABLE _post_done{drop} AS SELECT DISTINCT customer_id FROM call_credits "
@@ -541,7 +535,7 @@ def _settle_consumption_checks(conn: sa.Connection, run_date) -> list[str]:
 def _write_consumption(conn: sa.Connection, run_id: str, run_date, stamp) -> None:
     """Record each consumed call part and move each grant's counters, for the customers
     this transaction consumes (not the done ones), in the posting transaction."""
-    p = _param(conn)
+    p = bulk.param(conn)
     conn.exec_driver_sql(
         "INSERT INTO call_credits (call_id, assignment_id, period_start, customer_id, "
         "start_time, consumed_on, run_id, seconds, covered_micros, late) "
@@ -592,7 +586,7 @@ def _debit(conn: sa.Connection, debits: list[tuple[str, int]]) -> None:
 
 def _check_bounds(conn: sa.Connection, debits: list[tuple[str, int]]) -> None:
     """Refuse the batch (rolled back, nothing written) if a balance would leave the bound."""
-    p = _param(conn)
+    p = bulk.param(conn)
     for start in range(0, len(debits), 500):
         chunk = debits[start:start + 500]
         marks = ", ".join([p] * len(chunk))
