@@ -50,6 +50,8 @@ NULLABLE_INT_KINDS = frozenset({"nint"})
 DATE_KINDS = frozenset({"date", "ndate"})
 BOOL_KINDS = frozenset({"bool", "bool0"})
 TIME_KINDS = frozenset({"ts"})
+#: The kinds whose cells may not be empty (the table of kinds above)
+REQUIRED_KINDS = frozenset({"id", "rtext", "money", "smoney", "int", "date", "ts", "bool"})
 
 
 def columns(entity: str) -> list[str]:

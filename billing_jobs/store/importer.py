@@ -36,7 +36,7 @@ import sqlalchemy as sa
 
 from billing_jobs.calc import text as text_rules
 from billing_jobs.calc.frames import ENTITY_COLUMNS, ENTITY_KEYS
-from billing_jobs.entities import ENTITY_KINDS, OPTIONAL_HEADER
+from billing_jobs.entities import ENTITY_KINDS, OPTIONAL_HEADER, REQUIRED_KINDS
 from billing_jobs.store import bulk
 from billing_jobs.store.tables import stored_name
 from billing_jobs.calc.money import (
@@ -378,8 +378,6 @@ class _Problems:
         )
 
 
-#: Kinds whose cells may not be empty
-_REQUIRED = frozenset({"id", "rtext", "money", "smoney", "int", "date", "ts", "bool"})
 
 
 def _parse(name: str, entity: str, table: pa.Table,
@@ -393,7 +391,7 @@ def _parse(name: str, entity: str, table: pa.Table,
     for col, kind in spec.items():
         raw = _column_text(table, col)
         empty = _np(pc.equal(raw, ""))
-        if kind in _REQUIRED:
+        if kind in REQUIRED_KINDS:
             problems.complain(col, empty, raw, "missing value")
         parser = _PARSERS.get(kind)
         if parser is None:  # pragma: no cover
