@@ -12,6 +12,12 @@
 * The rows are written in ONE transaction: INSERT ... ON CONFLICT (id) DO UPDATE. SQLite uses
   large `executemany` batches; PostgreSQL streams the rows with COPY into a temporary table
   and upserts from it with one INSERT ... SELECT.
+* A regular file is streamed: read, parsed, checked and written `IMPORT_CHUNK_ROWS` rows at a
+  time inside that one transaction, so memory is bounded by the chunk, not the file (13 months
+  of a carrier's calls are ~130M rows). The rules that span rows hold over the whole file: an id
+  repeated in a later chunk (64-bit hashes of every id, the rows re-read to name both) and a
+  customer's charges total. The first problem found rolls the whole file back. A pipe is read
+  into memory once (nothing seeks) and goes through the same chunks.
 * Optional cells may be empty: name/description/destination (''), frequency_match, end_date,
   assignments.free_minutes (NULL), setup_cost/setup_retail/free_minutes/minimum_days (0),
   minimum_spend/prorate (false). Columns the SPEC marks optional (packages.frequency_match,
@@ -21,11 +27,14 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
+import itertools
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO, Iterator
 
 import numpy as np
 import pandas as pd
@@ -64,6 +73,8 @@ _RANGES = {_CONTROL: text_rules.CONTROL, _CONTROL_TEXT: text_rules.CONTROL_IN_TE
 _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no"}
 _SQLITE_BATCH = 50_000
+#: rows read, checked and written at a time (a file's memory is bounded by this, not its size)
+IMPORT_CHUNK_ROWS = 2_000_000
 _COPY_BATCH = 200_000
 
 
@@ -75,11 +86,12 @@ class _Problem:
 
 
 def import_csv(engine: sa.Engine, entity: str, path: str | os.PathLike, *,
-               set_balances: bool = False) -> int:
+               set_balances: bool = False, chunk_rows: int = IMPORT_CHUNK_ROWS) -> int:
     """Import one CSV file of `entity` (customers/packages/assignments/usage).
 
     Returns the number of data rows written (inserted or updated). Raises ImportFailed, with
-    nothing written, when the file is malformed.
+    nothing written, when the file is malformed. `chunk_rows` rows are parsed, checked and
+    written at a time, all in one transaction.
     """
     if entity not in SPECS:
         raise ImportFailed(
@@ -87,23 +99,46 @@ def import_csv(engine: sa.Engine, entity: str, path: str | os.PathLike, *,
         )
     path = Path(path)
     name = path.name
-    frame, table = read_and_parse(entity, path)
-    errors = _business_rule_errors(entity, frame, engine)
-    if errors:
-        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise ImportFailed(f"{name}: {errors[0]}{more}")
+    source = _Source(path)
+    chunks = parsed_chunks(entity, source, chunk_rows)
+    first = next(chunks)  # a one-chunk file is parsed before any transaction opens
+    references = _references(engine, entity)
+    ids = _FileIds(ENTITY_KEYS[entity])
+    charges = _CustomerCharges() if entity == "usage" else None
+    written = 0
     with db_errors(engine, f"importing {name}"):
         with engine.begin() as conn:
-            if entity == "customers":
-                existing_balance_rule(conn, frame, path, set_balances)
-            if bulk.is_postgres(conn):
-                _write_pg(conn, entity, table)
-            else:
-                _write_sqlite(conn, entity, table)
-    return len(frame)
+            for frame, table in itertools.chain([first], chunks):
+                errors = _business_rule_errors(entity, frame, references)
+                if errors:
+                    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+                    raise ImportFailed(f"{name}: {errors[0]}{more}")
+                ids.add(table)
+                if charges is not None:
+                    charges.add(name, frame)
+                if entity == "customers":
+                    existing_balance_rule(conn, frame, path, set_balances)
+                if bulk.is_postgres(conn):
+                    _write_pg(conn, entity, table)
+                else:
+                    _write_sqlite(conn, entity, table)
+                written += len(frame)
+            ids.check(name, source, chunk_rows)  # before the commit: a repeat rolls back
+    return written
 
 
-def _business_rule_errors(entity: str, df: pd.DataFrame, engine: sa.Engine) -> list[str]:
+def _references(engine: sa.Engine, entity: str) -> dict[str, pd.DataFrame]:
+    """What the file's rows refer to in the database, read once before the transaction:
+    customers for assignments and usage, packages for assignments."""
+    from billing_jobs.store.load import reference_tables
+
+    if entity not in ("assignments", "usage"):
+        return {}
+    return reference_tables(engine, packages=(entity == "assignments"))
+
+
+def _business_rule_errors(entity: str, df: pd.DataFrame,
+                          references: dict[str, pd.DataFrame]) -> list[str]:
     """Business-rule checks on the parsed rows before they are written.
 
     `df` has the entity's columns, typed (money int64 micros, dates datetime64, timestamps
@@ -112,14 +147,12 @@ def _business_rule_errors(entity: str, df: pd.DataFrame, engine: sa.Engine) -> l
     "row 7, column quantity: must be at least 1"; any message fails the import.
     """
     from billing_jobs.checks import validate_inputs
-    from billing_jobs.calc.frames import ENTITY_COLUMNS, ENTITY_KEYS, BillingInputs, empty_frame
-    from billing_jobs.store.load import reference_tables
+    from billing_jobs.calc.frames import BillingInputs, empty_frame
 
     # The file's rows, checked by the same rules as a run, against what they refer to in
     # the database (customers for assignments and usage, packages for assignments).
     frames = {name: empty_frame(cols) for name, cols in ENTITY_COLUMNS.items()}
-    if entity in ("assignments", "usage"):
-        frames.update(reference_tables(engine, packages=(entity == "assignments")))
+    frames.update(references)
     frames[entity] = df[ENTITY_COLUMNS[entity]].reset_index(drop=True)
     _, rejected = validate_inputs(BillingInputs(**frames))
     mine = rejected[rejected["entity"] == entity]
@@ -134,38 +167,185 @@ def _business_rule_errors(entity: str, df: pd.DataFrame, engine: sa.Engine) -> l
             for i in order]
 
 
+# ----------------------------------------------------------------------------- rules across chunks
+
+def _id_hashes(ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """64-bit hashes of ids (the same value always gives the same hash)."""
+    return pd.util.hash_pandas_object(pd.Series(pd.arrays.ArrowExtensionArray(ids)),
+                                      index=False).to_numpy()
+
+
+class _FileIds:
+    """The ids of the chunks written so far, to refuse an id repeated in a later chunk.
+
+    A chunk checks its own repeats (`_check_duplicate_ids`). Across chunks the file keeps one
+    64-bit hash per row (8 bytes, ~1 GB for 130M calls) and sorts them once at the end; equal
+    hashes send the file through a second read that names the rows (and tells a real repeat
+    from a hash collision, which passes). A one-chunk file keeps nothing."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.first: pa.Array | None = None  # hashed only once a second chunk comes
+        self.hashes: list[np.ndarray] = []
+
+    def add(self, table: pa.Table) -> None:
+        ids = table.column(self.key)
+        if self.first is None and not self.hashes:
+            self.first = ids
+            return
+        if self.first is not None:
+            self.hashes.append(_id_hashes(self.first))
+            self.first = None
+        self.hashes.append(_id_hashes(ids))
+
+    def check(self, name: str, source: "_Source", chunk_rows: int) -> None:
+        if len(self.hashes) < 2:
+            return
+        every = np.sort(np.concatenate(self.hashes))
+        self.hashes = []
+        repeated = np.unique(every[1:][every[1:] == every[:-1]])
+        del every
+        if len(repeated):
+            _raise_repeated_id(name, source, self.key, repeated, chunk_rows)
+
+
+def _raise_repeated_id(name: str, source: "_Source", key: str, repeated: np.ndarray,
+                       chunk_rows: int) -> None:
+    """Second read: the rows whose id hash is in `repeated`; ImportFailed at the first row
+    repeating an earlier row's id (a hash collision between different ids passes)."""
+    header = _read_header(name, source.head())
+    rows: list[np.ndarray] = []
+    values: list[np.ndarray] = []
+    for first_row, table in _raw_chunks(name, source, header, chunk_rows):
+        ids = _column_text(table, key)
+        hit = np.isin(_id_hashes(ids), repeated)
+        rows.append(np.flatnonzero(hit) + first_row)
+        values.append(ids.filter(pa.array(hit)).to_numpy(zero_copy_only=False))
+    found = pd.DataFrame({"row": np.concatenate(rows), "id": np.concatenate(values)})
+    again = found[found["id"].duplicated(keep="first")]
+    if again.empty:
+        return
+    first_row_of = found.groupby("id")["row"].min()
+    row, value = int(again["row"].iloc[0]), again["id"].iloc[0]
+    raise ImportFailed(
+        f"{name} row {row} (row 1 is the header), column {key}: duplicate id {value!r} "
+        f"(first on row {int(first_row_of[value])})"
+        + (f"; {len(again) - 1} more problem(s) in the file" if len(again) > 1 else ""))
+
+
+class _CustomerCharges:
+    """Each customer's calls' charges summed over the chunks so far: the run's rule "a
+    customer's charges must total at most the maximum" holds for the whole file, not only
+    inside one chunk (float sums, as the rule computes them)."""
+
+    def __init__(self) -> None:
+        self.totals = pd.Series(dtype="float64")
+
+    def add(self, name: str, frame: pd.DataFrame) -> None:
+        from billing_jobs.checks.inputs import MAX_UNITS
+
+        if frame.empty:
+            return
+        charge = frame["charge"].to_numpy(dtype="float64").clip(0, None)
+        chunk = pd.Series(charge).groupby(frame["customer_id"].to_numpy()).sum()
+        self.totals = self.totals.add(chunk, fill_value=0.0)
+        over = self.totals[self.totals > MAX_MICROS]
+        if over.empty:
+            return
+        customer = over.index[0]
+        first = frame[frame["customer_id"].to_numpy() == customer]
+        raise ImportFailed(
+            f"{name}: row {int(first.index[0])} (call_id {first['call_id'].iloc[0]!r}): charges "
+            f"of customer {customer!r} add up to more than {MAX_UNITS} over the whole file")
+
+
 # ----------------------------------------------------------------------------- reading
 
-def read_and_parse(entity: str, path: Path) -> tuple[pd.DataFrame, pa.Table]:
-    """Read and strictly parse `path`; raise ImportFailed naming the first problem.
+def parsed_chunks(entity: str, source: "_Source",
+                  chunk_rows: int = IMPORT_CHUNK_ROWS) -> Iterator[tuple[pd.DataFrame, pa.Table]]:
+    """Read and strictly parse the file `chunk_rows` rows at a time; raise ImportFailed naming
+    the first problem. Yields at least one chunk (an empty one for a header-only file).
 
-    The file is read once into memory (so a pipe such as `<(cat f)` works: nothing seeks);
-    a UTF-8 BOM is dropped, old-Mac CR-only line ends become LF and a last line without a
-    line end gets one. Returns the typed rows twice: a pandas frame indexed by CSV row number
-    (for rule checks) and the arrow table that is written."""
-    name = path.name
-    data = _read_bytes(path)
-    header = _read_header(name, data)
+    Each chunk's typed rows come twice: a pandas frame indexed by CSV row number (for the
+    rule checks) and the arrow table that is written."""
+    name = source.name
+    header = _read_header(name, source.head())
     spec = SPECS[entity]
     _check_header(name, entity, header)
-    table = _read_body(name, data, header)
-    return _parse(name, entity, table, spec)
+    for first_row, table in _raw_chunks(name, source, header, chunk_rows):
+        yield _parse(name, entity, table, spec, first_row)
 
 
 #: how long a named pipe (FIFO) may stay silent before the import gives up
 FIFO_WAIT_SECONDS = 10
+#: bytes read for the header line
+_HEAD_BYTES = 1 << 20
 
 
-def _read_bytes(path: Path) -> bytes:
+class _Source:
+    """Where the CSV's bytes come from. A regular file is streamed and re-opened for each
+    pass; anything else (a named pipe, `<(cat f)`) is read into memory once, since nothing
+    can seek it. A UTF-8 BOM is dropped; a pipe's CR-only line ends become LF and its last
+    line gets a line end (the CSV reader handles both in a file)."""
+
+    def __init__(self, path: Path) -> None:
+        import stat
+
+        self.path = path
+        self.name = path.name
+        self.data: bytes | None = None
+        try:
+            mode = os.stat(path).st_mode
+        except FileNotFoundError:
+            raise ImportFailed(f"{self.name}: file not found ({path})") from None
+        except OSError as exc:
+            raise ImportFailed(f"{self.name}: cannot read the file: {exc.strerror or exc}") from None
+        if stat.S_ISDIR(mode):
+            raise ImportFailed(f"{self.name}: is a directory, not a CSV file ({path})")
+        if stat.S_ISREG(mode):
+            with self.open():  # unreadable (permissions): say so now
+                pass
+        else:
+            self.data = _normalised(_read_all(path, stat.S_ISFIFO(mode)))
+
+    def open(self) -> BinaryIO:
+        """A fresh binary stream of the file from its first byte (BOM included)."""
+        if self.data is not None:
+            return io.BytesIO(self.data)
+        try:
+            return open(self.path, "rb")
+        except OSError as exc:
+            raise ImportFailed(f"{self.name}: cannot read the file: {exc.strerror or exc}") from None
+
+    def header_only(self) -> bool:
+        """No data rows: nothing but line ends after the first line."""
+        with self.open() as fh:
+            data = fh.read(_HEAD_BYTES)
+        if len(data) == _HEAD_BYTES:
+            return False
+        end = data.find(b"\n")
+        if end < 0:
+            end = data.find(b"\r")
+        return end < 0 or not data[end + 1:].strip(b"\r\n")
+
+    def head(self) -> bytes:
+        """The first bytes, BOM dropped; CR-only line ends as LF (enough for the header)."""
+        with self.open() as fh:
+            data = fh.read(_HEAD_BYTES)
+        if data.startswith(b"\xef\xbb\xbf"):
+            data = data[3:]
+        if b"\r" in data and b"\n" not in data:
+            data = data.replace(b"\r", b"\n")
+        return data
+
+
+def _read_all(path: Path, fifo: bool) -> bytes:
+    """All the bytes of a pipe; a named pipe nobody writes to fails after FIFO_WAIT_SECONDS."""
     import select
-    import stat
 
     name = path.name
     try:
-        mode = os.stat(path).st_mode
-        if stat.S_ISDIR(mode):
-            raise ImportFailed(f"{name}: is a directory, not a CSV file ({path})")
-        if stat.S_ISFIFO(mode) and not str(path).startswith("/dev/fd/"):
+        if fifo and not str(path).startswith("/dev/fd/"):
             # a named pipe: never block forever on one nobody writes to
             fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
             try:
@@ -179,16 +359,16 @@ def _read_bytes(path: Path) -> bytes:
                     if not chunk:
                         break
                     chunks.append(chunk)
-                data = b"".join(chunks)
+                return b"".join(chunks)
             finally:
                 os.close(fd)
-        else:
-            with open(path, "rb") as fh:
-                data = fh.read()
-    except FileNotFoundError:
-        raise ImportFailed(f"{name}: file not found ({path})") from None
+        with open(path, "rb") as fh:
+            return fh.read()
     except OSError as exc:
         raise ImportFailed(f"{name}: cannot read the file: {exc.strerror or exc}") from None
+
+
+def _normalised(data: bytes) -> bytes:
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     if b"\r" in data and b"\n" not in data:
@@ -240,31 +420,50 @@ def _check_header(name: str, entity: str, header: list[str]) -> None:
         )
 
 
-def _read_body(name: str, data: bytes, header: list[str]) -> pa.Table:
+def _raw_chunks(name: str, source: _Source, header: list[str],
+                chunk_rows: int) -> Iterator[tuple[int, pa.Table]]:
+    """(CSV row number of the first row, the rows as text) per `chunk_rows` rows, streamed."""
     bad_rows: list = []
 
     def on_invalid(row) -> str:
         bad_rows.append(row)
         return "skip"
 
-    try:
-        table = pcsv.read_csv(
-            io.BytesIO(data),
-            read_options=pcsv.ReadOptions(column_names=header, skip_rows=1,
-                                          block_size=16 << 20),
-            parse_options=pcsv.ParseOptions(newlines_in_values=True,
-                                            invalid_row_handler=on_invalid),
-            convert_options=pcsv.ConvertOptions(
-                column_types={c: pa.string() for c in header},
-                strings_can_be_null=False, quoted_strings_can_be_null=False,
-            ),
-        )
-    except pa.ArrowInvalid as exc:
-        _raise_utf8_problem(name, data)
-        raise ImportFailed(f"{name}: cannot parse the CSV: {str(exc).splitlines()[0]}") from None
+    first_row = 2  # row 1 is the header
+    batches: list[pa.RecordBatch] = []
+    held = 0
+    if source.header_only():  # the reader cannot skip a header without a line end
+        yield first_row, pa.table({c: pa.array([], pa.string()) for c in header})
+        return
+    with source.open() as fh:
+        try:
+            reader = pcsv.open_csv(
+                fh,
+                read_options=pcsv.ReadOptions(column_names=header, skip_rows=1,
+                                              block_size=16 << 20),
+                parse_options=pcsv.ParseOptions(newlines_in_values=True,
+                                                invalid_row_handler=on_invalid),
+                convert_options=pcsv.ConvertOptions(
+                    column_types={c: pa.string() for c in header},
+                    strings_can_be_null=False, quoted_strings_can_be_null=False,
+                ),
+            )
+            schema = reader.schema
+            for batch in reader:
+                if bad_rows:
+                    break
+                batches.append(batch)
+                held += batch.num_rows
+                if held >= chunk_rows:
+                    yield first_row, pa.Table.from_batches(batches, schema)
+                    first_row += held
+                    batches, held = [], 0
+        except pa.ArrowInvalid as exc:
+            _raise_utf8_problem(name, source)
+            raise ImportFailed(f"{name}: cannot parse the CSV: {str(exc).splitlines()[0]}") from None
     if bad_rows:
         more = f" (and {len(bad_rows) - 1} more such rows)" if len(bad_rows) > 1 else ""
-        found = _first_bad_record(data, len(header))
+        found = _first_bad_record(source, len(header))
         if found is None:  # pragma: no cover - pyarrow and the csv module disagree
             raise ImportFailed(f"{name}: malformed CSV (a row has the wrong number of fields){more}")
         row, width = found
@@ -272,27 +471,41 @@ def _read_body(name: str, data: bytes, header: list[str]) -> pa.Table:
             f"{name} row {row} (row 1 is the header): expected {len(header)} fields, "
             f"found {width}{more}"
         )
-    return table
+    if batches or first_row == 2:
+        yield first_row, pa.Table.from_batches(batches, schema)
 
 
-def _raise_utf8_problem(name: str, data: bytes) -> None:
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise ImportFailed(
-            f"{name} line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); "
-            "save the file as UTF-8"
-        ) from None
+def _raise_utf8_problem(name: str, source: _Source) -> None:
+    """ImportFailed naming the line of the first byte that is not UTF-8, if there is one."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    lines = 0  # line ends before the block being decoded
+    with source.open() as fh:
+        while True:
+            block = fh.read(1 << 22)
+            try:
+                decoder.decode(block, final=not block)
+            except UnicodeDecodeError as exc:
+                # exc.start counts from the bytes the decoder held back (at most 3) + block
+                pending = len(exc.object) - len(block)
+                at = max(exc.start - pending, 0)
+                line = lines + block.count(b"\n", 0, at) + 1
+                raise ImportFailed(
+                    f"{name} line {line}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x}); "
+                    "save the file as UTF-8"
+                ) from None
+            if not block:
+                return
+            lines += block.count(b"\n")
 
 
-def _first_bad_record(data: bytes, width: int) -> tuple[int, int] | None:
-    fh = io.StringIO(data.decode("utf-8", errors="replace"), newline="")
-    # numbered like the data rows: header row 1, blank lines skipped (as the reader does)
-    records = (r for r in csv.reader(fh) if r)
-    for number, record in enumerate(records, start=1):
-        if number > 1 and len(record) != width:
-            return number, len(record)
+def _first_bad_record(source: _Source, width: int) -> tuple[int, int] | None:
+    with source.open() as raw:
+        fh = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="")
+        # numbered like the data rows: header row 1, blank lines skipped (as the reader does)
+        records = (r for r in csv.reader(fh) if r)
+        for number, record in enumerate(records, start=1):
+            if number > 1 and len(record) != width:
+                return number, len(record)
     return None
 
 
@@ -380,11 +593,11 @@ class _Problems:
 
 
 
-def _parse(name: str, entity: str, table: pa.Table,
-           spec: dict[str, str]) -> tuple[pd.DataFrame, pa.Table]:
+def _parse(name: str, entity: str, table: pa.Table, spec: dict[str, str],
+           first_row: int = 2) -> tuple[pd.DataFrame, pa.Table]:
     """Validate every cell; return (typed pandas frame indexed by CSV row, arrow table)."""
     n = table.num_rows
-    rows = np.arange(2, n + 2)  # CSV row numbers: header is row 1
+    rows = np.arange(first_row, first_row + n)  # CSV row numbers: header is row 1
     problems = _Problems(rows)
     arrays: dict[str, pa.Array] = {}
     frame: dict[str, pd.Series] = {}
