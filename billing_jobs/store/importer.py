@@ -97,6 +97,8 @@ def import_csv(engine: sa.Engine, entity: str, path: str | os.PathLike, *,
         raise ImportFailed(
             f"unknown entity {entity!r} (expected one of: {', '.join(SPECS)})"
         )
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")
     path = Path(path)
     name = path.name
     source = _Source(path)
@@ -454,10 +456,12 @@ def _raw_chunks(name: str, source: _Source, header: list[str],
                     break
                 batches.append(batch)
                 held += batch.num_rows
-                if held >= chunk_rows:
-                    yield first_row, pa.Table.from_batches(batches, schema)
-                    first_row += held
-                    batches, held = [], 0
+                while held >= chunk_rows:  # exactly chunk_rows rows; the rest starts the next
+                    rows = pa.Table.from_batches(batches, schema)
+                    yield first_row, rows.slice(0, chunk_rows)
+                    first_row += chunk_rows
+                    held -= chunk_rows
+                    batches = rows.slice(chunk_rows).to_batches()
         except pa.ArrowInvalid as exc:
             _raise_utf8_problem(name, source)
             raise ImportFailed(f"{name}: cannot parse the CSV: {str(exc).splitlines()[0]}") from None
@@ -471,7 +475,7 @@ def _raw_chunks(name: str, source: _Source, header: list[str],
             f"{name} row {row} (row 1 is the header): expected {len(header)} fields, "
             f"found {width}{more}"
         )
-    if batches or first_row == 2:
+    if held or first_row == 2:
         yield first_row, pa.Table.from_batches(batches, schema)
 
 
