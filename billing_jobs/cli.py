@@ -187,8 +187,10 @@ def import_(
     for entity, path in files:
         if not path.exists():
             raise UsageError(f"--{entity}: file not found: {path}")
-        with err.status(f"importing {entity} from {path}"):
-            n = import_csv(engine, entity, path, set_balances=set_balances)
+        doing = f"importing {entity} from {path}"
+        with err.status(doing) as status:
+            n = import_csv(engine, entity, path, set_balances=set_balances, progress=lambda rows: (
+                status.update(f"{doing}: {rows:,} rows checked and written, not yet committed")))
         out.print(f"{entity}: {n} rows imported from {path}")
 
 

@@ -34,7 +34,7 @@ import itertools
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -86,12 +86,14 @@ class _Problem:
 
 
 def import_csv(engine: sa.Engine, entity: str, path: str | os.PathLike, *,
-               set_balances: bool = False, chunk_rows: int = IMPORT_CHUNK_ROWS) -> int:
+               set_balances: bool = False, chunk_rows: int = IMPORT_CHUNK_ROWS,
+               progress: Callable[[int], None] | None = None) -> int:
     """Import one CSV file of `entity` (customers/packages/assignments/usage).
 
     Returns the number of data rows written (inserted or updated). Raises ImportFailed, with
     nothing written, when the file is malformed. `chunk_rows` rows are parsed, checked and
-    written at a time, all in one transaction.
+    written at a time, all in one transaction; `progress(rows)` is told the rows written so
+    far (not yet committed) after each chunk.
     """
     if entity not in SPECS:
         raise ImportFailed(
@@ -125,6 +127,8 @@ def import_csv(engine: sa.Engine, entity: str, path: str | os.PathLike, *,
                 else:
                     _write_sqlite(conn, entity, table)
                 written += len(frame)
+                if progress is not None:
+                    progress(written)
             ids.check(name, source, chunk_rows)  # before the commit: a repeat rolls back
     return written
 

@@ -55,7 +55,9 @@ def test_a_file_in_chunks_writes_what_one_chunk_writes(db_url, tmp_path):
 
     # 23 rows, 4 at a time: 6 chunks, the last one short; a BOM and CRLF line ends
     path = write(tmp_path, "usage-crlf.csv", text, newline="\r\n", bom=True)
-    assert import_csv(engine, "usage", path, chunk_rows=4) == 23
+    told: list[int] = []
+    assert import_csv(engine, "usage", path, chunk_rows=4, progress=told.append) == 23
+    assert told == [4, 8, 12, 16, 20, 23]
     assert dump(engine, stable=True) == expected
     assert len(expected["usage"]) == 23
 
