@@ -214,20 +214,25 @@ def _import(url: str, data: Path, entities=ENTITIES) -> dict:
 
 
 def _reset_posting(url: str, data: Path) -> float:
-    """Empty the ledger and grants and restore the imported balances (bench databases only)."""
+    """Empty the ledger, grants and free-minute state and restore the imported balances
+    (bench databases only). A balance is its opening balance plus its ledger rows, so with the
+    ledger empty it is the opening balance (re-importing customers.csv would be refused: a
+    balance changes only through the ledger)."""
     from billing_jobs.store import make_engine
 
+    tables = ("ledger", "grants", "grant_usage", "call_credits")
     t0 = time.perf_counter()
     engine = make_engine(url)
     with engine.begin() as conn:
-        conn.exec_driver_sql("DELETE FROM ledger")
-        conn.exec_driver_sql("DELETE FROM grants")
+        for table in tables:
+            conn.exec_driver_sql(f"DELETE FROM {table}")
+        conn.exec_driver_sql("UPDATE customers SET balance_micros = opening_balance_micros "
+                             "WHERE balance_micros <> opening_balance_micros")
     if engine.dialect.name == "postgresql":
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.exec_driver_sql("VACUUM ANALYZE ledger")
-            conn.exec_driver_sql("VACUUM ANALYZE grants")
+            for table in tables + ("customers",):
+                conn.exec_driver_sql(f"VACUUM ANALYZE {table}")
     engine.dispose()
-    _import(url, data, ("customers",))
     return round(time.perf_counter() - t0, 2)
 
 

@@ -50,3 +50,27 @@ def test_generate_then_run_simulate_and_post(tmp_path):
         assert run["lines"] is not None and run["peak_mib"] > 0
     assert runs[0]["import_s"] is not None  # a fresh database was imported
     assert _digest(table) == before  # --no-record
+
+
+def test_a_kept_database_posts_the_same_night_again_after_the_reset(tmp_path):
+    """`--repeat 2 --modes post` on a kept database: the reset before each run empties the
+    ledger and free-minute state and restores the opening balances, so both runs post the
+    same lines (a balance is never restored by re-importing customers, which is refused)."""
+    data = tmp_path / "data"
+    subprocess.run(
+        [sys.executable, "-m", "bench.generate", "--customers", "10", "--assignments", "50",
+         "--calls", "500", "--seed", "5", "--out", str(data), "--as-of", "2026-11-30"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
+    args = [sys.executable, "-m", "bench.run", "--data", str(data), "--db", "sqlite",
+            "--keep-db", str(tmp_path / "keep"), "--date", "2026-11-30", "--modes", "post",
+            "--no-floor", "--no-record"]
+    runs = []
+    for repeat in ("2", "1"):  # the second call reuses the kept import
+        res = subprocess.run(args + ["--repeat", repeat], cwd=ROOT, capture_output=True,
+                             text=True, timeout=300)
+        assert res.returncode == 0, res.stderr[-3000:]
+        runs += [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
+    assert len(runs) == 3 and runs[2]["import_s"] is None
+    posted = [r["run"]["counts"]["lines_by_status"] for r in runs]
+    assert posted[0].get("posted", 0) > 0
+    assert posted[1] == posted[0] and posted[2] == posted[0]
