@@ -243,7 +243,7 @@ def _posted_rows(url: str) -> int:
     try:
         with engine.connect() as conn:
             return sum(conn.exec_driver_sql(f"SELECT count(*) FROM {t}").scalar_one()
-                       for t in ("ledger", "grants"))
+                       for t in ("ledger", "grants", "grant_usage", "call_credits"))
     except Exception:  # no schema yet
         return 0
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from billing_jobs.entities import columns as _entity_columns  # the one declaration
@@ -95,22 +96,28 @@ def empty_frame(columns: list[str]) -> pd.DataFrame:
 
 
 def _typed(values: pd.Series, column: str) -> pd.Series:
-    if column == "start_time":
-        return pd.to_datetime(values, utc=True)
+    if column == "start_time":  # datetimes, or stored text with or without an offset (UTC)
+        return pd.to_datetime(values, utc=True, format="ISO8601")
     kind = column_dtype(column)
     if kind == "datetime64[s]":
-        return pd.to_datetime(values.map(lambda v: v.isoformat() if hasattr(v, "isoformat")
-                                         else v)).astype("datetime64[s]")
+        # few distinct dates among many rows: convert each distinct value once
+        codes, uniques = pd.factorize(values, use_na_sentinel=True)
+        days = pd.to_datetime(pd.Series(uniques, dtype=object).map(
+            lambda v: v.isoformat() if hasattr(v, "isoformat") else v)).astype("datetime64[s]")
+        taken = np.append(days.to_numpy(), np.datetime64("NaT", "s"))[codes]
+        return pd.Series(taken, dtype="datetime64[s]")
     return values.astype(kind if kind != "object" else str)
 
 
 def frame_of_rows(rows: list, columns: list[str]) -> pd.DataFrame:
     """Database rows (tuples in `columns` order) as a frame with the contract's dtypes
-    (dates from DATE values or ISO text, integers, booleans from 0/1, text)."""
+    (dates from DATE values or ISO text, timestamps from datetimes or stored text, integers,
+    booleans from 0/1, text)."""
     if not rows:
         return empty_frame(columns)
-    raw = pd.DataFrame(rows, columns=columns, dtype=object)
-    return pd.DataFrame({c: _typed(raw[c], c) for c in columns}, columns=columns)
+    values = list(zip(*rows))  # one tuple per column
+    return pd.DataFrame({c: _typed(pd.Series(v, dtype=object), c)
+                         for c, v in zip(columns, values)}, columns=columns)
 
 
 @dataclass

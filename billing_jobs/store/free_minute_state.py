@@ -35,6 +35,17 @@ def _in_chunks(ids: Sequence[str] | None):
         yield ids[i:i + _IN_CHUNK]
 
 
+def _fetch(conn: sa.Connection, query) -> list[tuple]:
+    """The rows as the driver returns them (plain tuples; SQLite dates and timestamps as the
+    stored text): `frame_of_rows` types them column by column, where SQLAlchemy's Row objects
+    and per-value result processing cost ~10 us a row (1.4M call credits: 17 s -> ~2 s)."""
+    result = conn.execute(query)
+    try:
+        return result.cursor.fetchall()
+    finally:
+        result.close()
+
+
 def read_state(conn: sa.Connection, first_date: date, since: datetime | None,
                customer_ids: Sequence[str] | None
                ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -55,13 +66,13 @@ def read_state(conn: sa.Connection, first_date: date, since: datetime | None,
             sa.or_(g.period_end.is_(None), g.period_end > lo))
         if chunk is not None:
             q = q.where(g.customer_id.in_(chunk))
-        counters_rows += conn.execute(q).all()
+        counters_rows += _fetch(conn, q)
         q = sa.select(gr.run_date, gr.customer_id, gr.assignment_id, gr.period_start,
                       gr.period_end, gr.destination, gr.seconds).where(
             gr.withdrawn_at.is_(None), sa.or_(gr.period_end.is_(None), gr.period_end > lo))
         if chunk is not None:
             q = q.where(gr.customer_id.in_(chunk))
-        granted_rows += conn.execute(q).all()
+        granted_rows += _fetch(conn, q)
         if since is not None:
             c = call_credits.c
             q = sa.select(c.call_id, c.customer_id, c.assignment_id, c.period_start,
@@ -69,7 +80,7 @@ def read_state(conn: sa.Connection, first_date: date, since: datetime | None,
                           c.late).where(c.start_time >= since)
             if chunk is not None:
                 q = q.where(c.customer_id.in_(chunk))
-            consumed_rows += conn.execute(q).all()
+            consumed_rows += _fetch(conn, q)
     return (frame_of_rows(counters_rows, COUNTER_COLUMNS),
             frame_of_rows(consumed_rows, CONSUMED_COLUMNS),
             frame_of_rows(granted_rows, GRANTED_COLUMNS))
