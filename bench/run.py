@@ -213,6 +213,10 @@ def _import(url: str, data: Path, entities=ENTITIES) -> dict:
     return times
 
 
+#: what a post writes: emptied by the reset, counted to tell whether one is needed
+_POSTED_TABLES = ("ledger", "grants", "grant_usage", "call_credits")
+
+
 def _reset_posting(url: str, data: Path) -> float:
     """Empty the ledger, grants and free-minute state and restore the imported balances
     (bench databases only). A balance is its opening balance plus its ledger rows, so with the
@@ -220,17 +224,16 @@ def _reset_posting(url: str, data: Path) -> float:
     balance changes only through the ledger)."""
     from billing_jobs.store import make_engine
 
-    tables = ("ledger", "grants", "grant_usage", "call_credits")
     t0 = time.perf_counter()
     engine = make_engine(url)
     with engine.begin() as conn:
-        for table in tables:
+        for table in _POSTED_TABLES:
             conn.exec_driver_sql(f"DELETE FROM {table}")
         conn.exec_driver_sql("UPDATE customers SET balance_micros = opening_balance_micros "
                              "WHERE balance_micros <> opening_balance_micros")
     if engine.dialect.name == "postgresql":
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            for table in tables + ("customers",):
+            for table in _POSTED_TABLES + ("customers",):
                 conn.exec_driver_sql(f"VACUUM ANALYZE {table}")
     engine.dispose()
     return round(time.perf_counter() - t0, 2)
@@ -243,7 +246,7 @@ def _posted_rows(url: str) -> int:
     try:
         with engine.connect() as conn:
             return sum(conn.exec_driver_sql(f"SELECT count(*) FROM {t}").scalar_one()
-                       for t in ("ledger", "grants", "grant_usage", "call_credits"))
+                       for t in _POSTED_TABLES)
     except Exception:  # no schema yet
         return 0
     finally:

@@ -300,6 +300,7 @@ class _Source:
         self.path = path
         self.name = path.name
         self.data: bytes | None = None
+        self._head: bytes | None = None
         try:
             mode = os.stat(path).st_mode
         except FileNotFoundError:
@@ -323,26 +324,21 @@ class _Source:
         except OSError as exc:
             raise ImportFailed(f"{self.name}: cannot read the file: {exc.strerror or exc}") from None
 
+    def head(self) -> bytes:
+        """The first bytes (read once), BOM dropped, CR-only line ends as LF: enough for the
+        header."""
+        if self._head is None:
+            with self.open() as fh:
+                self._head = _lf_without_bom(fh.read(_HEAD_BYTES))
+        return self._head
+
     def header_only(self) -> bool:
         """No data rows: nothing but line ends after the first line."""
-        with self.open() as fh:
-            data = fh.read(_HEAD_BYTES)
-        if len(data) == _HEAD_BYTES:
+        head = self.head()
+        if len(head) >= _HEAD_BYTES - 3:  # more than the head holds (3: a dropped BOM)
             return False
-        end = data.find(b"\n")
-        if end < 0:
-            end = data.find(b"\r")
-        return end < 0 or not data[end + 1:].strip(b"\r\n")
-
-    def head(self) -> bytes:
-        """The first bytes, BOM dropped; CR-only line ends as LF (enough for the header)."""
-        with self.open() as fh:
-            data = fh.read(_HEAD_BYTES)
-        if data.startswith(b"\xef\xbb\xbf"):
-            data = data[3:]
-        if b"\r" in data and b"\n" not in data:
-            data = data.replace(b"\r", b"\n")
-        return data
+        end = head.find(b"\n")
+        return end < 0 or not head[end + 1:].strip(b"\r\n")
 
 
 def _read_all(path: Path, fifo: bool) -> bytes:
@@ -374,11 +370,18 @@ def _read_all(path: Path, fifo: bool) -> bytes:
         raise ImportFailed(f"{name}: cannot read the file: {exc.strerror or exc}") from None
 
 
-def _normalised(data: bytes) -> bytes:
+def _lf_without_bom(data: bytes) -> bytes:
+    """`data` without a UTF-8 BOM, CR-only line ends (old Mac exports) as LF."""
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     if b"\r" in data and b"\n" not in data:
-        data = data.replace(b"\r", b"\n")  # CR-only line ends (old Mac exports)
+        data = data.replace(b"\r", b"\n")
+    return data
+
+
+def _normalised(data: bytes) -> bytes:
+    """A pipe's bytes as the reader takes them: no BOM, LF line ends, a last line end."""
+    data = _lf_without_bom(data)
     if data and not data.endswith(b"\n"):
         data += b"\n"
     return data

@@ -39,6 +39,13 @@ def write(tmp_path: Path, name: str, text: str, *, newline: str = "\n",
     return path
 
 
+def refusal(engine, path: Path, **options) -> str:
+    """The message of the ImportFailed that importing `path` raises."""
+    with pytest.raises(ImportFailed) as failure:
+        import_csv(engine, "usage", path, **options)
+    return str(failure.value)
+
+
 def seeded(db_url: str, tmp_path: Path):
     engine = fresh_engine(db_url)
     import_csv(engine, "customers", write(tmp_path, "customers.csv", CUSTOMERS))
@@ -81,9 +88,7 @@ def test_an_id_repeated_in_a_later_chunk_fails_naming_both_rows_and_writes_nothi
 
     rows = CALLS[:12] + [("X01", "C3", "9.99")] + CALLS[12:]  # X01 again on CSV row 14
     path = write(tmp_path, "usage.csv", usage_text(rows))
-    with pytest.raises(ImportFailed) as failure:
-        import_csv(engine, "usage", path, chunk_rows=4)
-    assert str(failure.value) == (
+    assert refusal(engine, path, chunk_rows=4) == (
         "usage.csv row 14 (row 1 is the header), column call_id: duplicate id 'X01' "
         "(first on row 3)")
     assert dump(engine, stable=True) == before  # X00..X02 not updated, nothing added
@@ -115,9 +120,8 @@ def test_a_row_of_the_wrong_width_in_a_later_chunk_is_named(db_url, tmp_path):
     lines = usage_text(CALLS).splitlines(keepends=True)
     lines[17] = "X16,C3,2027-01-08T10:00:00Z,46\n"  # CSV row 18: 4 fields
     path = write(tmp_path, "usage.csv", "".join(lines))
-    with pytest.raises(ImportFailed) as failure:
-        import_csv(engine, "usage", path, chunk_rows=4)
-    assert str(failure.value) == "usage.csv row 18 (row 1 is the header): expected 6 fields, found 4"
+    assert refusal(engine, path, chunk_rows=4) == (
+        "usage.csv row 18 (row 1 is the header): expected 6 fields, found 4")
     assert dump(engine)["usage"] == []
 
 
@@ -126,9 +130,7 @@ def test_a_customers_charges_total_holds_over_the_whole_file(db_url, tmp_path):
     # each call is within the bound; C2's two add up to more than 10^12 units
     rows = [("Y1", "C2", "600000000000"), ("Y2", "C1", "1"), ("Y3", "C2", "600000000000")]
     path = write(tmp_path, "usage.csv", usage_text(rows))
-    with pytest.raises(ImportFailed) as in_chunks:
-        import_csv(engine, "usage", path, chunk_rows=1)
-    assert str(in_chunks.value) == (
+    assert refusal(engine, path, chunk_rows=1) == (
         "usage.csv: row 4 (call_id 'Y3'): charges of customer 'C2' add up to more than "
         "1000000000000 over the whole file")
     with pytest.raises(ImportFailed, match="charges of customer 'C2' add up to more than"):
