@@ -25,8 +25,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
 docs: $(STAMP)
-	# the entity table of docs/contracts.md, rendered from billing_jobs/entities.py
-	$(BIN)/python -m billing_jobs.entities docs/contracts.md
+	# the entity table of docs/contracts.md, rendered from billing_jobs/core/entities.py
+	$(BIN)/python -m billing_jobs.core.entities docs/contracts.md
 
 clean:
 	rm -rf $(VENV) reports billing.db

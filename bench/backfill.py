@@ -1,4 +1,4 @@
-"""Time a backfill of N nights, loaded once (billing_jobs.backfill_plan), against one night.
+"""Time a backfill of N nights, loaded once (billing_jobs.run.backfill_plan), against one night.
 
     python -m bench.backfill --db-url URL --first 2026-11-02 --last 2026-12-01 [--no-record]
 
@@ -28,9 +28,9 @@ from bench.run import ROOT, TABLE, _loadavg, _peak_mib
 
 
 def backfill_child(url: str, first: date, last: date, out: Path) -> dict:
-    from billing_jobs import pipeline
-    from billing_jobs.backfill_plan import night, plan_backfill
-    from billing_jobs.store import make_engine
+    from billing_jobs.run import pipeline
+    from billing_jobs.run.backfill_plan import night, plan_backfill
+    from billing_jobs.store.db import make_engine
 
     engine = make_engine(url)
     t0 = time.perf_counter()

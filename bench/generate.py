@@ -18,7 +18,7 @@ import time
 from datetime import date
 from pathlib import Path
 
-from billing_jobs.sample_data import as_of_default, write_sample
+from billing_jobs.demo.sample_data import as_of_default, write_sample
 
 
 def _non_negative(text: str) -> int:

@@ -81,7 +81,7 @@ def floor_child(url: str) -> dict:
     import pandas as pd
     import sqlalchemy as sa
 
-    from billing_jobs.store import make_engine
+    from billing_jobs.store.db import make_engine
 
     engine = make_engine(url)
     t0 = time.perf_counter()
@@ -158,7 +158,7 @@ class _RssSampler:
 
 
 def run_child(url: str, run_date: str, post: bool, out: str) -> dict:
-    from billing_jobs.pipeline import RunRequest, run_billing
+    from billing_jobs.run.pipeline import RunRequest, run_billing
 
     req = RunRequest(run_date=date.fromisoformat(run_date), simulate=not post, out_dir=Path(out),
                      started_by="bench", tz="UTC")
@@ -200,7 +200,8 @@ def _render(profile: Path) -> None:
 # ----------------------------------------------------------------------------- database
 
 def _import(url: str, data: Path, entities=ENTITIES) -> dict:
-    from billing_jobs.store import import_csv, make_engine, upgrade
+    from billing_jobs.ingest.importer import import_csv
+    from billing_jobs.store.db import make_engine, upgrade
 
     engine = make_engine(url)
     upgrade(engine)
@@ -222,7 +223,7 @@ def _reset_posting(url: str, data: Path) -> float:
     (bench databases only). A balance is its opening balance plus its ledger rows, so with the
     ledger empty it is the opening balance (re-importing customers.csv would be refused: a
     balance changes only through the ledger)."""
-    from billing_jobs.store import make_engine
+    from billing_jobs.store.db import make_engine
 
     t0 = time.perf_counter()
     engine = make_engine(url)
@@ -240,7 +241,7 @@ def _reset_posting(url: str, data: Path) -> float:
 
 
 def _posted_rows(url: str) -> int:
-    from billing_jobs.store import make_engine
+    from billing_jobs.store.db import make_engine
 
     engine = make_engine(url)
     try:
@@ -267,7 +268,7 @@ def _csv_rows(data: Path) -> dict:
 
 
 def _analyze(url: str) -> None:
-    from billing_jobs.store import make_engine
+    from billing_jobs.store.db import make_engine
 
     engine = make_engine(url)
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:

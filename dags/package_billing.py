@@ -1,8 +1,8 @@
 """package_billing: the nightly package billing run (SPEC §5, §8), on Airflow 3.
 
-Wiring only: every task calls one stage of ``billing_jobs.staged_run``, which runs the matching
-stage of ``billing_jobs.pipeline`` (the same functions the ``billing-jobs`` command line runs)
-and hands the dataframes to the next task as Parquet folders (``billing_jobs.snapshots``);
+Wiring only: every task calls one stage of ``billing_jobs.staged.stages``, which runs the matching
+stage of ``billing_jobs.run.pipeline`` (the same functions the ``billing-jobs`` command line runs)
+and hands the dataframes to the next task as Parquet folders (``billing_jobs.staged.handoff``);
 XCom carries folder paths, never dataframes.
 
     extract ──> compute[shard 0..n-1] ──> gate ──> settle (pool billing_posting) ──> report
@@ -52,8 +52,10 @@ from airflow.sdk import (
     task,
 )
 
-from billing_jobs import settings, staged_run  # light: stdlib only until a task runs
-from billing_jobs.staged_run import run_folder  # noqa: F401  (part of this module's interface)
+from billing_jobs.core import settings  # light: stdlib only until a task runs
+
+from billing_jobs.staged import stages as staged_run
+from billing_jobs.staged.stages import run_folder  # noqa: F401  (part of this module's interface)
 
 DAG_ID = "package_billing"
 POOL = "billing_posting"
@@ -71,7 +73,7 @@ SIMULATE_DEFAULT = settings.simulate_default()
 # else (gate, strict rejection, a bug) fails at once: a retry would fail the same way.
 DB_RETRY = ExceptionRetryPolicy(
     rules=[RetryRule(
-        exception=["billing_jobs.errors.DatabaseError", "sqlalchemy.exc.OperationalError",
+        exception=["billing_jobs.core.errors.DatabaseError", "sqlalchemy.exc.OperationalError",
                    "sqlalchemy.exc.InterfaceError"],
         action=RetryAction.RETRY,
         reason="database error: retrying with exponential back-off",

@@ -1,5 +1,5 @@
 """One declaration per input entity (#15): the importer, the loader, the validator and the
-engine's column lists come from billing_jobs/entities.py; docs/contracts.md and the schema
+engine's column lists come from billing_jobs/core/entities.py; docs/contracts.md and the schema
 must name the same columns."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from billing_jobs.calc.frames import ENTITY_COLUMNS
-from billing_jobs.entities import ENTITY_KINDS
-from billing_jobs.store import importer
+from billing_jobs.core.frames import ENTITY_COLUMNS
+from billing_jobs.core.entities import ENTITY_KINDS
+from billing_jobs.ingest import importer
 from billing_jobs.store.tables import metadata, stored_name
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "contracts.md"
@@ -38,8 +38,8 @@ def test_each_declared_column_is_stored():
 
 def test_contracts_doc_rows_are_rendered_from_the_declaration():
     """docs/contracts.md's entity table derives from entities.py: a new column shows up there by
-    `make docs` (python -m billing_jobs.entities), never by hand."""
-    from billing_jobs.entities import contract_row, render_contracts
+    `make docs` (python -m billing_jobs.core.entities), never by hand."""
+    from billing_jobs.core.entities import contract_row, render_contracts
 
     text = DOCS.read_text(encoding="utf-8")
     assert render_contracts(text) == text, "docs/contracts.md is stale: run `make docs`"

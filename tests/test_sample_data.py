@@ -1,4 +1,4 @@
-"""The synthetic data generator (billing_jobs.sample_data) and `python -m bench.generate`."""
+"""The synthetic data generator (billing_jobs.demo.sample_data) and `python -m bench.generate`."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from datetime import date, datetime, timedelta
 import pandas as pd
 import pytest
 
-from billing_jobs import sample_data
-from billing_jobs.calc.frames import ENTITY_COLUMNS, ENTITY_KEYS, MONEY_COLUMNS
-from billing_jobs.calc.money import minor_digits, parse_micros, parse_micros_series
-from billing_jobs.sample_data import generate, write_csv, write_sample
+from billing_jobs.demo import sample_data
+from billing_jobs.core.frames import ENTITY_COLUMNS, ENTITY_KEYS, MONEY_COLUMNS
+from billing_jobs.core.money import minor_digits, parse_micros, parse_micros_series
+from billing_jobs.demo.sample_data import generate, write_csv, write_sample
 
 AS_OF = date(2026, 1, 31)
 

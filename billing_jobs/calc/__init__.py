@@ -1,6 +1,6 @@
 """The billing rules of SPEC sections 3 and 4: pure, vectorised, no I/O."""
 
-from billing_jobs.calc.frames import BillingInputs, BillingResult
+from billing_jobs.core.frames import BillingInputs, BillingResult
 
 __all__ = ["BillingInputs", "BillingResult", "compute_billing"]
 

@@ -11,7 +11,7 @@ from billing_jobs.calc.book import build_book, customer_codes
 from billing_jobs.calc.calendar import NEVER, OPEN, from_days, to_days
 from billing_jobs.calc.charges import due_lines_on, sort_lines
 from billing_jobs.calc.free_minutes import free_minutes_on
-from billing_jobs.calc.frames import BillingInputs, BillingResult
+from billing_jobs.core.frames import BillingInputs, BillingResult
 from billing_jobs.calc.grants import grants_on, hold_overlapping
 from billing_jobs.calc.usage import PeriodSpend, SpendIndex, call_days
 

@@ -19,7 +19,7 @@ from billing_jobs.calc.calendar import (
     parse_match_days,
     to_days,
 )
-from billing_jobs.calc.money import minor_digits_series
+from billing_jobs.core.money import minor_digits_series
 
 
 def customer_codes(ids: pd.Series, customer_ids: np.ndarray) -> np.ndarray:

@@ -14,8 +14,8 @@ from billing_jobs.calc.calendar import (
     period_opened_on,
     start_stub,
 )
-from billing_jobs.calc.frames import DUE_LINE_COLUMNS, empty_frame
-from billing_jobs.calc.money import prorate_round
+from billing_jobs.core.frames import DUE_LINE_COLUMNS, empty_frame
+from billing_jobs.core.money import prorate_round
 from billing_jobs.calc.usage import SpendIndex
 
 KIND_ORDER = {"setup": 0, "recurring": 1, "prorated": 2, "minimum_spend": 3,

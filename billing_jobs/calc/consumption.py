@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from billing_jobs.calc.money import MICRO_DIGITS, minor_digits_series, round_to_minor
+from billing_jobs.core.money import MICRO_DIGITS, minor_digits_series, round_to_minor
 from billing_jobs.calc.patterns import destination_matches
 
 _OPEN = np.iinfo("int64").max // 4

@@ -23,10 +23,10 @@ import pandas as pd
 from billing_jobs.calc.book import Book
 from billing_jobs.calc.calendar import from_days
 from billing_jobs.calc.consumption import consume
-from billing_jobs.calc.frames import (CONSUMPTION_COLUMNS, DUE_LINE_COLUMNS,
+from billing_jobs.core.frames import (CONSUMPTION_COLUMNS, DUE_LINE_COLUMNS,
                                         GRANT_COUNTER_COLUMNS, UTILISATION_COLUMNS,
                                         empty_frame)
-from billing_jobs.calc.money import minor_digits_series, round_to_minor
+from billing_jobs.core.money import minor_digits_series, round_to_minor
 from billing_jobs.calc.grant_periods import grant_periods, grant_seconds
 from billing_jobs.calc.grants import overlapped_by_granted
 
@@ -304,7 +304,7 @@ def advance_state(counters: pd.DataFrame, consumed: pd.DataFrame, consumption: p
     """The state after a billing date's result: its grant counters replace the stored ones,
     its consumption joins the recorded calls (consumed_on = its run date). A backfill carries
     the state from night to night this way, simulated or posted alike."""
-    from billing_jobs.calc.frames import CONSUMED_COLUMNS, COUNTER_COLUMNS
+    from billing_jobs.core.frames import CONSUMED_COLUMNS, COUNTER_COLUMNS
 
     key = ["assignment_id", "period_start"]
     new_c = grant_counters[COUNTER_COLUMNS] if len(grant_counters) else None

@@ -8,7 +8,7 @@ import pandas as pd
 
 from billing_jobs.calc.book import Book
 from billing_jobs.calc.calendar import from_days, period_opened_on, start_stub
-from billing_jobs.calc.frames import GRANT_COLUMNS, HELD_GRANT_COLUMNS, empty_frame
+from billing_jobs.core.frames import GRANT_COLUMNS, HELD_GRANT_COLUMNS, empty_frame
 
 _OPEN_DAY = np.iinfo("int64").max
 

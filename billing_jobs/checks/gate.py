@@ -25,8 +25,8 @@ import pandas as pd
 
 from billing_jobs.checks import _coerce as co
 from billing_jobs.checks.rules import Rule, evaluate
-from billing_jobs.calc.money import MAX_MICROS, MICRO_DIGITS, minor_digits_series
-from billing_jobs.errors import GateError
+from billing_jobs.core.money import MAX_MICROS, MICRO_DIGITS, minor_digits_series
+from billing_jobs.core.errors import GateError
 
 KINDS = ("setup", "recurring", "prorated", "minimum_spend", "free_minutes_credit")
 CREDIT_KIND = "free_minutes_credit"

@@ -31,11 +31,11 @@ from billing_jobs.checks import _coerce as co
 from billing_jobs.checks.pandas_rules import evaluate_pandas
 from billing_jobs.checks.rules import Rule, evaluate
 from billing_jobs.calc import patterns
-from billing_jobs.calc.frames import ENTITY_COLUMNS, BillingInputs
-from billing_jobs.calc import text as text_rules
-from billing_jobs.entities import (BOOL_KINDS, DATE_KINDS, ENTITY_KINDS, INT_KINDS,
+from billing_jobs.core.frames import ENTITY_COLUMNS, BillingInputs
+from billing_jobs.core import text as text_rules
+from billing_jobs.core.entities import (BOOL_KINDS, DATE_KINDS, ENTITY_KINDS, INT_KINDS,
                                    NULLABLE_INT_KINDS, TIME_KINDS)
-from billing_jobs.calc.money import (BALANCE_BOUND_MICROS, KNOWN_CURRENCIES, MAX_MICROS,
+from billing_jobs.core.money import (BALANCE_BOUND_MICROS, KNOWN_CURRENCIES, MAX_MICROS,
                                        format_micros)
 
 ENTITIES = ("customers", "packages", "assignments", "usage")
@@ -262,7 +262,7 @@ def _pick(values: pd.Series, pos: np.ndarray, fill):
 def _clean(entity: str, check: pd.DataFrame, df: pd.DataFrame, bad: np.ndarray,
            **special) -> pd.DataFrame:
     """The accepted rows of `entity`, each column typed by its declared kind
-    (billing_jobs/entities.py): from the checked value where a rule read it, else the raw
+    (billing_jobs/core/entities.py): from the checked value where a rule read it, else the raw
     text. `special` gives a column its own (already kept) values."""
     keep = ~bad
     out = {}

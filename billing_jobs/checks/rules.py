@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from billing_jobs import settings
+from billing_jobs.core import settings
 from billing_jobs.checks.pandas_rules import evaluate_pandas
 
 # not_null | unique | compound_unique | in_set | between | true | pair_equal

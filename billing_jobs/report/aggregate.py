@@ -14,14 +14,14 @@ from decimal import ROUND_HALF_UP, Decimal
 import numpy as np
 import pandas as pd
 
-from billing_jobs.calc.frames import (
+from billing_jobs.core.frames import (
     DUE_LINE_COLUMNS,
     EXTENDED_END_COLUMNS,
     GRANT_COLUMNS,
     UTILISATION_COLUMNS,
     BillingResult,
 )
-from billing_jobs.calc.money import format_minor
+from billing_jobs.core.money import format_minor
 from billing_jobs.report.formatting import ENTITIES, KINDS, LINE_STATUSES, REJECTED_COLUMNS
 
 _SPLIT = 10**9

@@ -20,7 +20,7 @@ from functools import lru_cache
 
 import pandas as pd
 
-from billing_jobs.calc.money import format_minor
+from billing_jobs.core.money import format_minor
 from billing_jobs.report.aggregate import Aggregates
 from billing_jobs.report.formatting import KINDS, LINE_STATUSES
 

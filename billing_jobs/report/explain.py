@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from billing_jobs.calc.money import format_minor_series
+from billing_jobs.core.money import format_minor_series
 
 FREQ_OFFSETS = {"daily": pd.DateOffset(days=1), "weekly": pd.DateOffset(weeks=1),
                 "monthly": pd.DateOffset(months=1), "yearly": pd.DateOffset(years=1)}
@@ -129,7 +129,7 @@ def balances(lines: pd.DataFrame, context: dict | None) -> pd.DataFrame:
 
     def fmt(values) -> pd.Series:
         # Python ints may pass int64 only for absurd balances; format exactly then
-        from billing_jobs.calc.money import format_minor
+        from billing_jobs.core.money import format_minor
 
         return pd.Series([format_minor(int(v), c) for v, c in zip(values, cur)], dtype=object)
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from billing_jobs.calc.money import format_minor, format_minor_series
-from billing_jobs.forecast import Forecast, per_customer
+from billing_jobs.core.money import format_minor, format_minor_series
+from billing_jobs.core.frames import Forecast
 from billing_jobs.report.folders import building, finish
 from billing_jobs.report.formatting import format_dates, format_micros_series
 from billing_jobs.report.html import _env
@@ -35,6 +35,21 @@ def _money(micros: pd.Series, currency: pd.Series) -> pd.Series:
         return pd.Series([], dtype=object)
     return pd.Series(format_minor_series(micros.reset_index(drop=True),
                                          currency.reset_index(drop=True).astype(str)))
+
+
+def per_customer(fc: Forecast) -> pd.DataFrame:
+    """One row per (customer, currency): upcoming lines, their total (micros), the first
+    date a charge falls due, and how much of the total is provisional (minimum spend)."""
+    up = fc.lines[fc.lines["status"] == "upcoming"]
+    if up.empty:
+        return pd.DataFrame(columns=["customer_id", "currency", "lines", "amount",
+                                     "provisional_amount", "first_date", "last_date"])
+    prov = up["amount"].where(up["provisional"], 0)
+    grouped = up.assign(prov=prov).groupby(["customer_id", "currency"], sort=True)
+    table = grouped.agg(lines=("amount", "size"), amount=("amount", "sum"),
+                        provisional_amount=("prov", "sum"), first_date=("run_date", "min"),
+                        last_date=("run_date", "max")).reset_index()
+    return table
 
 
 def line_table(fc: Forecast) -> pd.DataFrame:

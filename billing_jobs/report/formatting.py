@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from billing_jobs.calc.frames import (DUE_LINE_COLUMNS, GRANT_COLUMNS, UTILISATION_COLUMNS,
+from billing_jobs.core.frames import (DUE_LINE_COLUMNS, GRANT_COLUMNS, UTILISATION_COLUMNS,
                                        column_dtype)
-from billing_jobs.calc.money import MICRO_DIGITS, MICROS, format_minor_series
+from billing_jobs.core.money import MICRO_DIGITS, MICROS, format_minor_series
 
 CHARGES_COLUMNS = DUE_LINE_COLUMNS + ["status"]
 GRANTS_COLUMNS = GRANT_COLUMNS + ["status"]

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from billing_jobs.calc.frames import BillingResult
+from billing_jobs.core.frames import BillingResult
 from billing_jobs.report import aggregate as agg_mod
 from billing_jobs.report import explain
 from billing_jobs.report.formatting import (
@@ -298,7 +298,7 @@ def _amounts_text(amounts: dict) -> str:
 
 def outcome_block(agg: agg_mod.Aggregates, run: dict) -> dict:
     """What the run did, in counts and exact amounts per currency, and in one sentence."""
-    from billing_jobs.calc.money import format_minor
+    from billing_jobs.core.money import format_minor
 
     mode = str(run.get("mode") or "simulate")
     status = str(run.get("status") or "")

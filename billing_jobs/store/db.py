@@ -22,8 +22,8 @@ from typing import Iterator
 import sqlalchemy as sa
 from sqlalchemy import event
 
-from billing_jobs import settings
-from billing_jobs.errors import BillingError, DatabaseError
+from billing_jobs.core import settings
+from billing_jobs.core.errors import BillingError, DatabaseError
 
 DEFAULT_URL = "sqlite:///billing.db"
 SQLITE_BUSY_TIMEOUT_S = 60

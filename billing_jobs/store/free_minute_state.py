@@ -19,7 +19,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from billing_jobs.calc.free_minutes import LATE_CALL_DAYS
-from billing_jobs.calc.frames import (CONSUMED_COLUMNS, COUNTER_COLUMNS, GRANTED_COLUMNS,
+from billing_jobs.core.frames import (CONSUMED_COLUMNS, COUNTER_COLUMNS, GRANTED_COLUMNS,
                                         frame_of_rows)
 from billing_jobs.store.tables import call_credits, grant_usage, grants
 

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from billing_jobs.store.db import read_connection
 
-from billing_jobs.calc.frames import DIFFERENCE_COLUMNS, empty_frame
+from billing_jobs.core.frames import DIFFERENCE_COLUMNS, empty_frame
 
 KEY = ["assignment_id", "kind", "period_start"]
 _CHUNK = 500

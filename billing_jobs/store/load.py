@@ -21,9 +21,9 @@ import pandas as pd
 import pyarrow as pa
 import sqlalchemy as sa
 
-from billing_jobs.entities import BOOL_KINDS, DATE_KINDS, ENTITY_KINDS, INT_KINDS
+from billing_jobs.core.entities import BOOL_KINDS, DATE_KINDS, ENTITY_KINDS, INT_KINDS
 
-from billing_jobs.calc.frames import (
+from billing_jobs.core.frames import (
     ASSIGNMENT_COLUMNS,
     CUSTOMER_COLUMNS,
     PACKAGE_COLUMNS,
@@ -277,7 +277,7 @@ _NS_MAX = np.datetime64("2261-12-31", "D")
 
 
 def _typed(raw: pd.DataFrame, entity: str, **special) -> pd.DataFrame:
-    """Stored rows of `entity` typed by their declared kinds (billing_jobs/entities.py);
+    """Stored rows of `entity` typed by their declared kinds (billing_jobs/core/entities.py);
     `special` gives a column its own conversion."""
     out = {}
     for col, kind in ENTITY_KINDS[entity].items():

@@ -20,7 +20,7 @@ completes the rest. Per batch:
    PostgreSQL, executemany on SQLite);
 4. grants likewise (INSERT ... ON CONFLICT DO NOTHING RETURNING), then COMMIT.
 
-Fault injection for tests (billing_jobs/faults.py): BILLING_CRASH_AT=`<point>:<batch>` with point one of
+Fault injection for tests (billing_jobs/core/faults.py): BILLING_CRASH_AT=`<point>:<batch>` with point one of
 `mid_batch` (after the ledger insert, before the debits), `before_commit`, `after_commit`,
 and batch counted from 1, SIGKILLs the process at that point.
 """
@@ -37,10 +37,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
 
-from billing_jobs.calc.frames import GRANT_COLUMNS, BillingResult
-from billing_jobs.calc.money import BALANCE_BOUND_MICROS
-from billing_jobs.faults import crash_point
-from billing_jobs.errors import GateError
+from billing_jobs.core.frames import GRANT_COLUMNS, BillingResult
+from billing_jobs.core.money import BALANCE_BOUND_MICROS
+from billing_jobs.core.faults import crash_point
+from billing_jobs.core.errors import GateError
 from billing_jobs.store import bulk
 from billing_jobs.store.db import db_errors, read_connection
 from billing_jobs.store.ledger_view import (held_by_ledger, held_grant_differences,

@@ -6,7 +6,7 @@ Conventions
   column says so in its name (`balance_micros`, `charge_micros`, ...): the SPEC's name plus
   `_micros` (see `STORED_NAMES`). Dataframes and CSV files keep the SPEC's names; the loader,
   importer and poster translate with `stored_name`. Integers are exact on SQLite and PostgreSQL
-  alike; `billing_jobs.calc.money` converts to and from decimal text.
+  alike; `billing_jobs.core.money` converts to and from decimal text.
 * Dates are DATE; timestamps are timezone-aware TIMESTAMP holding UTC. (SQLite has no
   native types: DATE is 'YYYY-MM-DD' text, TIMESTAMP is 'YYYY-MM-DD HH:MM:SS.ffffff' text in
   UTC, the format SQLAlchemy uses, so text order is time order.)

@@ -1,7 +1,7 @@
 """Read-only operator views (issue #11): balances, a customer's ledger, the run history and the
 billing dates never posted. Each returns a plain list of dicts; money stays integer micros
 (`*_micros` keys dropped: `balance`, `amount`, ... hold int micros) next to its `currency`.
-The CLI (billing_jobs/cli_views.py) formats them; nothing here writes.
+The CLI (billing_jobs/cli/views.py) formats them; nothing here writes.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from zoneinfo import ZoneInfo
 
 import pandas as pd
 
-from billing_jobs.calc.frames import (
+from billing_jobs.core.frames import (
     DUE_LINE_COLUMNS,
     EXTENDED_END_COLUMNS,
     GRANT_COLUMNS,

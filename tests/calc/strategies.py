@@ -12,14 +12,14 @@ from datetime import date, datetime, time, timedelta, timezone
 import pandas as pd
 from hypothesis import strategies as st
 
-from billing_jobs.calc.frames import (
+from billing_jobs.core.frames import (
     ASSIGNMENT_COLUMNS,
     CUSTOMER_COLUMNS,
     PACKAGE_COLUMNS,
     USAGE_COLUMNS,
     BillingInputs,
 )
-from billing_jobs.calc.money import parse_micros
+from billing_jobs.core.money import parse_micros
 from tests.calc.reference import Calendar, parse_match
 
 

@@ -14,8 +14,8 @@ from billing_jobs.calc.billing import compute_billing
 from billing_jobs.calc.billing import day_number
 from billing_jobs.calc.book import build_book, customer_codes
 from billing_jobs.calc.usage import SPEND_COLUMNS, SpendIndex, call_days, spend_from_calls
-from billing_jobs.calc.frames import BillingInputs
-from billing_jobs.sample_data import generate
+from billing_jobs.core.frames import BillingInputs
+from billing_jobs.demo.sample_data import generate
 
 DAY = date(2026, 12, 1)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from billing_jobs.calc.frames import BillingInputs
+from billing_jobs.core.frames import BillingInputs
 
 M = 1_000_000  # micros per unit
 

@@ -8,7 +8,7 @@ import pytest
 
 from billing_jobs.checks import gate, validate_inputs
 from billing_jobs.checks import rules as _gx
-from billing_jobs.errors import BillingError
+from billing_jobs.core.errors import BillingError
 from tests.checks import test_gate as g
 from tests.checks._data import raw_inputs
 from tests.checks.test_inputs_corpus import CASES

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from billing_jobs.checks import gate
-from billing_jobs.calc.frames import (
+from billing_jobs.core.frames import (
     DUE_LINE_COLUMNS,
     GRANT_COLUMNS,
     UTILISATION_COLUMNS,
@@ -14,7 +14,7 @@ from billing_jobs.calc.frames import (
     BillingResult,
     empty_frame,
 )
-from billing_jobs.errors import BillingError, GateError
+from billing_jobs.core.errors import BillingError, GateError
 
 M = 1_000_000
 D = pd.Timestamp

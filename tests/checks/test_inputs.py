@@ -13,7 +13,7 @@ import pytest
 import billing_jobs.checks.check_frame as gxmod
 from billing_jobs.checks import inputs as inputs_mod
 from billing_jobs.checks import validate_inputs
-from billing_jobs.calc.frames import (
+from billing_jobs.core.frames import (
     ASSIGNMENT_COLUMNS,
     CUSTOMER_COLUMNS,
     PACKAGE_COLUMNS,

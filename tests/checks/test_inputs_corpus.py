@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from billing_jobs.checks import validate_inputs
-from billing_jobs.calc.frames import BillingInputs
+from billing_jobs.core.frames import BillingInputs
 from tests.checks._data import ALL_IDS, KEY, M, add_row, raw_inputs, set_value
 
 

@@ -89,8 +89,9 @@ def _wait(what: str, stack: Stack, check, deadline: float, every: float = 1.0):
 
 
 def _seed(url: str, tmp: Path) -> None:
-    from billing_jobs.sample_data import generate, write_csv
-    from billing_jobs.store import import_csv, make_engine, upgrade
+    from billing_jobs.demo.sample_data import generate, write_csv
+    from billing_jobs.ingest.importer import import_csv
+    from billing_jobs.store.db import make_engine, upgrade
 
     engine = make_engine(url)
     upgrade(engine)
@@ -104,8 +105,8 @@ def _seed(url: str, tmp: Path) -> None:
 @pytest.mark.skipif(shutil.which("redis-server") is None,
                     reason="redis-server missing: apt-get install redis-server (.ci/run does)")
 def test_celery_executor_two_workers_bill_like_the_cli(pg_admin_url, tmp_path, monkeypatch):
-    from billing_jobs import staged_run
-    from billing_jobs.pipeline import RunRequest, run_billing
+    from billing_jobs.staged import stages as staged_run
+    from billing_jobs.run.pipeline import RunRequest, run_billing
 
     deadline = time.monotonic() + DEADLINE_S
     home = tmp_path / "airflow"

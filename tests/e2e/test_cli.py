@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from billing_jobs.cli import main
+from billing_jobs.cli.app import main
 
 CUSTOMERS = """customer_id,name,currency,balance
 C1,Alice Telecom,EUR,100
@@ -123,7 +123,7 @@ def _run_in_fresh_process(db: str, out: Path, *extra: str) -> bool:
     size (BILLING_GX_FAST_ROWS=1); True when Great Expectations was imported."""
     import os
 
-    code = ("import sys\nfrom billing_jobs.cli import main\n"
+    code = ("import sys\nfrom billing_jobs.cli.app import main\n"
             f"rc = main(['run', '--db', {db!r}, '--date', '2027-01-01', '--out', {str(out)!r}, "
             f"*{list(extra)!r}])\n"
             "print(rc, 'great_expectations' in sys.modules)\n")
@@ -208,7 +208,7 @@ def test_malformed_import_is_one_line_and_writes_nothing(db_url, tmp_path, capsy
     ["import"],
 ])
 def test_bad_arguments_exit_2_without_traceback(args, tmp_path):
-    res = subprocess.run([sys.executable, "-m", "billing_jobs.cli", *args,
+    res = subprocess.run([sys.executable, "-m", "billing_jobs.cli.app", *args,
                           "--db", f"sqlite:///{tmp_path / 'x.db'}"],
                          capture_output=True, text=True)
     assert res.returncode == 2, res.stderr
@@ -292,21 +292,21 @@ def test_bad_values_are_one_line_naming_the_value(billing_db, args, expected, ca
 
 
 def test_db_nonsense_and_empty_tz_exit_2(tmp_path, monkeypatch):
-    res = subprocess.run([sys.executable, "-m", "billing_jobs.cli", "run", "--date", "2027-01-01",
+    res = subprocess.run([sys.executable, "-m", "billing_jobs.cli.app", "run", "--date", "2027-01-01",
                           "--db", "nonsense"], capture_output=True, text=True)
     assert res.returncode == 2 and "nonsense" in res.stderr and "Traceback" not in res.stderr
     env = {**__import__("os").environ, "BILLING_TZ": ""}
-    res = subprocess.run([sys.executable, "-m", "billing_jobs.cli", "run", "--date", "2027-01-01",
+    res = subprocess.run([sys.executable, "-m", "billing_jobs.cli.app", "run", "--date", "2027-01-01",
                           "--db", f"sqlite:///{tmp_path / 'x.db'}"], capture_output=True,
                          text=True, env=env)
     assert res.returncode == 2 and "BILLING_TZ '' is not a time zone" in res.stderr
 
 
 def test_version_and_help_without_type_tags():
-    res = subprocess.run([sys.executable, "-m", "billing_jobs.cli", "--version"],
+    res = subprocess.run([sys.executable, "-m", "billing_jobs.cli.app", "--version"],
                          capture_output=True, text=True)
     assert res.returncode == 0 and res.stdout.startswith("billing-jobs ")
-    res = subprocess.run([sys.executable, "-m", "billing_jobs.cli", "run", "--help"],
+    res = subprocess.run([sys.executable, "-m", "billing_jobs.cli.app", "run", "--help"],
                          capture_output=True, text=True)
     assert res.returncode == 0 and "<list[str]>" not in res.stdout and "<bool>" not in res.stdout
     assert "--tz ZONE" in res.stdout and "--force" in res.stdout
@@ -354,9 +354,10 @@ def test_after_a_failed_post_the_report_says_which_lines_the_ledger_holds(billin
     """#17.4: lines are marked by the ledger rows with this run_id, not all 'not_posted'."""
     from datetime import date
 
-    from billing_jobs import pipeline
-    from billing_jobs.calc.frames import BillingResult
-    from billing_jobs.store import make_engine, post_result
+    from billing_jobs.run import pipeline
+    from billing_jobs.core.frames import BillingResult
+    from billing_jobs.store.db import make_engine
+    from billing_jobs.store.post import post_result
 
     engine = make_engine(billing_db)
     req = pipeline.RunRequest(run_date=date(2027, 1, 1), simulate=False)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from billing_jobs.cli import main
-from billing_jobs.store import make_engine
+from billing_jobs.cli.app import main
+from billing_jobs.store.db import make_engine
 from billing_jobs.store.ledger_invariant import balance_mismatches
 from tests.store.test_corrections import ASSIGNMENTS, CUSTOMERS, PACKAGES
 
@@ -67,7 +67,7 @@ def _spawn(*args: str, crash: str | None = None) -> subprocess.Popen:
     env.pop("BILLING_CRASH_AT", None)
     if crash:
         env["BILLING_CRASH_AT"] = crash
-    return subprocess.Popen([sys.executable, "-m", "billing_jobs.cli", *args], env=env,
+    return subprocess.Popen([sys.executable, "-m", "billing_jobs.cli.app", *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

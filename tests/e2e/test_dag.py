@@ -83,7 +83,7 @@ def dag(dag_module):
 
 
 def _billing_env(monkeypatch, tmp_path, url):
-    from billing_jobs.store import make_engine, upgrade
+    from billing_jobs.store.db import make_engine, upgrade
 
     monkeypatch.setenv("BILLING_DB_URL", url)
     monkeypatch.setenv("BILLING_REPORT_DIR", str(tmp_path / "reports"))
@@ -110,8 +110,8 @@ def sqlite_env(monkeypatch, tmp_path):
 
 
 def _seed(env) -> None:
-    from billing_jobs.sample_data import generate, write_csv
-    from billing_jobs.store import import_csv
+    from billing_jobs.demo.sample_data import generate, write_csv
+    from billing_jobs.ingest.importer import import_csv
 
     frames = generate(customers=12, assignments=60, calls=400, seed=3, as_of=D)
     paths = write_csv(frames, env.tmp / "csv")
@@ -175,7 +175,7 @@ def _assert_succeeded(dr, states):
 
 
 def _cli_report(env, day: date, out: str, **kw) -> Path:
-    from billing_jobs.pipeline import RunRequest, run_billing
+    from billing_jobs.run.pipeline import RunRequest, run_billing
 
     outcome = run_billing(env.url, RunRequest(run_date=day, out_dir=env.tmp / out, **kw))
     assert outcome.ok, outcome.message
@@ -358,8 +358,8 @@ def test_nightly_runs_simulate_post_and_repost(dag_module, seeded):
 def test_settle_retried_after_a_database_error_posts_once(dag_module, seeded, monkeypatch):
     """The worst case: the first attempt committed, then the connection died. The retry
     (exponential back-off, database errors only) posts nothing twice."""
-    from billing_jobs import pipeline
-    from billing_jobs.errors import DatabaseError
+    from billing_jobs.run import pipeline
+    from billing_jobs.core.errors import DatabaseError
 
     env = seeded
     with env.engine.connect() as conn:
@@ -393,7 +393,7 @@ def test_settle_retried_after_a_database_error_posts_once(dag_module, seeded, mo
 
 @pytest.mark.slow
 def test_a_failed_task_marks_the_run_failed(dag_module, sqlite_env, monkeypatch):
-    from billing_jobs import pipeline
+    from billing_jobs.run import pipeline
 
     billing_env = sqlite_env
     _seed(billing_env)
@@ -422,7 +422,7 @@ def test_a_post_failing_after_it_wrote_says_what_it_posted(dag_module, sqlite_en
     """settle wrote the ledger, then failed for good (not a database error): the failed run's
     report and record say what the database holds for the run (the same lifecycle as the
     command line, run_lifecycle.close_attempt), never 'not_posted' for a posted line."""
-    from billing_jobs import pipeline
+    from billing_jobs.run import pipeline
 
     billing_env = sqlite_env
     _seed(billing_env)

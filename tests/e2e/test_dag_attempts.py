@@ -1,4 +1,4 @@
-"""Honest records of the DAG's runs (billing_jobs.staged_run, the code every task runs).
+"""Honest records of the DAG's runs (billing_jobs.staged.stages, the code every task runs).
 
 Each stage is called as its task calls it, on the `db_url` fixture's SQLite and PostgreSQL:
 a reprocessed or cleared run is a new attempt with its own run record (its true mode) and its
@@ -22,8 +22,8 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from billing_jobs import staged_run
-from billing_jobs.pipeline import RunRequest, run_billing
+from billing_jobs.staged import stages as staged_run
+from billing_jobs.run.pipeline import RunRequest, run_billing
 
 D = date(2027, 1, 31)
 RUN_ID = "backfill__2027-01-31T02:30:00+00:00"
@@ -31,8 +31,9 @@ RUN_ID = "backfill__2027-01-31T02:30:00+00:00"
 
 @pytest.fixture
 def env(monkeypatch, tmp_path, db_url):
-    from billing_jobs.sample_data import generate, write_csv
-    from billing_jobs.store import import_csv, make_engine, upgrade
+    from billing_jobs.demo.sample_data import generate, write_csv
+    from billing_jobs.ingest.importer import import_csv
+    from billing_jobs.store.db import make_engine, upgrade
 
     monkeypatch.setenv("BILLING_REPORT_DIR", str(tmp_path / "reports"))
     monkeypatch.setenv("BILLING_SHARDS", "3")

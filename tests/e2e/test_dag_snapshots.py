@@ -1,4 +1,4 @@
-"""billing_jobs.snapshots: the Parquet hand-offs between the DAG's tasks, and customer sharding."""
+"""billing_jobs.staged.handoff: the Parquet hand-offs between the DAG's tasks, and customer sharding."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 from pandas.testing import assert_frame_equal
 
-from billing_jobs import snapshots
+from billing_jobs.staged import handoff as snapshots
 from billing_jobs.calc import compute_billing
-from billing_jobs.calc.frames import BillingResult
+from billing_jobs.core.frames import BillingResult
 from tests.calc.strategies import assignment, call, customer, make_inputs, package
 
 

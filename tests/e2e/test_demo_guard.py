@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from billing_jobs.cli import main
+from billing_jobs.cli.app import main
 from billing_jobs.store.ledger_invariant import balance_mismatches
 from tests.e2e.test_cli import billing_db  # noqa: F401 - a carrier's own customers C1, C2
 

@@ -9,7 +9,7 @@ import json
 import pytest
 import sqlalchemy as sa
 
-from billing_jobs.cli import main
+from billing_jobs.cli.app import main
 from tests.e2e.test_cli import billing_db  # noqa: F401 - the CLI test's imported carrier
 
 

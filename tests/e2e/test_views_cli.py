@@ -7,8 +7,8 @@ import json
 
 import sqlalchemy as sa
 
-from billing_jobs.cli import main
-from billing_jobs.cli_views import money
+from billing_jobs.cli.app import main
+from billing_jobs.cli.views import money
 from tests.e2e.test_cli import billing_db  # noqa: F401 - the CLI test's imported carrier
 
 

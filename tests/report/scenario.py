@@ -7,7 +7,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-from billing_jobs.calc.frames import BillingResult
+from billing_jobs.core.frames import BillingResult
 
 M = 1_000_000  # micros per unit
 RUN_DATE = date(2026, 3, 1)

@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 import pytest
 from plotly.subplots import make_subplots
 
-from billing_jobs.calc.frames import BillingResult
+from billing_jobs.core.frames import BillingResult
 from billing_jobs.report import aggregate as agg_mod
 from billing_jobs.report import charts
 from billing_jobs.report.html import _figure_html

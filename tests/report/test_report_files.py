@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from billing_jobs.calc.frames import (
+from billing_jobs.core.frames import (
     DUE_LINE_COLUMNS,
     EXTENDED_END_COLUMNS,
     GRANT_COLUMNS,

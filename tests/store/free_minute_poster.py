@@ -11,8 +11,8 @@ import time
 from datetime import date
 from pathlib import Path
 
-from billing_jobs.pipeline import RunRequest, run_billing
-from billing_jobs.store import make_engine
+from billing_jobs.run.pipeline import RunRequest, run_billing
+from billing_jobs.store.db import make_engine
 
 
 def post_night(url: str, run_date: str, out: str, go: str | None = None,

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from billing_jobs.calc.frames import (
+from billing_jobs.core.frames import (
     DUE_LINE_COLUMNS,
     EXTENDED_END_COLUMNS,
     GRANT_COLUMNS,
@@ -16,7 +16,7 @@ from billing_jobs.calc.frames import (
     BillingResult,
     empty_frame,
 )
-from billing_jobs.store import make_engine, upgrade
+from billing_jobs.store.db import make_engine, upgrade
 from billing_jobs.store.tables import customers as customers_t
 from billing_jobs.store.tables import metadata
 

@@ -17,7 +17,9 @@ import time
 import uuid
 from pathlib import Path
 
-from billing_jobs.store import make_engine, post_result, upgrade
+from billing_jobs.store.db import make_engine, upgrade
+
+from billing_jobs.store.post import post_result
 from tests.store.helpers import synthetic_result
 
 

@@ -6,8 +6,8 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
-from billing_jobs.store import import_csv
-from billing_jobs.store.corrections import adjust
+from billing_jobs.ingest.importer import import_csv
+from billing_jobs.corrections.compensate import adjust
 from tests.store.helpers import fresh_engine
 
 

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from billing_jobs.errors import UsageError
-from billing_jobs.pipeline import RunRequest, run_billing
-from billing_jobs.store import import_csv, make_engine, upgrade
-from billing_jobs.store.corrections import adjust, rebill, reverse
+from billing_jobs.core.errors import UsageError
+from billing_jobs.run.pipeline import RunRequest, run_billing
+from billing_jobs.ingest.importer import import_csv
+from billing_jobs.store.db import make_engine, upgrade
+from billing_jobs.corrections.compensate import adjust, rebill, reverse
 from billing_jobs.store.ledger_invariant import balance_mismatches
 
 D = date(2027, 1, 1)

@@ -11,8 +11,9 @@ import pytest
 
 from billing_jobs.checks import validate_inputs
 from billing_jobs.calc import compute_billing
-from billing_jobs.sample_data import write_sample
-from billing_jobs.store import import_csv, load_inputs
+from billing_jobs.demo.sample_data import write_sample
+from billing_jobs.ingest.importer import import_csv
+from billing_jobs.store.load import load_inputs
 from billing_jobs.store.load import USAGE_LOOKBACK_DAYS
 
 from tests.store.helpers import fresh_engine
@@ -80,7 +81,7 @@ def test_thirteen_months_bill_as_the_needed_calls(db_url, sample_dir):
 def test_backfill_plan_gives_each_night_what_its_own_run_loads(db_url, sample_dir):
     """Loaded and validated once for the range, each night computes exactly the lines,
     grants and utilisation (and sees the same rejected rows) as a run of that date alone."""
-    from billing_jobs.backfill_plan import night, plan_backfill
+    from billing_jobs.run.backfill_plan import night, plan_backfill
 
     engine = fresh_engine(db_url)
     for entity in ("customers", "packages", "assignments", "usage"):

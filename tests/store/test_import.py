@@ -8,8 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from billing_jobs.errors import ImportFailed
-from billing_jobs.store import import_csv, load_inputs
+from billing_jobs.core.errors import ImportFailed
+from billing_jobs.ingest.importer import import_csv
+from billing_jobs.store.load import load_inputs
 
 from tests.store.helpers import dump, fresh_engine
 

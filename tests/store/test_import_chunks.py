@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from billing_jobs.errors import ImportFailed
-from billing_jobs.store import import_csv, importer
+from billing_jobs.core.errors import ImportFailed
+from billing_jobs.ingest.importer import import_csv
+from billing_jobs.ingest import importer
 
 from tests.store.helpers import dump, fresh_engine
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from billing_jobs.calc.money import parse_micros, parse_micros_series
-from billing_jobs.errors import ImportFailed
-from billing_jobs.store import import_csv
+from billing_jobs.core.money import parse_micros, parse_micros_series
+from billing_jobs.core.errors import ImportFailed
+from billing_jobs.ingest.importer import import_csv
 
 from tests.store.helpers import dump, fresh_engine
 

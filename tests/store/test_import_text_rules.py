@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from billing_jobs.errors import ImportFailed
-from billing_jobs.store import import_csv
+from billing_jobs.core.errors import ImportFailed
+from billing_jobs.ingest.importer import import_csv
 
 from tests.store.helpers import dump, fresh_engine
 
@@ -76,7 +76,7 @@ def test_cr_only_line_ends_and_a_header_without_a_final_newline(tmp_path):
 def test_a_pipe_is_read_and_a_silent_named_pipe_is_refused(tmp_path, monkeypatch):
     import os
 
-    from billing_jobs.store import importer
+    from billing_jobs.ingest import importer
 
     engine = _sqlite(tmp_path)
     r, w = os.pipe()  # what `--customers <(cat f)` hands over: /dev/fd/N
@@ -149,7 +149,7 @@ def test_a_stored_id_breaking_the_text_rules_is_rejected_at_run_time(db_url, tmp
 
     import sqlalchemy as sa
 
-    from billing_jobs.pipeline import RunRequest, run_billing
+    from billing_jobs.run.pipeline import RunRequest, run_billing
 
     engine = fresh_engine(db_url)
     ok = tmp_path / "ok.csv"

@@ -6,8 +6,8 @@ from __future__ import annotations
 import csv
 from datetime import date
 
-from billing_jobs.pipeline import RunRequest, run_billing
-from billing_jobs.store import import_csv
+from billing_jobs.run.pipeline import RunRequest, run_billing
+from billing_jobs.ingest.importer import import_csv
 
 from tests.store.helpers import fresh_engine
 

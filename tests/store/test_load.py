@@ -8,13 +8,13 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from billing_jobs.calc.frames import (
+from billing_jobs.core.frames import (
     ASSIGNMENT_COLUMNS,
     CUSTOMER_COLUMNS,
     PACKAGE_COLUMNS,
     USAGE_COLUMNS,
 )
-from billing_jobs.store import load_inputs
+from billing_jobs.store.load import load_inputs
 from billing_jobs.store import load as load_module
 from billing_jobs.store.tables import assignments, customers, packages, usage
 

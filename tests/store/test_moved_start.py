@@ -12,10 +12,10 @@ from datetime import date
 import pytest
 import sqlalchemy as sa
 
-from billing_jobs.errors import UsageError
-from billing_jobs.pipeline import RunRequest, run_billing
-from billing_jobs.store import import_csv
-from billing_jobs.store.corrections import rebill
+from billing_jobs.core.errors import UsageError
+from billing_jobs.run.pipeline import RunRequest, run_billing
+from billing_jobs.ingest.importer import import_csv
+from billing_jobs.corrections.compensate import rebill
 
 from tests.store.helpers import fresh_engine
 

@@ -9,9 +9,10 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from billing_jobs.calc.frames import BillingResult
-from billing_jobs.errors import GateError
-from billing_jobs.store import load_inputs, post_result
+from billing_jobs.core.frames import BillingResult
+from billing_jobs.core.errors import GateError
+from billing_jobs.store.load import load_inputs
+from billing_jobs.store.post import post_result
 
 from tests.store.helpers import (
     INITIAL_BALANCE,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from billing_jobs.store import post_result
+from billing_jobs.store.post import post_result
 from billing_jobs.store.db import current_revision, head_revision
 
 from tests.conftest import fresh_postgres_database

@@ -10,8 +10,8 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from billing_jobs.errors import DatabaseError
-from billing_jobs.store import make_engine, upgrade
+from billing_jobs.core.errors import DatabaseError
+from billing_jobs.store.db import make_engine, upgrade
 from billing_jobs.store.db import current_revision, head_revision
 from billing_jobs.store.tables import ledger, metadata
 

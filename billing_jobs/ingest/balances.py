@@ -22,8 +22,8 @@ from pathlib import Path
 import pandas as pd
 import sqlalchemy as sa
 
-from billing_jobs.calc.money import format_minor
-from billing_jobs.errors import ImportFailed
+from billing_jobs.core.money import format_minor
+from billing_jobs.core.errors import ImportFailed
 from billing_jobs.store.tables import customers as customers_t
 from billing_jobs.store.tables import ledger as ledger_t
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import pandas as pd
 from pandas.api.types import pandas_dtype
 
-from billing_jobs.calc.frames import BillingInputs, BillingResult
+from billing_jobs.core.frames import BillingInputs, BillingResult
 
 DTYPES_FILE = "dtypes.json"
 INPUT_FRAMES = tuple(f.name for f in dataclasses.fields(BillingInputs))

@@ -14,7 +14,7 @@ from datetime import date, datetime
 
 from rich.console import Console
 
-from billing_jobs.errors import UsageError
+from billing_jobs.core.errors import UsageError
 
 out = Console(soft_wrap=True, highlight=False)
 DbOption = Annotated[Optional[str], typer.Option(
@@ -29,7 +29,7 @@ def _parse_date(value: str, option: str) -> date:
 
 
 def _amount(text: str) -> int:
-    from billing_jobs.calc.money import parse_micros
+    from billing_jobs.core.money import parse_micros
 
     s = text.strip()
     sign = -1 if s.startswith("-") else 1
@@ -40,7 +40,7 @@ def _amount(text: str) -> int:
 
 
 def _show(written, what: str, simulate: bool) -> None:
-    from billing_jobs.calc.money import format_minor
+    from billing_jobs.core.money import format_minor
 
     verb = "would write" if simulate else "wrote"
     count = len(written.rows) if simulate else written.count
@@ -57,7 +57,7 @@ def _show(written, what: str, simulate: bool) -> None:
 
 
 def _engine(db):
-    from billing_jobs.store import make_engine, upgrade
+    from billing_jobs.store.db import make_engine, upgrade
 
     engine = make_engine(db)
     upgrade(engine)
@@ -73,7 +73,7 @@ def adjust_cmd(
     db: DbOption = None,
 ) -> None:
     """A manual debit or credit of a customer, once per idempotency key."""
-    from billing_jobs.store.corrections import adjust
+    from billing_jobs.corrections.compensate import adjust
 
     written = adjust(_engine(db), customer, _amount(amount), reason, idempotency_key=key, post=post)
     _show(written, "adjust", not post)
@@ -90,7 +90,7 @@ def rebill_cmd(
     db: DbOption = None,
 ) -> None:
     """Post the differences between current data and the ledger, per posting key, once."""
-    from billing_jobs.store.corrections import rebill
+    from billing_jobs.corrections.compensate import rebill
 
     first, last = _parse_date(from_, "--from"), _parse_date(to, "--to")
     written = rebill(_engine(db), first, last, customer or None, simulate=simulate)
@@ -103,14 +103,14 @@ def reverse_cmd(
     db: DbOption = None,
 ) -> None:
     """Void a posted run: compensating rows, balances restored, grants withdrawn; once."""
-    from billing_jobs.store.corrections import reverse
+    from billing_jobs.corrections.compensate import reverse
 
     written = reverse(_engine(db), run, simulate=simulate)
     _show(written, "reverse", simulate)
 
 
 def register(app: typer.Typer) -> None:
-    """Add the commands to the CLI app (called at the bottom of billing_jobs/cli.py)."""
+    """Add the commands to the CLI app (called at the bottom of billing_jobs/cli/app.py)."""
     app.command("adjust")(adjust_cmd)
     app.command("rebill")(rebill_cmd)
     app.command("reverse")(reverse_cmd)

@@ -26,12 +26,12 @@ from datetime import date, datetime, timedelta, timezone
 import pandas as pd
 import sqlalchemy as sa
 
-from billing_jobs.calc.money import BALANCE_BOUND_MICROS
-from billing_jobs.faults import crash_point
-from billing_jobs.errors import BillingError, UsageError
+from billing_jobs.core.money import BALANCE_BOUND_MICROS
+from billing_jobs.core.faults import crash_point
+from billing_jobs.core.errors import BillingError, UsageError
 from billing_jobs.store import bulk
 from billing_jobs.store.db import db_errors, read_connection
-from billing_jobs.store.grant_corrections import rebill_grants
+from billing_jobs.corrections.grant_moves import rebill_grants
 from billing_jobs.store.overlaps import overlapped_by
 
 
@@ -263,7 +263,7 @@ def rebill(engine: sa.Engine, first: date, last: date, customer_ids: list[str] |
     rows that raise one: a moved start reverses the old keys before the new ones are charged,
     so the ledger never holds two live keys for the same days (the database refuses that,
     migration 0007). A simulation does the same in a transaction it rolls back."""
-    from billing_jobs.pipeline import RunRequest, compute_stage, load_stage
+    from billing_jobs.run.pipeline import RunRequest, compute_stage, load_stage
 
     if last < first:
         raise UsageError(f"rebill: --to {last} is before --from {first}")

@@ -12,7 +12,7 @@ Validation rules are per row, so validating the range once rejects each call as 
 its night would; the one exception is the rule on a customer's charges adding up to more
 than the maximum amount (1e12 units), judged over the range's calls.
 
-The pipeline hook (billing_jobs/pipeline.py, the report helper's): `run_billing` taking the
+The pipeline hook (billing_jobs/run/pipeline.py, the report helper's): `run_billing` taking the
 night's `(clean inputs, rejected)` instead of running `load_stage`, and `backfill` building
 one plan before its loop:
 
@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from billing_jobs.calc.frames import BillingInputs
+from billing_jobs.core.frames import BillingInputs
 from billing_jobs.calc.usage import needed_calls, usage_needs
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import date
 
 import numpy as np
 import pandas as pd
 
-from billing_jobs.entities import columns as _entity_columns  # the one declaration
+from billing_jobs.core.entities import columns as _entity_columns  # the one declaration
 
 CUSTOMER_COLUMNS = _entity_columns("customers")
 PACKAGE_COLUMNS = _entity_columns("packages")
@@ -143,3 +144,16 @@ class BillingResult:
         default_factory=lambda: empty_frame(GRANT_COUNTER_COLUMNS))
     differences: pd.DataFrame = field(default_factory=lambda: empty_frame(DIFFERENCE_COLUMNS))
     held_grants: pd.DataFrame = field(default_factory=lambda: empty_frame(HELD_GRANT_COLUMNS))
+
+
+@dataclass
+class Forecast:
+    """Upcoming charges of a range of billing dates (run.forecast), as the report reads them."""
+    first: date
+    last: date
+    tz: str
+    lines: pd.DataFrame  # DUE_LINE_COLUMNS + status (upcoming | already_posted) + provisional
+    grants: pd.DataFrame  # GRANT_COLUMNS + status
+    rejected: pd.DataFrame  # entity, id, reason: input rows left out of the forecast
+    customers: pd.DataFrame  # customer_id, name, currency, balance (micros, as stored now)
+    packages: pd.DataFrame  # package_id, name, description

@@ -25,7 +25,7 @@ from datetime import date
 import pandas as pd
 import sqlalchemy as sa
 
-from billing_jobs.errors import UsageError
+from billing_jobs.core.errors import UsageError
 from billing_jobs.store import bulk
 from billing_jobs.store.runs import _as_date as _day
 

@@ -14,7 +14,6 @@ as it is now.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Sequence
 
@@ -22,28 +21,17 @@ import pandas as pd
 import sqlalchemy as sa
 
 from billing_jobs.calc import compute_billing
-from billing_jobs.calc.frames import BillingResult, DUE_LINE_COLUMNS, GRANT_COLUMNS, empty_frame
+from billing_jobs.core.frames import (BillingResult, DUE_LINE_COLUMNS, Forecast, GRANT_COLUMNS,
+                                      empty_frame)
 
 MAX_FORECAST_DAYS = 366
-
-
-@dataclass
-class Forecast:
-    first: date
-    last: date
-    tz: str
-    lines: pd.DataFrame  # DUE_LINE_COLUMNS + status (upcoming | already_posted) + provisional
-    grants: pd.DataFrame  # GRANT_COLUMNS + status
-    rejected: pd.DataFrame  # entity, id, reason: input rows left out of the forecast
-    customers: pd.DataFrame  # customer_id, name, currency, balance (micros, as stored now)
-    packages: pd.DataFrame  # package_id, name, description
 
 
 def forecast(engine: sa.Engine, first: date, days: int, tz: str = "UTC",
              customer_ids: Sequence[str] | None = None) -> Forecast:
     """Simulate billing dates first .. first + days - 1 with the data as it is now."""
-    from billing_jobs.backfill_plan import night, plan_backfill
-    from billing_jobs.store import post_result
+    from billing_jobs.run.backfill_plan import night, plan_backfill
+    from billing_jobs.store.post import post_result
 
     if not 1 <= days <= MAX_FORECAST_DAYS:
         raise ValueError(f"--days {days}: give 1 to {MAX_FORECAST_DAYS} days")
@@ -83,18 +71,3 @@ def _concat(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
     if not frames:
         return empty_frame(columns)
     return pd.concat(frames, ignore_index=True)[columns]
-
-
-def per_customer(fc: Forecast) -> pd.DataFrame:
-    """One row per (customer, currency): upcoming lines, their total (micros), the first
-    date a charge falls due, and how much of the total is provisional (minimum spend)."""
-    up = fc.lines[fc.lines["status"] == "upcoming"]
-    if up.empty:
-        return pd.DataFrame(columns=["customer_id", "currency", "lines", "amount",
-                                     "provisional_amount", "first_date", "last_date"])
-    prov = up["amount"].where(up["provisional"], 0)
-    grouped = up.assign(prov=prov).groupby(["customer_id", "currency"], sort=True)
-    table = grouped.agg(lines=("amount", "size"), amount=("amount", "sum"),
-                        provisional_amount=("prov", "sum"), first_date=("run_date", "min"),
-                        last_date=("run_date", "max")).reset_index()
-    return table

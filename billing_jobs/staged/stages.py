@@ -2,8 +2,8 @@
 
 The Airflow DAG ``package_billing`` runs each function here in its own task; this module knows
 nothing about Airflow's scheduling (plain values and paths in, paths out). Every stage calls the
-matching stage of ``billing_jobs.pipeline`` (the same functions ``billing-jobs run`` uses) and
-hands its dataframes to the next one as Parquet folders (``billing_jobs.snapshots``).
+matching stage of ``billing_jobs.run.pipeline`` (the same functions ``billing-jobs run`` uses) and
+hands its dataframes to the next one as Parquet folders (``billing_jobs.staged.handoff``).
 
     extract ──> compute_shard[0..n-1] ──> gate ──> settle ──> report
                                     (any stage failing for good) ──> record_failure
@@ -37,10 +37,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-from billing_jobs import settings
+from billing_jobs.core import settings
 
 if TYPE_CHECKING:
-    from billing_jobs.pipeline import RunRequest
+    from billing_jobs.run.pipeline import RunRequest
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ def has_started(run_dir: str | Path) -> bool:
 def new_request(run_date: date, run_dir: str | Path, *, simulate, customer_ids, strict,
                 started_by: str, tz: str) -> RunRequest:
     """The request of a new run whose report goes to ``run_dir`` (no customers: all)."""
-    from billing_jobs.pipeline import RunRequest
+    from billing_jobs.run.pipeline import RunRequest
 
     return RunRequest(run_date=run_date, simulate=bool(simulate),
                       customer_ids=customer_ids or None, strict=bool(strict),
@@ -186,7 +186,7 @@ def new_request(run_date: date, run_dir: str | Path, *, simulate, customer_ids, 
 
 
 def _request(m: dict) -> RunRequest:
-    from billing_jobs.pipeline import RunRequest
+    from billing_jobs.run.pipeline import RunRequest
 
     return RunRequest(run_date=date.fromisoformat(m["run_date"]), simulate=m["simulate"],
                       customer_ids=m["customer_ids"], strict=m["strict"],
@@ -238,7 +238,7 @@ def shard_workers(run_dir: str | Path) -> dict[int, str]:
 def run_info(m: dict, req: RunRequest, status: str, message: str, unposted: list[str],
              posting_now: list[str] | None = None) -> dict:
     """``pipeline.run_info`` of the attempt, plus the Airflow ids and the attempt's number."""
-    from billing_jobs import pipeline
+    from billing_jobs.run import pipeline
 
     return {**pipeline.run_info(req, m["billing_run_id"], status, message, unposted,
                                 m["started_at"]),
@@ -250,7 +250,7 @@ def run_info(m: dict, req: RunRequest, status: str, message: str, unposted: list
 @contextlib.contextmanager
 def database(db_url: str | None) -> Iterator:
     """An engine for one stage, disposed at the end (no pooled connections left behind)."""
-    from billing_jobs.store import make_engine
+    from billing_jobs.store.db import make_engine
 
     engine = make_engine(db_url)
     try:
@@ -263,7 +263,7 @@ def database(db_url: str | None) -> Iterator:
 
 
 def _begin_run(engine, req: RunRequest) -> str:
-    from billing_jobs.run_lifecycle import begin_run
+    from billing_jobs.run.lifecycle import begin_run
 
     return begin_run(engine, req)
 
@@ -284,8 +284,9 @@ def extract(db_url: str | None, req: RunRequest, run_dir: str | Path, *,
     load and validate the inputs (``pipeline.load_stage``), write them as a snapshot and split
     the customers into ``shards`` (default: ``shards_for`` the number of assignments). Returns
     one shard file per shard."""
-    from billing_jobs import pipeline, snapshots
-    from billing_jobs.store import upgrade
+    from billing_jobs.run import pipeline
+    from billing_jobs.staged import handoff as snapshots
+    from billing_jobs.store.db import upgrade
 
     work = work_dir(run_dir)
     timings = pipeline.Timings()
@@ -329,7 +330,8 @@ worker_name = settings.worker_name
 
 def compute_shard(shard: str | Path) -> str:
     """``pipeline.compute_stage`` on one shard's customers; returns its result folder."""
-    from billing_jobs import pipeline, snapshots
+    from billing_jobs.run import pipeline
+    from billing_jobs.staged import handoff as snapshots
 
     spec = json.loads(storage_path(shard).read_text())
     work = work_of(shard)
@@ -350,7 +352,8 @@ def compute_shard(shard: str | Path) -> str:
 def gate(shard_results: Iterable[str | Path]) -> str:
     """The shards' results joined, ``pipeline.gate_stage`` on the whole run; returns the gated
     result's folder."""
-    from billing_jobs import pipeline, snapshots
+    from billing_jobs.run import pipeline
+    from billing_jobs.staged import handoff as snapshots
 
     shard_results = list(shard_results)
     work = work_of(shard_results[0])
@@ -409,7 +412,8 @@ def settle(db_url: str | None, gated: str | Path, run_dir: str | Path | None = N
     folder. A post then takes the dates never posted before it, still inside the posting slot
     (pool ``billing_posting``), so that a night another run is posting at the same time is
     named as being posted (``posting_now_dates``), not as never posted."""
-    from billing_jobs import pipeline, snapshots
+    from billing_jobs.run import pipeline
+    from billing_jobs.staged import handoff as snapshots
     from billing_jobs.store import runs
 
     work = _attempt_work(db_url, gated, run_dir)
@@ -435,7 +439,9 @@ def report(db_url: str | None, settled: str | Path, run_dir: str | Path | None =
     the report into the attempt's report folder (file by file, ``summary.json`` last: the
     folder also holds the hand-offs), then its run record says ``succeeded``; returns the
     report folder."""
-    from billing_jobs import pipeline, run_lifecycle, snapshots
+    from billing_jobs.run import pipeline
+    from billing_jobs.run import lifecycle as run_lifecycle
+    from billing_jobs.staged import handoff as snapshots
     from billing_jobs.store import runs
 
     work = _attempt_work(db_url, settled, run_dir)
@@ -470,7 +476,8 @@ def record_failure(db_url: str | None, run_dir: str | Path, message: str) -> Non
     lines computed so far (if the gate passed) with what the database holds for this run
     (a post that failed after batch 1 committed shows those lines posted, the rest
     ``not_posted``). Nothing to do if the attempt never started."""
-    from billing_jobs import run_lifecycle, snapshots
+    from billing_jobs.run import lifecycle as run_lifecycle
+    from billing_jobs.staged import handoff as snapshots
 
     if not has_started(run_dir):
         log.warning("no run record to mark failed (the attempt failed before it started)")
@@ -481,7 +488,7 @@ def record_failure(db_url: str | None, run_dir: str | Path, message: str) -> Non
     try:
         _, rejected = snapshots.load_inputs(storage_path(m["inputs"]))
     except FileNotFoundError:
-        from billing_jobs.calc.frames import empty_frame
+        from billing_jobs.core.frames import empty_frame
         rejected = empty_frame(snapshots.REJECTED_COLUMNS)
     try:
         computed = snapshots.load_result(work / "gated")

@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from billing_jobs.calc.frames import BillingResult
+from billing_jobs.core.frames import BillingResult
 
 if TYPE_CHECKING:
-    from billing_jobs.pipeline import RunRequest
+    from billing_jobs.run.pipeline import RunRequest
 
 
 def report_stage(req: "RunRequest", result: BillingResult, rejected: pd.DataFrame,
@@ -36,7 +36,7 @@ def report_stage(req: "RunRequest", result: BillingResult, rejected: pd.DataFram
 
 
 def empty_result() -> BillingResult:
-    from billing_jobs.calc.frames import (DUE_LINE_COLUMNS, GRANT_COLUMNS,
+    from billing_jobs.core.frames import (DUE_LINE_COLUMNS, GRANT_COLUMNS,
                                             UTILISATION_COLUMNS, empty_frame)
 
     lines = empty_frame(DUE_LINE_COLUMNS + ["status"])

@@ -11,7 +11,7 @@ import typer
 
 
 def register(app: typer.Typer) -> None:
-    from billing_jobs import cli
+    from billing_jobs.cli import app as cli
 
     @app.command()
     def forecast(
@@ -28,11 +28,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Simulate the next N billing dates in one pass and write one report of what each
         customer will be charged, and when (charge notices). Nothing is posted."""
-        from billing_jobs.errors import UsageError
-        from billing_jobs.forecast import MAX_FORECAST_DAYS, forecast as run_forecast
-        from billing_jobs.pipeline import check_customers, report_root
+        from billing_jobs.core.errors import UsageError
+        from billing_jobs.run.forecast import MAX_FORECAST_DAYS, forecast as run_forecast
+        from billing_jobs.run.pipeline import check_customers, report_root
         from billing_jobs.report.forecast_report import write_forecast_report
-        from billing_jobs.store import upgrade
+        from billing_jobs.store.db import upgrade
 
         zone = cli._tz(tz)
         if not 1 <= days <= MAX_FORECAST_DAYS:

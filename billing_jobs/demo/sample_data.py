@@ -48,13 +48,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from billing_jobs.calc.frames import (
+from billing_jobs.core.frames import (
     ASSIGNMENT_COLUMNS,
     CUSTOMER_COLUMNS,
     PACKAGE_COLUMNS,
     USAGE_COLUMNS,
 )
-from billing_jobs.calc.money import MICROS, minor_digits
+from billing_jobs.core.money import MICROS, minor_digits
 
 __all__ = ["generate", "write_csv", "write_sample", "USAGE_CHUNK_ROWS", "CURRENCIES"]
 
@@ -269,7 +269,7 @@ def _times_of_day() -> pa.Array:
 
 
 def _frame(columns: list[str], arrays: dict[str, pa.Array]) -> pd.DataFrame:
-    """The entity's columns (calc/frames.py lists, from billing_jobs/entities.py) as strings.
+    """The entity's columns (calc/frames.py lists, from billing_jobs/core/entities.py) as strings.
     A column the generator does not fill is written empty (the import's default), so a new
     entity column needs no change here."""
     n = max((len(a) for a in arrays.values()), default=0)

@@ -21,7 +21,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="print one JSON documen
 
 def money(micros: int, currency: str) -> str:
     """Plain decimal in the currency's minor unit; all digits when finer than that unit."""
-    from billing_jobs.calc.money import format_micros, format_minor, minor_digits
+    from billing_jobs.core.money import format_micros, format_minor, minor_digits
 
     step = 10 ** max(0, 6 - minor_digits(currency))
     return format_minor(micros, currency) if int(micros) % step == 0 else format_micros(micros)
@@ -50,7 +50,7 @@ def _table(title: str, columns: list[str], rows: list[list], right: tuple[str, .
     from rich.table import Table
     from rich.text import Text  # cells as plain text: a name like '[red]' is not markup
 
-    from billing_jobs import cli
+    from billing_jobs.cli import app as cli
 
     console = cli.out if cli.out.is_terminal else Console(width=240, highlight=False,
                                                           soft_wrap=True)
@@ -64,8 +64,8 @@ def _table(title: str, columns: list[str], rows: list[list], right: tuple[str, .
 
 
 def _engine(db):
-    from billing_jobs import cli
-    from billing_jobs.store import upgrade
+    from billing_jobs.cli import app as cli
+    from billing_jobs.store.db import upgrade
 
     engine = cli._engine(db)
     upgrade(engine)
@@ -73,14 +73,14 @@ def _engine(db):
 
 
 def register(app: typer.Typer) -> None:
-    """Add the view commands to the CLI app (called at the bottom of billing_jobs/cli.py)."""
-    from billing_jobs import cli
+    """Add the view commands to the CLI app (called at the bottom of billing_jobs/cli/app.py)."""
+    from billing_jobs.cli import app as cli
 
     @app.command("balances")
     def balances_cmd(customer: cli.CustomerOption = None, as_json: JsonOption = False,
                      db: cli.DbOption = None) -> None:
         """Each customer's balance and opening balance (balance = opening - posted ledger)."""
-        from billing_jobs.pipeline import check_customers
+        from billing_jobs.run.pipeline import check_customers
         from billing_jobs.store import views
 
         engine = _engine(db)
@@ -107,8 +107,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Every ledger row of one customer, in posting order: charges, corrections,
         reversals and adjustments (debit > 0, credit < 0)."""
-        from billing_jobs.errors import UsageError
-        from billing_jobs.pipeline import check_customers
+        from billing_jobs.core.errors import UsageError
+        from billing_jobs.run.pipeline import check_customers
         from billing_jobs.store import views
 
         first = cli._parse_date(from_, "--from") if from_ is not None else None
@@ -137,8 +137,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """The latest run records: date, mode, status, who started it, line counts, totals
         per currency and the report folder."""
-        from billing_jobs.errors import UsageError
-        from billing_jobs.pipeline import report_root
+        from billing_jobs.core.errors import UsageError
+        from billing_jobs.run.pipeline import report_root
         from billing_jobs.store import views
 
         if last < 1:

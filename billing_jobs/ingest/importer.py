@@ -43,12 +43,12 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import sqlalchemy as sa
 
-from billing_jobs.calc import text as text_rules
-from billing_jobs.calc.frames import ENTITY_COLUMNS, ENTITY_KEYS
-from billing_jobs.entities import ENTITY_KINDS, OPTIONAL_HEADER, REQUIRED_KINDS
+from billing_jobs.core import text as text_rules
+from billing_jobs.core.frames import ENTITY_COLUMNS, ENTITY_KEYS
+from billing_jobs.core.entities import ENTITY_KINDS, OPTIONAL_HEADER, REQUIRED_KINDS
 from billing_jobs.store import bulk
 from billing_jobs.store.tables import stored_name
-from billing_jobs.calc.money import (
+from billing_jobs.core.money import (
     BALANCE_BOUND_MICROS,
     MAX_MICROS,
     MICRO_DIGITS,
@@ -56,14 +56,14 @@ from billing_jobs.calc.money import (
     parse_micros,
     parse_micros_series,
 )
-from billing_jobs.errors import ImportFailed
+from billing_jobs.core.errors import ImportFailed
 from billing_jobs.store.db import db_errors
-from billing_jobs.store.balances import existing_balance_rule
+from billing_jobs.ingest.balances import existing_balance_rule
 
-SPECS = ENTITY_KINDS  # the entity declaration (billing_jobs/entities.py)
+SPECS = ENTITY_KINDS  # the entity declaration (billing_jobs/core/entities.py)
 
 
-#: Text bounds and forbidden characters: billing_jobs/calc/text.py (#17 items 6 and 10)
+#: Text bounds and forbidden characters: billing_jobs/core/text.py (#17 items 6 and 10)
 _CONTROL = text_rules.pattern(text_rules.CONTROL)
 _CONTROL_TEXT = text_rules.pattern(text_rules.CONTROL_IN_TEXT)
 _INVISIBLE = text_rules.pattern(text_rules.INVISIBLE)
@@ -153,7 +153,7 @@ def _business_rule_errors(entity: str, df: pd.DataFrame,
     "row 7, column quantity: must be at least 1"; any message fails the import.
     """
     from billing_jobs.checks import validate_inputs
-    from billing_jobs.calc.frames import BillingInputs, empty_frame
+    from billing_jobs.core.frames import BillingInputs, empty_frame
 
     # The file's rows, checked by the same rules as a run, against what they refer to in
     # the database (customers for assignments and usage, packages for assignments).
@@ -729,7 +729,7 @@ def _parse_bool(col: str, kind: str, raw: pa.Array, empty: np.ndarray,
     return pa.array(is_true), pd.Series(is_true, dtype=bool)
 
 
-#: Column kind (billing_jobs/entities.py) -> its parser
+#: Column kind (billing_jobs/core/entities.py) -> its parser
 _PARSERS = {
     "id": _parse_text, "rtext": _parse_text, "text": _parse_text, "ntext": _parse_text,
     "money": _parse_money, "money0": _parse_money, "smoney": _parse_money,

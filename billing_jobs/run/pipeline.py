@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from billing_jobs import settings
+from billing_jobs.core import settings
 from billing_jobs.calc import BillingInputs, BillingResult, compute_billing
-from billing_jobs.errors import BillingError, StrictRejection
+from billing_jobs.core.errors import BillingError, StrictRejection
 # the run lifecycle (record first, what a failed post wrote, atomic report, close the record)
-from billing_jobs.run_lifecycle import (RECORD_TRIES, begin_run, close_attempt,  # noqa: F401
+from billing_jobs.run.lifecycle import (RECORD_TRIES, begin_run, close_attempt,  # noqa: F401
                                         close_run, empty_result, mark, posted_by_run,
                                         read_summary, report_stage, run_info, summarise,
                                         write_report_atomically)
@@ -83,7 +83,7 @@ def load_stage(engine, req: RunRequest, timings: "Timings | None" = None
                ) -> tuple[BillingInputs, pd.DataFrame]:
     """Inputs for the date from the database, validated: (clean inputs, rejected rows)."""
     from billing_jobs.checks import validate_inputs
-    from billing_jobs.store import load_inputs
+    from billing_jobs.store.load import load_inputs
 
     timings = timings if timings is not None else Timings()
     with timings.stage("load"):
@@ -118,7 +118,7 @@ def gate_stage(result: BillingResult, inputs: BillingInputs) -> None:
 
 def settle_stage(engine, result: BillingResult, req: RunRequest, run_id: str) -> BillingResult:
     """Post (exactly once) or simulate; returns the result with a `status` per line and grant."""
-    from billing_jobs.store import post_result
+    from billing_jobs.store.post import post_result
 
     return post_result(engine, result, simulate=req.simulate, run_id=run_id)
 
@@ -165,7 +165,7 @@ def check_customers(engine, customer_ids: list[str] | None) -> None:
         return
     import sqlalchemy as sa
 
-    from billing_jobs.errors import UsageError
+    from billing_jobs.core.errors import UsageError
     from billing_jobs.store.db import db_errors, read_connection
     from billing_jobs.store.tables import customers
 
@@ -235,8 +235,8 @@ def run_billing(db_url: str | None, req: RunRequest, engine=None,
 
     `loaded`: the date's (clean inputs, rejected rows) already loaded and validated (a
     backfill's plan, `backfill_plan.night`); otherwise the load stage reads them."""
-    from billing_jobs.calc.frames import empty_frame
-    from billing_jobs.store import make_engine, upgrade
+    from billing_jobs.core.frames import empty_frame
+    from billing_jobs.store.db import make_engine, upgrade
 
     engine = engine or make_engine(db_url)
     upgrade(engine)
@@ -308,8 +308,8 @@ def backfill(db_url: str | None, first: date, last: date, simulate: bool, starte
     Each date's report goes to `out_parent/<YYYY-MM-DD>` (default: under the report root);
     a date with nothing due (no line, grant or reject) writes no folder (report_dir None).
     """
-    from billing_jobs.backfill_plan import night, plan_backfill
-    from billing_jobs.store import make_engine, upgrade
+    from billing_jobs.run.backfill_plan import night, plan_backfill
+    from billing_jobs.store.db import make_engine, upgrade
 
     engine = engine or make_engine(db_url)
     upgrade(engine)

@@ -4,7 +4,7 @@ Each function reads its variable when called (an entry point reads what it needs
 the CLI when it parses a command, an Airflow task when it starts), gives its default, and turns
 a malformed value into a one-line message naming the variable. docs/airflow.md lists them;
 tests/e2e/test_compose.py checks docker-compose.yml passes each to the task containers.
-Fault injection (`BILLING_CRASH_AT`) lives in billing_jobs/faults.py.
+Fault injection (`BILLING_CRASH_AT`) lives in billing_jobs/core/faults.py.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import os
 import socket
 from pathlib import Path
 
-from billing_jobs.errors import UsageError
+from billing_jobs.core.errors import UsageError
 
 DEFAULT_TZ = "UTC"
 DEFAULT_REPORT_DIR = "reports"

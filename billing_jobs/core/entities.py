@@ -60,7 +60,7 @@ def columns(entity: str) -> list[str]:
 
 #: How docs/contracts.md shows a column of each kind in the engine's frames; COLUMN_DOC names
 #: the columns shown their own way (their values, or a per-column default). The entity table of
-#: docs/contracts.md is rendered from these (`python -m billing_jobs.entities`, `make docs`).
+#: docs/contracts.md is rendered from these (`python -m billing_jobs.core.entities`, `make docs`).
 KIND_DOC = {
     "id": "str", "rtext": "str", "text": "str", "ntext": "str or None",
     "money": "int64 micros", "money0": "int64 micros", "smoney": "int64 micros",
@@ -94,7 +94,7 @@ def render_contracts(text: str) -> str:
     return text
 
 
-if __name__ == "__main__":  # python -m billing_jobs.entities [docs/contracts.md]
+if __name__ == "__main__":  # python -m billing_jobs.core.entities [docs/contracts.md]
     import sys
     from pathlib import Path
 

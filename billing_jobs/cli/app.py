@@ -16,8 +16,8 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from billing_jobs import settings
-from billing_jobs.errors import BillingError, UsageError
+from billing_jobs.core import settings
+from billing_jobs.core.errors import BillingError, UsageError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   rich_markup_mode=None,
@@ -125,8 +125,8 @@ def _user() -> str:
 
 def _engine(db: str | None):
     """An engine for --db; a URL that cannot be a database URL is a bad argument (exit 2)."""
-    from billing_jobs.errors import DatabaseError
-    from billing_jobs.store import make_engine
+    from billing_jobs.core.errors import DatabaseError
+    from billing_jobs.store.db import make_engine
 
     try:
         return make_engine(db)
@@ -175,7 +175,8 @@ def import_(
     db: DbOption = None,
 ) -> None:
     """Insert or update rows by id from CSV files; each file is all-or-nothing."""
-    from billing_jobs.store import import_csv, make_engine, upgrade
+    from billing_jobs.ingest.importer import import_csv
+    from billing_jobs.store.db import make_engine, upgrade
 
     files = [("customers", customers), ("packages", packages), ("assignments", assignments),
              ("usage", usage)]
@@ -206,7 +207,7 @@ def run(
     db: DbOption = None,
 ) -> None:
     """Bill one date: compute what is due, then simulate (report only) or post it."""
-    from billing_jobs.pipeline import RunRequest, run_billing
+    from billing_jobs.run.pipeline import RunRequest, run_billing
 
     run_date = _parse_date(date_, "--date")
     zone = _tz(tz)
@@ -239,8 +240,8 @@ def backfill(
     """Bill every date from --from to --to in order (stops at the first failure)."""
     from rich.progress import Progress
 
-    from billing_jobs.calc.money import format_minor
-    from billing_jobs.pipeline import backfill as run_backfill
+    from billing_jobs.core.money import format_minor
+    from billing_jobs.run.pipeline import backfill as run_backfill
     from billing_jobs.report.writer import outcome_sentence
 
     first, last = _parse_date(from_, "--from"), _parse_date(to, "--to")
@@ -296,10 +297,11 @@ def demo(
         "--force", help="write the sample even into a database holding other rows")] = False,
 ) -> None:
     """Fill the embedded database with a realistic sample and simulate one date."""
-    from billing_jobs.pipeline import RunRequest, run_billing
-    from billing_jobs.sample_data import generate, write_csv
-    from billing_jobs.store import import_csv, make_engine, upgrade
-    from billing_jobs.store.demo_guard import foreign_rows
+    from billing_jobs.run.pipeline import RunRequest, run_billing
+    from billing_jobs.demo.sample_data import generate, write_csv
+    from billing_jobs.ingest.importer import import_csv
+    from billing_jobs.store.db import make_engine, upgrade
+    from billing_jobs.demo.guard import foreign_rows
 
     run_date = _parse_date(date_, "--date")
     engine = _engine(db)
@@ -330,7 +332,7 @@ def demo(
 @app.command("upgrade-db")
 def upgrade_db(db: DbOption = None) -> None:
     """Create or migrate the database schema to the current version (Alembic)."""
-    from billing_jobs.store import make_engine, upgrade
+    from billing_jobs.store.db import make_engine, upgrade
 
     upgrade(_engine(db))
     out.print("schema is up to date")
@@ -367,10 +369,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-from billing_jobs.cli_ledger import register as _register_ledger  # noqa: E402
+from billing_jobs.cli.ledger import register as _register_ledger  # noqa: E402
 _register_ledger(app)  # adjust, rebill, reverse
-from billing_jobs.cli_views import register as _register_views; _register_views(app)  # noqa: E402,E702 - balances, ledger, runs, unposted
-from billing_jobs.cli_forecast import register as _register_forecast  # noqa: E402
+from billing_jobs.cli.views import register as _register_views; _register_views(app)  # noqa: E402,E702 - balances, ledger, runs, unposted
+from billing_jobs.cli.forecast import register as _register_forecast  # noqa: E402
 _register_forecast(app)  # forecast
 
 if __name__ == "__main__":
