@@ -16,13 +16,14 @@ from billing_jobs.calc.calendar import (
 )
 from billing_jobs.core.frames import DUE_LINE_COLUMNS, empty_frame
 from billing_jobs.core.money import prorate_round
+from billing_jobs.core.vocab import DUE_KINDS, LineKind
 from billing_jobs.calc.usage import SpendIndex
 
-KIND_ORDER = {"setup": 0, "recurring": 1, "prorated": 2, "minimum_spend": 3,
-              "free_minutes_credit": 4}
+#: a line kind's place in the one order of due lines
+KIND_ORDER = {kind: i for i, kind in enumerate(DUE_KINDS)}
 
 
-def _lines(book: Book, idx: np.ndarray, kind: str, run_day: int, period_start, period_end,
+def _lines(book: Book, idx: np.ndarray, kind: LineKind, run_day: int, period_start, period_end,
            unit_col: str, cost_col: str, days, full, minus=0) -> pd.DataFrame:
     rows = book.rows.iloc[idx]
     unit = rows[unit_col].to_numpy(dtype="int64")
@@ -66,7 +67,7 @@ def _setup_lines(book: Book, run_day: int) -> pd.DataFrame | None:
     if not idx.size:
         return None
     ones = np.ones(idx.size, dtype="int64")
-    return _lines(book, idx, "setup", run_day, book.start[idx], np.full(idx.size, OPEN),
+    return _lines(book, idx, LineKind.SETUP, run_day, book.start[idx], np.full(idx.size, OPEN),
                   "setup_retail", "setup_cost", ones, ones)
 
 
@@ -81,7 +82,7 @@ def _recurring_lines(book: Book, run_day: int) -> pd.DataFrame | None:
     pro = book.prorate[idx]
     days = np.where(pro, today.days[idx], 1).astype("int64")
     full = np.where(pro, today.full[idx], 1).astype("int64")
-    return _lines(book, idx, "recurring", run_day, today.start[idx], today.end[idx],
+    return _lines(book, idx, LineKind.RECURRING, run_day, today.start[idx], today.end[idx],
                   "retail", "cost", days, full)
 
 
@@ -91,7 +92,7 @@ def _prorated_lines(book: Book, run_day: int) -> pd.DataFrame | None:
     idx = np.flatnonzero((book.start == run_day) & stub.valid & book.prorate & ~book.minimum_spend)
     if not idx.size:
         return None
-    return _lines(book, idx, "prorated", run_day, stub.start[idx], stub.end[idx],
+    return _lines(book, idx, LineKind.PRORATED, run_day, stub.start[idx], stub.end[idx],
                   "retail", "cost", stub.days[idx], stub.full[idx])
 
 
@@ -114,7 +115,7 @@ def _minimum_spend_lines(book: Book, run_day: int, spend_index: SpendIndex | Non
     if spend_index is not None:
         known = codes >= 0
         spend[known] = spend_index.spend(codes[known], ps[known], pe[known])
-    return _lines(book, idx, "minimum_spend", run_day, ps, pe, "retail", "cost",
+    return _lines(book, idx, LineKind.MINIMUM_SPEND, run_day, ps, pe, "retail", "cost",
                   held.days[ends], held.full[ends], spend)
 
 

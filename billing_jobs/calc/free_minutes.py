@@ -23,17 +23,17 @@ import pandas as pd
 from billing_jobs.calc.book import Book
 from billing_jobs.calc.calendar import from_days
 from billing_jobs.calc.consumption import consume
-from billing_jobs.core.frames import (CONSUMPTION_COLUMNS, DUE_LINE_COLUMNS,
-                                        GRANT_COUNTER_COLUMNS, UTILISATION_COLUMNS,
-                                        empty_frame)
+from billing_jobs.core.frames import (CONSUMED_COLUMNS, CONSUMPTION_COLUMNS, COUNTER_COLUMNS,
+                                      DUE_LINE_COLUMNS, GRANT_COUNTER_COLUMNS,
+                                      UTILISATION_COLUMNS, empty_frame)
 from billing_jobs.core.money import minor_digits_series, round_to_minor
+from billing_jobs.core.vocab import GRANT_KEY, LineKind
 from billing_jobs.calc.grant_periods import grant_periods, grant_seconds
 from billing_jobs.calc.grants import overlapped_by_granted
 
 #: A call record that arrives late is still consumed when its day is at most this many days
 #: before the day the post covers (D - 1); older ones are left to a manual `adjust`.
 LATE_CALL_DAYS = 7
-CREDIT_KIND = "free_minutes_credit"
 CREDIT_MODE = "credit"
 
 
@@ -130,7 +130,7 @@ def free_minutes_on(book: Book, run_day: int, usage: pd.DataFrame, call_day: np.
                        _covered_by_call(today, consumed[~own]))
 
 
-_KEY = ["assignment_id", "period_start"]
+_KEY = list(GRANT_KEY)
 
 
 def _grants_of_window(book: Book, fm: np.ndarray, lo: int, run_day: int,
@@ -287,7 +287,7 @@ def _credit_lines(book: Book, run_day: int, today: pd.DataFrame, a_row: pd.Serie
         "customer_id": rows["customer_id"].to_numpy(dtype=object),
         "assignment_id": rows["assignment_id"].to_numpy(dtype=object),
         "package_id": rows["package_id"].to_numpy(dtype=object),
-        "kind": CREDIT_KIND,
+        "kind": LineKind.FREE_MINUTES_CREDIT,
         "period_start": from_days(np.full(n, run_day - 1, dtype="int64")),
         "period_end": from_days(np.full(n, run_day, dtype="int64")),
         "quantity": np.ones(n, dtype="int64"),
@@ -304,18 +304,15 @@ def advance_state(counters: pd.DataFrame, consumed: pd.DataFrame, consumption: p
     """The state after a billing date's result: its grant counters replace the stored ones,
     its consumption joins the recorded calls (consumed_on = its run date). A backfill carries
     the state from night to night this way, simulated or posted alike."""
-    from billing_jobs.core.frames import CONSUMED_COLUMNS, COUNTER_COLUMNS
-
-    key = ["assignment_id", "period_start"]
     new_c = grant_counters[COUNTER_COLUMNS] if len(grant_counters) else None
     if new_c is not None:
         both = pd.concat([counters[COUNTER_COLUMNS], new_c], ignore_index=True)
         both["period_start"] = pd.to_datetime(both["period_start"]).astype("datetime64[s]")
-        counters = both.drop_duplicates(key, keep="last").reset_index(drop=True)
+        counters = both.drop_duplicates(_KEY, keep="last").reset_index(drop=True)
     if len(consumption):
         add = consumption.rename(columns={"run_date": "consumed_on"})[CONSUMED_COLUMNS]
         both = pd.concat([consumed[CONSUMED_COLUMNS], add], ignore_index=True) \
             if len(consumed) else add.reset_index(drop=True)
         both["period_start"] = pd.to_datetime(both["period_start"]).astype("datetime64[s]")
-        consumed = both.drop_duplicates(["call_id", *key], keep="first").reset_index(drop=True)
+        consumed = both.drop_duplicates(["call_id", *_KEY], keep="first").reset_index(drop=True)
     return counters, consumed

@@ -22,7 +22,8 @@ from billing_jobs.core.frames import (
     BillingResult,
 )
 from billing_jobs.core.money import format_minor
-from billing_jobs.report.formatting import ENTITIES, KINDS, LINE_STATUSES, REJECTED_COLUMNS
+from billing_jobs.core.vocab import DUE_KINDS, LineStatus, RunMode
+from billing_jobs.report.formatting import ENTITIES, REJECTED_COLUMNS
 
 _SPLIT = 10**9
 MONEY = ("amount", "cost")
@@ -52,9 +53,9 @@ def _as_dates(s: pd.Series) -> pd.Series:
 
 def _with_status(frame: pd.DataFrame, mode: str, what: str) -> pd.DataFrame:
     if "status" not in frame.columns or (len(frame) and frame["status"].isna().all()):
-        if mode != "simulate" and len(frame):
+        if mode != RunMode.SIMULATE and len(frame):
             raise ValueError(f"{what} have no status column; a posted run must say what was posted")
-        frame["status"] = "simulated"
+        frame["status"] = LineStatus.SIMULATED
     return frame
 
 
@@ -218,11 +219,11 @@ def aggregate(lines: pd.DataFrame, grants: pd.DataFrame, util: pd.DataFrame,
     rejects_by_entity.update(_value_counts(rejected["entity"]))
     counts = {
         "lines": int(len(lines)),
-        "lines_by_status": _value_counts(lines["status"], LINE_STATUSES),
-        "lines_by_kind": _value_counts(lines["kind"], KINDS),
+        "lines_by_status": _value_counts(lines["status"], tuple(LineStatus)),
+        "lines_by_kind": _value_counts(lines["kind"], DUE_KINDS),
         "grants": int(len(grants)),
-        "grants_by_status": _value_counts(grants["status"], LINE_STATUSES),
-        "grant_seconds": total(grants.loc[grants["status"] != "overlaps_posted", "seconds"]),
+        "grants_by_status": _value_counts(grants["status"], tuple(LineStatus)),
+        "grant_seconds": total(grants.loc[grants["status"] != LineStatus.OVERLAPS_POSTED, "seconds"]),
         "customers": int(customers),
         "assignments": int(lines["assignment_id"].nunique()),
         "utilisation_periods": int(len(util)),
@@ -245,11 +246,11 @@ def totals_json(agg: Aggregates) -> tuple[dict, dict]:
         kinds = agg.by_kind[agg.by_kind["currency"] == cur].set_index("kind")
         block["by_kind"] = {k: _money_block(kinds.at[k, "amount"], kinds.at[k, "cost"], cur,
                                             kinds.at[k, "lines"])
-                            for k in _ordered(kinds.index, KINDS)}
+                            for k in _ordered(kinds.index, DUE_KINDS)}
         stats = agg.by_status[agg.by_status["currency"] == cur].set_index("status")
         block["by_status"] = {s: _money_block(stats.at[s, "amount"], stats.at[s, "cost"], cur,
                                               stats.at[s, "lines"])
-                              for s in _ordered(stats.index, LINE_STATUSES)}
+                              for s in _ordered(stats.index, tuple(LineStatus))}
         totals[cur] = block
         margin[cur] = {
             "revenue": block["amount"],

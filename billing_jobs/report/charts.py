@@ -21,8 +21,8 @@ from functools import lru_cache
 import pandas as pd
 
 from billing_jobs.core.money import format_minor
+from billing_jobs.core.vocab import DUE_KINDS, LineStatus
 from billing_jobs.report.aggregate import Aggregates
-from billing_jobs.report.formatting import KINDS, LINE_STATUSES
 
 MAX_CURRENCY_PANELS = 6
 TOP_PACKAGES = 15
@@ -217,7 +217,7 @@ def amount_by_kind(agg: Aggregates) -> dict | None:
     nrows = math.ceil(len(currencies) / cols)
     fig = _grid(nrows, cols, [f"{cur}: by kind" for cur in currencies],
                 horizontal_spacing=0.12, vertical_spacing=0.22 if nrows > 1 else 0.1)
-    order = {k: i for i, k in enumerate(KINDS)}
+    order = {k: i for i, k in enumerate(DUE_KINDS)}
     for i, cur in enumerate(currencies):
         frame = agg.by_kind[agg.by_kind["currency"] == cur]
         frame = frame.sort_values("kind", key=lambda s: s.map(order).fillna(len(order)))
@@ -230,7 +230,7 @@ def amount_by_kind(agg: Aggregates) -> dict | None:
 def lines_by_status(counts: dict) -> dict | None:
     if not counts["lines"] and not counts["grants"]:
         return None
-    statuses = [s for s in LINE_STATUSES
+    statuses = [str(s) for s in LineStatus
                 if s in counts["lines_by_status"] or s in counts["grants_by_status"]]
     statuses += sorted((set(counts["lines_by_status"]) | set(counts["grants_by_status"]))
                        - set(statuses))

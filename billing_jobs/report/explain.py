@@ -12,7 +12,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from billing_jobs.core.money import format_minor_series
+from billing_jobs.core.money import format_minor, format_minor_series
+from billing_jobs.core.vocab import LineKind, LineStatus
+from billing_jobs.report.formatting import format_micros_series
 
 FREQ_OFFSETS = {"daily": pd.DateOffset(days=1), "weekly": pd.DateOffset(weeks=1),
                 "monthly": pd.DateOffset(months=1), "yearly": pd.DateOffset(years=1)}
@@ -51,8 +53,6 @@ def explain_lines(lines: pd.DataFrame, context: dict | None) -> np.ndarray:
     amount = lines["amount"].astype("int64")
     gross = unit * qty
     money = lambda m: format_minor_series(pd.Series(m, dtype="int64"), cur)  # noqa: E731
-    from billing_jobs.report.formatting import format_micros_series
-
     plain = lambda m: pd.Series(format_micros_series(pd.Series(m, dtype="int64")))  # noqa: E731
     unit_t, qty_t, gross_t, amount_t = plain(unit), qty.astype(str), plain(gross), money(amount)
     start = pd.to_datetime(lines["period_start"])
@@ -63,7 +63,7 @@ def explain_lines(lines: pd.DataFrame, context: dict | None) -> np.ndarray:
 
     text = ("recurring: " + unit_t + " × " + qty_t + " = " + amount_t + " for " + start_t
             + " to " + end_t + " (end exclusive)")
-    text = text.where(kind != "setup", "setup fee: " + unit_t + " × " + qty_t + " = " + amount_t)
+    text = text.where(kind != LineKind.SETUP, "setup fee: " + unit_t + " × " + qty_t + " = " + amount_t)
 
     # prorated: the stub's days out of its full period's days (the period the stub cuts)
     stub_days = (end - start).dt.days
@@ -80,7 +80,7 @@ def explain_lines(lines: pd.DataFrame, context: dict | None) -> np.ndarray:
           + full_days.astype("Int64").astype(str).where(has_full, "?")
           + " days of the full period = " + amount_t + "; stub " + start_t + " to " + end_t
           + " (end exclusive)")
-    text = text.where(kind != "prorated", pr)
+    text = text.where(kind != LineKind.PRORATED, pr)
 
     # minimum spend: commitment, spend, shortfall (the amount); spend = commitment - shortfall
     spend_t = plain(gross - amount)
@@ -89,7 +89,7 @@ def explain_lines(lines: pd.DataFrame, context: dict | None) -> np.ndarray:
           + " (end exclusive), shortfall charged " + amount_t)
     ms = ms.where(amount != 0, "minimum spend: commitment " + gross_t + " met by calls charged "
                   + start_t + " to " + end_t + " (end exclusive): nothing to charge")
-    text = text.where(kind != "minimum_spend", ms)
+    text = text.where(kind != LineKind.MINIMUM_SPEND, ms)
 
     credit = ("free-minute credit: calls from " + start_t + " to " + end_t
               + " (end exclusive) covered by this assignment's free minutes, credited "
@@ -97,7 +97,7 @@ def explain_lines(lines: pd.DataFrame, context: dict | None) -> np.ndarray:
     if "covered_seconds" in lines.columns:
         mins = (lines["covered_seconds"].fillna(0).astype("int64") / 60).round(1).astype(str)
         credit = credit + " (" + mins + " minutes covered)"
-    text = text.where(kind != "free_minutes_credit", credit)
+    text = text.where(kind != LineKind.FREE_MINUTES_CREDIT, credit)
     return text.to_numpy(dtype=object)
 
 
@@ -105,12 +105,12 @@ def balances(lines: pd.DataFrame, context: dict | None) -> pd.DataFrame:
     """Per customer touched by posted lines: balance before and after (text, minor units).
 
     after = the balance in the database after the run; before = after + the amounts this run
-    posted with auto_decrement (status 'posted'; credits are negative amounts).
+    posted with auto_decrement (status `posted`; credits are negative amounts).
     """
     cols = ["customer_id", "name", "currency", "posted_lines", "posted_amount",
             "balance_before", "balance_after"]
     ctx = (context or {}).get("customers")
-    posted = lines[lines["status"].astype(str) == "posted"]
+    posted = lines[lines["status"].astype(str) == LineStatus.POSTED]
     if ctx is None or "balance_after" not in ctx.columns or not len(posted):
         return pd.DataFrame(columns=cols)
     m = posted["amount"].to_numpy(dtype="int64")
@@ -129,8 +129,6 @@ def balances(lines: pd.DataFrame, context: dict | None) -> pd.DataFrame:
 
     def fmt(values) -> pd.Series:
         # Python ints may pass int64 only for absurd balances; format exactly then
-        from billing_jobs.core.money import format_minor
-
         return pd.Series([format_minor(int(v), c) for v, c in zip(values, cur)], dtype=object)
 
     out = pd.DataFrame({

@@ -17,6 +17,7 @@ import pandas as pd
 
 from billing_jobs.core.money import format_minor, format_minor_series
 from billing_jobs.core.frames import Forecast
+from billing_jobs.core.vocab import LineStatus
 from billing_jobs.report.folders import building, finish
 from billing_jobs.report.formatting import format_dates, format_micros_series
 from billing_jobs.report.html import _env
@@ -40,7 +41,7 @@ def _money(micros: pd.Series, currency: pd.Series) -> pd.Series:
 def per_customer(fc: Forecast) -> pd.DataFrame:
     """One row per (customer, currency): upcoming lines, their total (micros), the first
     date a charge falls due, and how much of the total is provisional (minimum spend)."""
-    up = fc.lines[fc.lines["status"] == "upcoming"]
+    up = fc.lines[fc.lines["status"] == LineStatus.UPCOMING]
     if up.empty:
         return pd.DataFrame(columns=["customer_id", "currency", "lines", "amount",
                                      "provisional_amount", "first_date", "last_date"])
@@ -96,25 +97,25 @@ def customer_table(fc: Forecast) -> pd.DataFrame:
 
 
 def totals(fc: Forecast) -> dict[str, str]:
-    up = fc.lines[fc.lines["status"] == "upcoming"]
+    up = fc.lines[fc.lines["status"] == LineStatus.UPCOMING]
     sums = up.groupby("currency")["amount"].sum()
     return {str(c): format_minor(int(v), str(c)) for c, v in sums.sort_index().items()}
 
 
 def summary_of(fc: Forecast) -> dict:
     lines = fc.lines
-    upcoming = int((lines["status"] == "upcoming").sum())
+    upcoming = int((lines["status"] == LineStatus.UPCOMING).sum())
     return {
         "kind": "forecast",
         "first_date": fc.first.isoformat(), "last_date": fc.last.isoformat(),
         "days": (fc.last - fc.first).days + 1, "tz": fc.tz,
         "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "counts": {"upcoming_lines": upcoming,
-                   "already_posted_lines": int((lines["status"] == "already_posted").sum()),
+                   "already_posted_lines": int((lines["status"] == LineStatus.ALREADY_POSTED).sum()),
                    "provisional_lines": int(lines["provisional"].sum()),
-                   "customers": int(lines.loc[lines["status"] == "upcoming",
+                   "customers": int(lines.loc[lines["status"] == LineStatus.UPCOMING,
                                               "customer_id"].nunique()),
-                   "grants": int((fc.grants["status"] == "upcoming").sum()) if len(fc.grants) else 0,
+                   "grants": int((fc.grants["status"] == LineStatus.UPCOMING).sum()) if len(fc.grants) else 0,
                    "rejects": int(len(fc.rejected))},
         "totals": totals(fc),
     }

@@ -22,9 +22,6 @@ FREE_MINUTES_CSV_COLUMNS = ["run_date", "customer_id", "assignment_id", "period_
                             "call_id", "start_time", "seconds", "covered", "late"]
 REJECTED_COLUMNS = ["entity", "id", "reason"]
 
-LINE_STATUSES = ("simulated", "posted", "invoiced", "already_posted", "deferred",
-                 "overlaps_posted")
-KINDS = ("setup", "recurring", "prorated", "minimum_spend", "free_minutes_credit")
 ENTITIES = ("customers", "packages", "assignments", "usage")
 
 

@@ -13,11 +13,11 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
+from billing_jobs.core.frames import DIFFERENCE_COLUMNS, empty_frame
+from billing_jobs.core.vocab import POSTING_KEY, LineKind, LineStatus
 from billing_jobs.store.db import read_connection
 
-from billing_jobs.core.frames import DIFFERENCE_COLUMNS, empty_frame
-
-KEY = ["assignment_id", "kind", "period_start"]
+KEY = list(POSTING_KEY)
 _CHUNK = 500
 
 
@@ -42,7 +42,7 @@ def _held(conn: sa.Connection, assignment_ids: list[str]) -> pd.DataFrame:
 
 def held_by_ledger(engine: sa.Engine, lines: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(lines with the ledger's values on already_posted keys, differences)."""
-    posted = (lines["status"] == "already_posted").to_numpy() if len(lines) else np.zeros(0, bool)
+    posted = (lines["status"] == LineStatus.ALREADY_POSTED).to_numpy() if len(lines) else np.zeros(0, bool)
     if not posted.any():
         return lines, empty_differences()
     mine = lines[posted]
@@ -85,8 +85,8 @@ def held_by_ledger(engine: sa.Engine, lines: pd.DataFrame) -> tuple[pd.DataFrame
         "correction": ("billing-jobs rebill --from " + day + " --to " + day
                        + " (posts the difference; see docs/ledger.md)").to_numpy(dtype=object),
     }, columns=DIFFERENCE_COLUMNS)
-    if (differences["kind"] == "free_minutes_credit").any():  # rebill leaves credits alone
-        credit = (differences["kind"] == "free_minutes_credit").to_numpy()
+    credit = (differences["kind"] == LineKind.FREE_MINUTES_CREDIT).to_numpy()
+    if credit.any():  # rebill leaves credits alone
         differences.loc[credit, "correction"] = ("credits follow the recorded consumption: "
                                                  "reverse the run and post again, or adjust")
     out = lines.copy()

@@ -12,11 +12,9 @@ from typing import Sequence
 
 import sqlalchemy as sa
 
+from billing_jobs.core.vocab import RunMode, RunStatus
 from billing_jobs.store.db import db_errors, read_connection
 from billing_jobs.store.tables import runs
-
-MODES = ("simulate", "post")
-STATUSES = ("running", "succeeded", "failed")
 
 
 @functools.lru_cache(maxsize=1)
@@ -48,22 +46,30 @@ def _filter_text(customer_ids: Sequence[str] | None) -> str | None:
     return json.dumps(sorted({str(c) for c in customer_ids}))
 
 
+def _one_of(words: type[RunMode] | type[RunStatus], value: str, what: str):
+    """`value` as a member of `words`; ValueError naming the allowed words otherwise."""
+    try:
+        return words(value)
+    except ValueError:
+        allowed = tuple(str(w) for w in words)
+        raise ValueError(f"{what} must be one of {allowed}, not {value!r}") from None
+
+
 def start_run(
     engine: sa.Engine,
     run_date: date,
-    mode: str,
+    mode: RunMode | str,
     customer_ids: Sequence[str] | None,
     started_by: str,
 ) -> str:
-    """Record a run as 'running'; return its run_id (uuid4 text)."""
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+    """Record a run as `running`; return its run_id (uuid4 text)."""
+    mode = _one_of(RunMode, mode, "mode")
     run_id = str(uuid.uuid4())
     with db_errors(engine, "recording the run"), engine.begin() as conn:
         conn.execute(runs.insert().values(
             run_id=run_id, run_date=run_date, mode=mode,
             customer_filter=_filter_text(customer_ids), started_by=started_by or "",
-            started_at=datetime.now(timezone.utc), status="running",
+            started_at=datetime.now(timezone.utc), status=RunStatus.RUNNING,
             code_version=code_version(),
         ))
     return run_id
@@ -72,14 +78,13 @@ def start_run(
 def finish_run(
     engine: sa.Engine,
     run_id: str,
-    status: str,
+    status: RunStatus | str,
     counts: dict | None = None,
     totals: dict | None = None,
     message: str | None = None,
 ) -> None:
-    """Close the run record with its outcome ('succeeded' or 'failed'), counts and totals."""
-    if status not in STATUSES:
-        raise ValueError(f"status must be one of {STATUSES}, not {status!r}")
+    """Close the run record with its outcome (`succeeded` or `failed`), counts and totals."""
+    status = _one_of(RunStatus, status, "status")
     with db_errors(engine, "recording the run"), engine.begin() as conn:
         conn.execute(runs.update().where(runs.c.run_id == run_id).values(
             status=status, finished_at=datetime.now(timezone.utc),
@@ -109,7 +114,7 @@ def unposted_dates(engine: sa.Engine, before: date) -> list[date]:
     from it to the day before `before` that has no successful full post run is returned, in
     order. Nothing was ever fully posted -> [].
     """
-    full_post = sa.and_(runs.c.mode == "post", runs.c.status == "succeeded",
+    full_post = sa.and_(runs.c.mode == RunMode.POST, runs.c.status == RunStatus.SUCCEEDED,
                         runs.c.customer_filter.is_(None))
     with db_errors(engine, "reading the run history"), read_connection(engine) as conn:
         first = conn.execute(sa.select(sa.func.min(runs.c.run_date)).where(full_post)).scalar()

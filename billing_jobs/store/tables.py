@@ -26,6 +26,9 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from billing_jobs.core.vocab import (GRANT_KEY, LEDGER_KINDS, NEW_STATUSES, POSTING_KEY,
+                                     LedgerEntry, LineKind, RunMode, RunStatus)
+
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -50,14 +53,11 @@ def stored_name(column: str) -> str:
     return STORED_NAMES.get(column, column)
 
 
-#: Ledger line kinds and entries (docs/ledger.md).
-LEDGER_KINDS = ("setup", "recurring", "prorated", "minimum_spend", "free_minutes_credit",
-                "adjustment")
-LEDGER_ENTRIES = ("charge", "correction", "reversal", "adjustment")
-
-
 def _in(values) -> str:
+    """The SQL list of a check constraint: 'a', 'b', ..."""
     return ", ".join(f"'{v}'" for v in values)
+
+
 #: Timestamps: timezone-aware, always UTC.
 Timestamp = sa.DateTime(timezone=True)
 #: Auto-increment id: BIGINT on PostgreSQL, INTEGER PRIMARY KEY (rowid alias) on SQLite.
@@ -142,19 +142,19 @@ ledger = sa.Table(
     sa.Column("posted_at", Timestamp, nullable=False),
     sa.Column("revision", sa.BigInteger, nullable=False, server_default="0",
               comment="0 = original line of the posting key; 1.. = later rows for the key"),
-    sa.Column("entry", sa.Text, nullable=False, server_default="charge"),
+    sa.Column("entry", sa.Text, nullable=False, server_default=LedgerEntry.CHARGE),
     sa.Column("reason", sa.Text, nullable=True),
     sa.Column("reverses_run_id", sa.Text, nullable=True),
     sa.Column("idempotency_key", sa.Text, nullable=True),
-    sa.UniqueConstraint("assignment_id", "kind", "period_start", "revision"),
+    sa.UniqueConstraint(*POSTING_KEY, "revision"),
     sa.UniqueConstraint("idempotency_key"),
     sa.CheckConstraint("quantity >= 0", name="quantity"),
     sa.CheckConstraint("unit_price_micros >= 0", name="unit_price"),
-    sa.CheckConstraint("entry <> 'charge' OR kind = 'free_minutes_credit' OR "
-                       "(amount_micros >= 0 AND cost_micros >= 0)", name="money"),
+    sa.CheckConstraint(f"entry <> '{LedgerEntry.CHARGE}' OR kind = '{LineKind.FREE_MINUTES_CREDIT}' "
+                       "OR (amount_micros >= 0 AND cost_micros >= 0)", name="money"),
     sa.CheckConstraint(f"kind IN ({_in(LEDGER_KINDS)})", name="kind"),
-    sa.CheckConstraint(f"entry IN ({_in(LEDGER_ENTRIES)})", name="entry"),
-    sa.CheckConstraint("status IN ('posted', 'invoiced')", name="status"),
+    sa.CheckConstraint(f"entry IN ({_in(LedgerEntry)})", name="entry"),
+    sa.CheckConstraint(f"status IN ({_in(NEW_STATUSES)})", name="status"),
     sa.CheckConstraint("period_end IS NULL OR period_end > period_start", name="period"),
     sa.Index(None, "customer_id", "run_date"),
     sa.Index(None, "run_id"),
@@ -175,7 +175,7 @@ grants = sa.Table(
     sa.Column("granted_at", Timestamp, nullable=False),
     sa.Column("withdrawn_at", Timestamp, nullable=True),
     sa.Column("withdrawn_by_run", sa.Text, nullable=True),
-    sa.UniqueConstraint("assignment_id", "period_start"),
+    sa.UniqueConstraint(*GRANT_KEY),
     sa.CheckConstraint("seconds >= 0", name="seconds"),
     sa.CheckConstraint("period_end IS NULL OR period_end > period_start", name="period"),
     sa.Index(None, "customer_id", "period_start"),
@@ -234,10 +234,7 @@ runs = sa.Table(
     sa.Column("code_version", sa.Text, nullable=True),
     sa.Column("reversed_at", Timestamp, nullable=True),
     sa.Column("reversed_by_run", sa.Text, nullable=True),
-    sa.CheckConstraint("mode IN ('simulate', 'post')", name="mode"),
-    sa.CheckConstraint("status IN ('running', 'succeeded', 'failed')", name="status"),
+    sa.CheckConstraint(f"mode IN ({_in(RunMode)})", name="mode"),
+    sa.CheckConstraint(f"status IN ({_in(RunStatus)})", name="status"),
     sa.Index(None, "run_date", "mode", "status"),
 )
-
-INPUT_TABLES = {"customers": customers, "packages": packages,
-                "assignments": assignments, "usage": usage}

@@ -13,14 +13,10 @@ from typing import Sequence
 
 import sqlalchemy as sa
 
+from billing_jobs.core.vocab import RunMode, RunStatus
 from billing_jobs.store.db import db_errors, read_connection
 from billing_jobs.store.runs import _as_date, unposted_dates
 from billing_jobs.store.tables import customers, ledger as ledger_t, runs as runs_t
-
-LEDGER_FIELDS = ("run_id", "run_date", "kind", "entry", "assignment_id", "package_id",
-                 "period_start", "period_end", "quantity", "amount", "currency", "auto_decrement",
-                 "status", "reason", "posted_at")
-
 
 def _ts(value) -> datetime | None:
     """Timestamps as aware UTC datetimes (SQLite hands back text or naive values)."""
@@ -136,7 +132,7 @@ def unposted(engine: sa.Engine, today: date | None = None) -> list[dict]:
     today = today or datetime.now(timezone.utc).date()
     with db_errors(engine, "reading the run history"), read_connection(engine) as conn:
         latest = conn.execute(sa.select(sa.func.max(runs_t.c.run_date)).where(
-            runs_t.c.mode == "post", runs_t.c.status == "succeeded",
+            runs_t.c.mode == RunMode.POST, runs_t.c.status == RunStatus.SUCCEEDED,
             runs_t.c.customer_filter.is_(None))).scalar()
     if latest is None:
         return []
@@ -147,7 +143,7 @@ def unposted(engine: sa.Engine, today: date | None = None) -> list[dict]:
     with db_errors(engine, "reading the run history"), read_connection(engine) as conn:
         tried = conn.execute(sa.select(runs_t.c.run_date, runs_t.c.status, runs_t.c.customer_filter,
                                        runs_t.c.message)
-                             .where(runs_t.c.mode == "post", runs_t.c.run_date >= dates[0],
+                             .where(runs_t.c.mode == RunMode.POST, runs_t.c.run_date >= dates[0],
                                     runs_t.c.run_date <= dates[-1])
                              .order_by(runs_t.c.started_at)).all()
     by_date: dict[date, list] = {}
@@ -156,10 +152,11 @@ def unposted(engine: sa.Engine, today: date | None = None) -> list[dict]:
     out = []
     for d in dates:
         attempts = by_date.get(d, [])
-        partial = sorted({c for s, f, _ in attempts if s == "succeeded" and f
+        partial = sorted({c for s, f, _ in attempts if s == RunStatus.SUCCEEDED and f
                           for c in json.loads(f)})
-        failed = [((m or "").strip().splitlines() or ["no message"])[0] for s, _, m in attempts if s == "failed"]
-        running = [s for s, _, _ in attempts if s == "running"]
+        failed = [((m or "").strip().splitlines() or ["no message"])[0] for s, _, m in attempts
+                  if s == RunStatus.FAILED]
+        running = [s for s, _, _ in attempts if s == RunStatus.RUNNING]
         if partial:
             reason = f"posted for {', '.join(partial)} only, not for all customers"
         elif failed:
