@@ -28,10 +28,6 @@ from billing_jobs.calc.patterns import destination_matches
 
 _OPEN = np.iinfo("int64").max // 4
 
-GRANT_INPUT = ["customer_id", "assignment_id", "period_start", "period_end", "destination",
-               "seconds", "seconds_used"]
-CALL_INPUT = ["call_id", "customer_id", "start_time", "day", "destination", "duration_s",
-              "charge"]
 COVERED_COLUMNS = ["call_id", "customer_id", "assignment_id", "period_start", "seconds",
                    "covered"]
 

@@ -44,7 +44,6 @@ OPTIONAL_HEADER = {
 }
 
 #: The kinds by the type a frame holds them in (calc/frames.py dtypes).
-TEXT_KINDS = frozenset({"id", "rtext", "text", "ntext"})
 INT_KINDS = frozenset({"money", "money0", "smoney", "int", "int0"})
 NULLABLE_INT_KINDS = frozenset({"nint"})
 DATE_KINDS = frozenset({"date", "ndate"})

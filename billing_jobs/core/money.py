@@ -7,7 +7,7 @@ integer arithmetic, formatting goes from integers back to decimal text.
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 import numpy as np
 import pandas as pd
@@ -165,16 +165,3 @@ def format_minor_series(micros: pd.Series, currencies: pd.Series) -> pd.Series:
             out[sel] = whole[sel] + "." + frac6[sel].str[:d]
     return (pd.Series(sign, index=m.index) + out).astype(str)
 
-
-def to_decimal(micros: int) -> Decimal:
-    return Decimal(int(micros)).scaleb(-MICRO_DIGITS)
-
-
-def from_decimal(value: Decimal) -> int:
-    try:
-        q = Decimal(value) * MICROS
-    except InvalidOperation as exc:  # pragma: no cover - defensive
-        raise ValueError(f"not a decimal: {value!r}") from exc
-    if q != q.to_integral_value():
-        raise ValueError(f"more than {MICRO_DIGITS} decimal places: {value}")
-    return int(q)
