@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 
 import numpy as np
 import pandas as pd
@@ -108,6 +108,16 @@ def _typed(values: pd.Series, column: str) -> pd.Series:
         taken = np.append(days.to_numpy(), np.datetime64("NaT", "s"))[codes]
         return pd.Series(taken, dtype="datetime64[s]")
     return values.astype(kind if kind != "object" else str)
+
+
+def as_date(value) -> date:
+    """A frame cell (Timestamp, datetime64, datetime, date) or ISO text as a date: for values
+    out of a dataframe or a hand-off file, where no typed database read applies."""
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    return date.fromisoformat(str(value)[:10])
 
 
 def frame_of_rows(rows: list, columns: list[str]) -> pd.DataFrame:

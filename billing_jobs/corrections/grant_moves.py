@@ -26,8 +26,8 @@ import pandas as pd
 import sqlalchemy as sa
 
 from billing_jobs.core.errors import UsageError
+from billing_jobs.core.frames import as_date as _day
 from billing_jobs.store import bulk
-from billing_jobs.store.runs import _as_date as _day
 
 
 

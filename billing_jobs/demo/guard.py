@@ -11,9 +11,10 @@ import pandas as pd
 import sqlalchemy as sa
 
 from billing_jobs.store.db import read_connection
+from billing_jobs.store.tables import assignments, customers, ledger, packages
 
-_ENTITIES = (("customers", "customer_id"), ("packages", "package_id"),
-             ("assignments", "assignment_id"))
+_ENTITIES = ((customers, "customer_id"), (packages, "package_id"),
+             (assignments, "assignment_id"))
 
 
 def foreign_rows(engine: sa.Engine, sample: dict[str, pd.DataFrame]) -> list[str]:
@@ -21,12 +22,12 @@ def foreign_rows(engine: sa.Engine, sample: dict[str, pd.DataFrame]) -> list[str
     found = []
     with read_connection(engine) as conn:
         for table, key in _ENTITIES:
-            ids = set(conn.execute(sa.text(f'SELECT "{key}" FROM "{table}"')).scalars())
-            other = ids - set(sample[table][key].astype(str))
+            ids = set(conn.execute(sa.select(table.c[key])).scalars())
+            other = ids - set(sample[table.name][key].astype(str))
             if other:
                 shown = ", ".join(sorted(other)[:3])
-                found.append(f"{len(other)} {table} not from the demo (e.g. {shown})")
-        posted = conn.execute(sa.text("SELECT COUNT(*) FROM ledger")).scalar_one()
+                found.append(f"{len(other)} {table.name} not from the demo (e.g. {shown})")
+        posted = conn.execute(sa.select(sa.func.count()).select_from(ledger)).scalar_one()
         if posted:
             found.append(f"{posted} ledger row(s) (the demo never posts)")
     return found

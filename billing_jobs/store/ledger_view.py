@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from billing_jobs.core.frames import DIFFERENCE_COLUMNS, empty_frame
 from billing_jobs.core.vocab import POSTING_KEY, LineKind, LineStatus
 from billing_jobs.store.db import read_connection
+from billing_jobs.store.tables import ledger
 
 KEY = list(POSTING_KEY)
 _CHUNK = 500
@@ -26,17 +27,16 @@ def empty_differences() -> pd.DataFrame:
 
 
 def _held(conn: sa.Connection, assignment_ids: list[str]) -> pd.DataFrame:
+    t = ledger.c
     rows: list = []
     for i in range(0, len(assignment_ids), _CHUNK):
-        stmt = sa.text(
-            "SELECT assignment_id, kind, period_start, revision, customer_id, quantity, "
-            "unit_price_micros, amount_micros FROM ledger WHERE assignment_id IN :ids"
-        ).bindparams(sa.bindparam("ids", expanding=True))
-        rows += conn.execute(stmt, {"ids": assignment_ids[i:i + _CHUNK]}).all()
+        rows += conn.execute(sa.select(
+            t.assignment_id, t.kind, t.period_start, t.revision, t.customer_id, t.quantity,
+            t.unit_price_micros, t.amount_micros,
+        ).where(t.assignment_id.in_(assignment_ids[i:i + _CHUNK]))).all()
     frame = pd.DataFrame(rows, columns=["assignment_id", "kind", "period_start", "revision",
                                         "customer_id", "quantity", "unit_price", "amount"])
-    frame["period_start"] = pd.to_datetime(frame["period_start"].astype(str)).astype(
-        "datetime64[s]")
+    frame["period_start"] = pd.to_datetime(frame["period_start"]).astype("datetime64[s]")
     return frame
 
 

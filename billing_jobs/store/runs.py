@@ -7,6 +7,7 @@ import json
 import subprocess
 import uuid
 from datetime import date, datetime, timedelta, timezone
+from importlib.metadata import version
 from pathlib import Path
 from typing import Sequence
 
@@ -21,8 +22,6 @@ from billing_jobs.store.tables import runs
 def code_version() -> str:
     """Package version, plus the git short sha (and '-dirty') when run from a checkout."""
     try:
-        from importlib.metadata import version
-
         ver = version("billing-jobs")
     except Exception:  # pragma: no cover - not installed
         ver = "unknown"
@@ -120,21 +119,10 @@ def unposted_dates(engine: sa.Engine, before: date) -> list[date]:
         first = conn.execute(sa.select(sa.func.min(runs.c.run_date)).where(full_post)).scalar()
         if first is None:
             return []
-        first = _as_date(first)
-        done = {
-            _as_date(d) for d in conn.execute(
-                sa.select(runs.c.run_date).distinct()
-                .where(full_post, runs.c.run_date >= first, runs.c.run_date < before)
-            ).scalars()
-        }
+        done = set(conn.execute(
+            sa.select(runs.c.run_date).distinct()
+            .where(full_post, runs.c.run_date >= first, runs.c.run_date < before)
+        ).scalars())
     days = (before - first).days
     return [first + timedelta(days=i) for i in range(days)
             if first + timedelta(days=i) not in done]
-
-
-def _as_date(value) -> date:
-    if isinstance(value, datetime):
-        return value.date()
-    if isinstance(value, date):
-        return value
-    return date.fromisoformat(str(value)[:10])

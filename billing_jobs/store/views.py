@@ -15,20 +15,15 @@ import sqlalchemy as sa
 
 from billing_jobs.core.vocab import RunMode, RunStatus
 from billing_jobs.store.db import db_errors, read_connection
-from billing_jobs.store.runs import _as_date, unposted_dates
+from billing_jobs.store.runs import unposted_dates
 from billing_jobs.store.tables import customers, ledger as ledger_t, runs as runs_t
 
-def _ts(value) -> datetime | None:
-    """Timestamps as aware UTC datetimes (SQLite hands back text or naive values)."""
+def _ts(value: datetime | None) -> datetime | None:
+    """A typed timestamp as an aware UTC datetime: SQLite's driver has no time zones, so
+    SQLAlchemy hands back its stored UTC values naive (PostgreSQL's are aware already)."""
     if value is None:
         return None
-    if not isinstance(value, datetime):
-        value = datetime.fromisoformat(str(value))
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-
-
-def _d(value) -> date | None:
-    return None if value is None else _as_date(value)
 
 
 def balances(engine: sa.Engine, customer_ids: Sequence[str] | None = None) -> list[dict]:
@@ -63,9 +58,9 @@ def ledger(engine: sa.Engine, customer_id: str, first: date | None = None,
     out = []
     for r in rows:
         out.append({
-            "run_id": r["run_id"], "run_date": _d(r["run_date"]), "kind": r["kind"],
+            "run_id": r["run_id"], "run_date": r["run_date"], "kind": r["kind"],
             "entry": r["entry"], "assignment_id": r["assignment_id"], "package_id": r["package_id"],
-            "period_start": _d(r["period_start"]), "period_end": _d(r["period_end"]),
+            "period_start": r["period_start"], "period_end": r["period_end"],
             "quantity": int(r["quantity"]), "amount": int(r["amount_micros"]),
             "currency": r["currency"], "auto_decrement": bool(r["auto_decrement"]),
             "status": r["status"], "reason": r["reason"], "posted_at": _ts(r["posted_at"]),
@@ -103,7 +98,7 @@ def runs(engine: sa.Engine, report_root: Path, last: int | None = 20) -> list[di
     for r in rows:
         counts = json.loads(r["counts"]) if r["counts"] else {}
         totals = json.loads(r["totals"]) if r["totals"] else {}
-        run_date = _d(r["run_date"])
+        run_date = r["run_date"]
         out.append({
             "run_id": r["run_id"], "run_date": run_date, "mode": r["mode"], "status": r["status"],
             "started_by": r["started_by"], "started_at": _ts(r["started_at"]),
@@ -136,7 +131,7 @@ def unposted(engine: sa.Engine, today: date | None = None) -> list[dict]:
             runs_t.c.customer_filter.is_(None))).scalar()
     if latest is None:
         return []
-    before = max(today, _as_date(latest) + timedelta(days=1))
+    before = max(today, latest + timedelta(days=1))
     dates = unposted_dates(engine, before)
     if not dates:
         return []
@@ -148,7 +143,7 @@ def unposted(engine: sa.Engine, today: date | None = None) -> list[dict]:
                              .order_by(runs_t.c.started_at)).all()
     by_date: dict[date, list] = {}
     for d, status, filt, message in tried:
-        by_date.setdefault(_as_date(d), []).append((status, filt, message))
+        by_date.setdefault(d, []).append((status, filt, message))
     out = []
     for d in dates:
         attempts = by_date.get(d, [])
