@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 from billing_jobs.core.frames import ENTITY_COLUMNS
-from billing_jobs.core.entities import ENTITY_KINDS
+from billing_jobs.core.entities import ENTITY_KINDS, contract_row, render_contracts
 from billing_jobs.ingest import importer
 from billing_jobs.store.tables import metadata, stored_name
 
@@ -39,8 +39,6 @@ def test_each_declared_column_is_stored():
 def test_contracts_doc_rows_are_rendered_from_the_declaration():
     """docs/contracts.md's entity table derives from entities.py: a new column shows up there by
     `make docs` (python -m billing_jobs.core.entities), never by hand."""
-    from billing_jobs.core.entities import contract_row, render_contracts
-
     text = DOCS.read_text(encoding="utf-8")
     assert render_contracts(text) == text, "docs/contracts.md is stale: run `make docs`"
     for entity in ENTITY_KINDS:

@@ -8,6 +8,7 @@ from datetime import date, datetime, timedelta
 import pandas as pd
 import pytest
 
+from bench import generate as bench_generate
 from billing_jobs.demo import sample_data
 from billing_jobs.core.frames import ENTITY_COLUMNS, ENTITY_KEYS, MONEY_COLUMNS
 from billing_jobs.core.money import minor_digits, parse_micros, parse_micros_series
@@ -255,10 +256,9 @@ def test_streamed_files_equal_in_memory_files(tmp_path, monkeypatch):
 
 
 def test_bench_generate_cli(tmp_path, capsys):
-    from bench.generate import main
-
-    assert main(["--customers", "10", "--assignments", "50", "--calls", "300", "--seed", "2",
-                 "--out", str(tmp_path), "--as-of", "2024-03-01"]) == 0
+    assert bench_generate.main(["--customers", "10", "--assignments", "50", "--calls", "300",
+                                "--seed", "2", "--out", str(tmp_path),
+                                "--as-of", "2024-03-01"]) == 0
     out = capsys.readouterr().out
     assert "usage.csv" in out and " s" in out
     usage = pd.read_csv(tmp_path / "usage.csv", dtype=str, keep_default_na=False)
@@ -266,4 +266,4 @@ def test_bench_generate_cli(tmp_path, capsys):
     a = pd.read_csv(tmp_path / "assignments.csv", dtype=str, keep_default_na=False)
     assert (a["start_date"] == "2024-02-29").any()
     with pytest.raises(SystemExit):
-        main(["--out", str(tmp_path), "--as-of", "2024-02-30"])
+        bench_generate.main(["--out", str(tmp_path), "--as-of", "2024-02-30"])

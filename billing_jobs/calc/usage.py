@@ -7,6 +7,11 @@ from datetime import date, timedelta
 import numpy as np
 import pandas as pd
 
+from billing_jobs.calc.book import customer_codes
+from billing_jobs.calc.calendar import (FREQ_CODES, NEVER, Calendars, effective_end,
+                                        parse_match_days, period_ending_on)
+from billing_jobs.calc.free_minutes import LATE_CALL_DAYS
+
 
 def call_days(start_time: pd.Series, tz: str = "UTC") -> np.ndarray:
     """The calendar day (int64 day number) of each call's start in the billing time zone."""
@@ -127,8 +132,6 @@ def usage_needs(customers: pd.DataFrame, packages: pd.DataFrame, assignments: pd
         need_since.append(since[wanted])
     # free minutes: the calls a post consumes, those of the day before and the late calls
     # of the LATE_CALL_DAYS before it (calc/free_minutes.py); counters hold the rest
-    from billing_jobs.calc.free_minutes import LATE_CALL_DAYS
-
     lo = x - LATE_CALL_DAYS
     fm = rows["fm"].to_numpy(dtype=bool) & (start <= x_last) & (eff_end >= lo)
     if fm.any():
@@ -158,9 +161,6 @@ def _minimum_spend_since(rows: pd.DataFrame, start: np.ndarray, bad_start: np.nd
     only a period that ends on a date sums calls. Any other row keeps the wide need (the
     longest period of its frequency back from first_day): validation may reject it, never
     may the read be narrower than what the engine sums."""
-    from billing_jobs.calc.calendar import (FREQ_CODES, Calendars, NEVER, effective_end,
-                                            parse_match_days, period_ending_on)
-
     span = rows["freq"].map(_MAX_PERIOD_DAYS).to_numpy(dtype="float64")
     never = np.iinfo("int64").min
     wide = np.where(np.isfinite(span), first_day - np.nan_to_num(span).astype("int64"), never)
@@ -242,8 +242,6 @@ def spend_from_calls(book, run_day: int, spend_index: "SpendIndex | None") -> pd
     """The SPEND_COLUMNS frame of billing date `run_day` from the calls: every
     minimum-spend period ending on it (the one holding the day before), its customer's call
     spend over it, credited 0. The free-minute credits go into `credited`."""
-    from billing_jobs.calc.calendar import period_ending_on
-
     ms = np.flatnonzero(book.minimum_spend)
     held = period_ending_on(book.cal.subset(ms), run_day, book.eff_end[ms], book.prorate[ms])
     ends = held.valid
@@ -265,8 +263,6 @@ def needed_calls(usage: pd.DataFrame, needs: pd.DataFrame, day: date) -> np.ndar
     day after `day` (the loader's margins)."""
     if usage.empty or needs.empty:
         return np.zeros(len(usage), dtype=bool)
-    from billing_jobs.calc.book import customer_codes
-
     order = np.argsort(needs["customer_id"].astype(str).to_numpy(dtype=object), kind="stable")
     ids = needs["customer_id"].astype(str).to_numpy(dtype=object)[order]
     since = needs["since_day"].to_numpy(dtype="int64")[order] - 1

@@ -7,6 +7,10 @@ docs/contracts.md is rendered from it (`make docs`). Adding a column: declare it
 
 from __future__ import annotations
 
+import re
+import sys
+from pathlib import Path
+
 # Column kinds:
 #   id     required text, unique in the file       text   optional text, '' when empty
 #   rtext  required text                           ntext  optional text, NULL when empty
@@ -85,8 +89,6 @@ def contract_row(entity: str) -> str:
 
 def render_contracts(text: str) -> str:
     """`text` (docs/contracts.md) with each entity's row rendered from the declaration."""
-    import re
-
     for entity in ENTITY_KINDS:
         text = re.sub(rf"^\| `{entity}` \| .+ \|$", lambda _m: contract_row(entity), text,
                       count=1, flags=re.M)
@@ -94,9 +96,6 @@ def render_contracts(text: str) -> str:
 
 
 if __name__ == "__main__":  # python -m billing_jobs.core.entities [docs/contracts.md]
-    import sys
-    from pathlib import Path
-
     doc = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/contracts.md")
     old = doc.read_text(encoding="utf-8")
     new = render_contracts(old)

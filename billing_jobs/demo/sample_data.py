@@ -38,7 +38,7 @@ import io
 import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, timezone
 from functools import lru_cache
 from pathlib import Path
 
@@ -715,7 +715,5 @@ def write_sample(out_dir: str | Path, customers: int, assignments: int, calls: i
 
 def as_of_default() -> date:
     """Today (UTC): the default 'as of' date for samples."""
-    from datetime import datetime, timezone
-
     return datetime.now(timezone.utc).date()
 

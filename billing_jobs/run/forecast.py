@@ -20,7 +20,7 @@ from typing import Sequence
 import pandas as pd
 import sqlalchemy as sa
 
-from billing_jobs.calc import compute_billing
+from billing_jobs.calc.billing import compute_billing
 from billing_jobs.core.frames import (BillingResult, DUE_LINE_COLUMNS, Forecast, GRANT_COLUMNS,
                                       empty_frame)
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import pandas as pd
 
 from billing_jobs.core import settings
-from billing_jobs.calc import BillingInputs, BillingResult, compute_billing
+from billing_jobs.calc.billing import compute_billing
+from billing_jobs.core.frames import BillingInputs, BillingResult
 from billing_jobs.core.errors import BillingError, StrictRejection
 # the run lifecycle (record first, what a failed post wrote, atomic report, close the record)
 from billing_jobs.run.lifecycle import (RECORD_TRIES, begin_run, close_attempt,  # noqa: F401

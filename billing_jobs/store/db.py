@@ -15,7 +15,9 @@ SQLite settings (per connection):
 
 from __future__ import annotations
 
+import ast
 import contextlib
+import sqlite3
 from pathlib import Path
 from typing import Iterator
 
@@ -50,8 +52,6 @@ def make_engine(url: str | None = None) -> sa.Engine:
         raise DatabaseError(f"invalid database URL {url!r}: {exc}") from None
     try:
         if parsed.get_backend_name() == "sqlite":
-            import sqlite3
-
             if sqlite3.sqlite_version_info < SQLITE_MIN_VERSION:
                 raise DatabaseError(
                     f"SQLite {sqlite3.sqlite_version} is too old: billing needs "
@@ -132,7 +132,7 @@ def db_errors(engine: sa.Engine, what: str) -> Iterator[None]:
 
 
 def _alembic_config(connection: sa.Connection | None = None):
-    from alembic.config import Config
+    from alembic.config import Config  # Alembic (~0.1 s) only when migrating, not per command
 
     if not (ALEMBIC_DIR / "env.py").exists():
         raise DatabaseError(f"database migrations not found at {ALEMBIC_DIR}")
@@ -144,13 +144,13 @@ def _alembic_config(connection: sa.Connection | None = None):
 
 
 def head_revision() -> str:
-    from alembic.script import ScriptDirectory
+    from alembic.script import ScriptDirectory  # Alembic only when migrating (start-up time)
 
     return ScriptDirectory.from_config(_alembic_config()).get_current_head()
 
 
 def current_revision(engine: sa.Engine) -> str | None:
-    from alembic.runtime.migration import MigrationContext
+    from alembic.runtime.migration import MigrationContext  # Alembic only when migrating
 
     with db_errors(engine, "reading the schema version"), engine.connect() as conn:
         if engine.dialect.name == "sqlite":
@@ -161,8 +161,6 @@ def current_revision(engine: sa.Engine) -> str | None:
 def _script_head() -> str | None:
     """The head revision named by the migration files' `revision` / `down_revision`, read
     without importing Alembic (~0.1 s per process, #13); None unless that is one clear head."""
-    import ast
-
     revisions, parents = set(), set()
     for path in (ALEMBIC_DIR / "versions").glob("*.py"):
         if path.name.startswith(("__init__", ".#")):  # the files Alembic skips too
@@ -209,7 +207,7 @@ def upgrade(engine: sa.Engine) -> None:
     head = _script_head()
     if head is not None and _stored_revisions(engine) == [head]:
         return  # at head (every command's case): one SELECT, Alembic not imported
-    from alembic import command
+    from alembic import command  # only when an upgrade is due (start-up time of every command)
 
     with db_errors(engine, "upgrading the schema"):
         if current_revision(engine) == head_revision():

@@ -1,6 +1,6 @@
 """A deliberately simple, row-by-row reference of the billing rules (SPEC sections 3 and 4).
 
-It is the oracle the vectorised engine (`billing_jobs.calc.compute_billing`) is compared
+It is the oracle the vectorised engine (`billing_jobs.calc.billing.compute_billing`) is compared
 against, so it shares no code with it: plain Python dates, `Fraction` arithmetic, loops,
 day-by-day scans of the calendar. Slowness is fine; obviousness is the point.
 

@@ -5,6 +5,7 @@ import pandas as pd
 
 from billing_jobs.calc.consumption import consume, credit_amounts
 from billing_jobs.calc.usage import call_days
+from tests.calc.reference import reference_consume
 
 
 def _grants(rows):
@@ -69,8 +70,6 @@ def test_midnight_non_utc_belongs_to_local_day():
 
 
 def test_differential_many_days_counters_carried():
-    from tests.calc.reference import reference_consume
-
     rng = np.random.default_rng(12)
     for trial in range(30):
         base = pd.Timestamp("2026-12-01")

@@ -6,19 +6,22 @@ sorting by its key; a failure lists the rows only one side has, then the inputs.
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import date, timedelta
 
 import pandas as pd
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from billing_jobs.calc.billing import compute_billing
+from billing_jobs.calc.free_minutes import advance_state
 from billing_jobs.core.frames import (
     DUE_LINE_COLUMNS,
     EXTENDED_END_COLUMNS,
     GRANT_COLUMNS,
     UTILISATION_COLUMNS,
 )
-from tests.calc.reference import reference_billing
+from tests.calc.reference import FreeMinuteState, reference_billing
 from tests.calc.strategies import (
     assignment,
     billing_cases,
@@ -41,8 +44,6 @@ SETTINGS = settings(max_examples=200, deadline=None,
 
 
 def _engine(inputs, run_date, tz):
-    from billing_jobs.calc import compute_billing
-
     return compute_billing(inputs, run_date, tz)
 
 
@@ -119,11 +120,6 @@ def test_consecutive_run_dates_agree(case, shift):
     """Ten consecutive nights around the drawn date, each posted: every frame agrees on each,
     free-minute credits and counters included (each side carries its own state: the
     reference's plain dictionaries, the engine's `advance_state` frames)."""
-    import dataclasses
-
-    from billing_jobs.calc.free_minutes import advance_state
-    from tests.calc.reference import FreeMinuteState
-
     inputs, run_date, tz = case
     inputs = dataclasses.replace(inputs)
     ref_state = FreeMinuteState.fresh()

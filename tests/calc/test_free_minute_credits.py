@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from billing_jobs.calc.billing import compute_billing
 from tests.calc.reference import reference_billing
 from tests.calc.strategies import D, assignment, call, customer, make_inputs, package
 from tests.calc.test_worked_examples import bill_impl, bill_nights
@@ -116,8 +117,6 @@ def test_engine_and_reference_agree_over_a_month_of_nights():
         [call(f"U{i}", "C1" if i % 3 else "C2", at=f"2027-01-{1 + i % 28:02d}T{i % 24:02d}:17:00Z",
               destination="4420" if i % 5 else "331", duration_s=37 * (i % 9 + 1),
               charge=f"{(i % 7) * 0.11:.2f}" if i % 3 else str(i % 7 * 10)) for i in range(120)])
-    from billing_jobs.calc import compute_billing
-
     ref = bill_nights(reference_billing, inputs, D("2027-01-02"), D("2027-02-01"))
     eng = bill_nights(compute_billing, inputs, D("2027-01-02"), D("2027-02-01"))
     assert credits(eng) == credits(ref) and used(eng) == used(ref)

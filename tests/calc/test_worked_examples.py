@@ -1,23 +1,24 @@
 """Worked examples of SPEC sections 3 and 4, each with its expected amounts written out.
 
 Every example runs against both the row-by-row reference (tests/calc/reference.py) and
-the vectorised engine (`billing_jobs.calc.compute_billing`).
+the vectorised engine (`billing_jobs.calc.billing.compute_billing`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import date
 
 import pandas as pd
 import pytest
 
-from tests.calc.reference import minor_digits, reference_billing
+from billing_jobs.calc.billing import compute_billing
+from billing_jobs.calc.free_minutes import advance_state
+from tests.calc.reference import FreeMinuteState, minor_digits, reference_billing
 from tests.calc.strategies import D, assignment, call, customer, make_inputs, package
 
 
 def _engine(inputs, run_date, tz="UTC"):
-    from billing_jobs.calc import compute_billing
-
     return compute_billing(inputs, run_date, tz)
 
 
@@ -28,11 +29,6 @@ bill_impl = pytest.mark.parametrize("bill", [reference_billing, _engine],
 def bill_nights(bill, inputs, first: date, last: date, tz="UTC"):
     """Post every night from `first` to `last` (free-minute state carried from night to
     night: the reference's own state, or the engine's `advance_state`); the last result."""
-    from billing_jobs.calc.free_minutes import advance_state
-    from tests.calc.reference import FreeMinuteState
-
-    import dataclasses
-
     inputs = dataclasses.replace(inputs)  # the caller's inputs keep their (empty) state
     state = FreeMinuteState.fresh()
     result = None

@@ -9,7 +9,7 @@ import pytest
 from pandas.testing import assert_frame_equal
 
 from billing_jobs.staged import handoff as snapshots
-from billing_jobs.calc import compute_billing
+from billing_jobs.calc.billing import compute_billing
 from billing_jobs.core.frames import BillingResult
 from tests.calc.strategies import assignment, call, customer, make_inputs, package
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from billing_jobs.checks import validate_inputs
-from billing_jobs.calc import compute_billing
+from billing_jobs.calc.billing import compute_billing
 from billing_jobs.demo.sample_data import write_sample
 from billing_jobs.ingest.importer import import_csv
 from billing_jobs.store.load import load_inputs

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from billing_jobs.checks import validate_inputs
 from billing_jobs.core.frames import (
     ASSIGNMENT_COLUMNS,
     CUSTOMER_COLUMNS,
@@ -132,8 +133,6 @@ def test_unparsable_stored_values_reach_validation_and_are_rejected(tmp_path):
     """Rows that reached the database another way keep their bad values through the loader,
     so validation rejects them naming the value: an end date that does not parse is never an
     open end, a price that is not a number is never free. Only SQLite can hold such text in typed columns."""
-    from billing_jobs.checks import validate_inputs
-
     engine = fresh_engine(f"sqlite:///{tmp_path / 'b.db'}")
     _seed(engine, 1)
     with engine.begin() as conn:

@@ -7,12 +7,13 @@ from datetime import date, datetime, timezone
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from billing_jobs.core.errors import DatabaseError
 from billing_jobs.store.db import make_engine, upgrade
-from billing_jobs.store.db import current_revision, head_revision
+from billing_jobs.store.db import _alembic_config, current_revision, head_revision
 from billing_jobs.store.tables import ledger, metadata
 
 from tests.store.helpers import fresh_engine
@@ -132,10 +133,6 @@ def test_bad_url_is_database_error():
 def test_0002_converts_an_existing_database(db_url):
     """A database made by 0001 with posted money keeps every amount under the new names, and
     its opening balances make balance = opening - posted ledger hold at once."""
-    from alembic import command
-
-    from billing_jobs.store.db import _alembic_config
-
     engine = make_engine(db_url)
     with engine.begin() as conn:
         command.upgrade(_alembic_config(conn), "0001")
