@@ -395,7 +395,6 @@ def _posting_now(engine, dates: list[date], own_run_id: str) -> set[date]:
     import sqlalchemy as sa
 
     from billing_jobs.store.db import read_connection
-    from billing_jobs.store.runs import _as_date
     from billing_jobs.store.tables import runs
 
     if not dates:
@@ -404,7 +403,7 @@ def _posting_now(engine, dates: list[date], own_run_id: str) -> set[date]:
         found = conn.execute(sa.select(runs.c.run_date).where(
             runs.c.mode == "post", runs.c.status == "running", runs.c.customer_filter.is_(None),
             runs.c.run_id != own_run_id, runs.c.run_date.in_(dates))).scalars()
-        return {_as_date(d) for d in found}
+        return set(found)
 
 
 def settle(db_url: str | None, gated: str | Path, run_dir: str | Path | None = None) -> str:
