@@ -2,7 +2,7 @@
 
 Values are parsed vectorised: decimals with `money.parse_micros_series` (max 6 places; only
 `customers.balance` may be negative), dates `YYYY-MM-DD` (real calendar dates), timestamps
-ISO 8601 (UTC when no offset is given), booleans true/false/1/0/yes/no (any case), integers.
+ISO 8601 (UTC when no offset is given), booleans true/false/1/0/yes/no (any case, core/booleans.py), integers.
 Text follows billing_jobs/core/text.py (#17 items 6 and 10). Every broken rule is collected;
 the chunk fails naming the first by row, then column, and how many cells broke a rule in all.
 Ids repeated inside one chunk are refused the same way.
@@ -18,6 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from billing_jobs.core import booleans
 from billing_jobs.core import text as text_rules
 from billing_jobs.core.entities import ENTITY_KINDS, REQUIRED_KINDS
 from billing_jobs.core.errors import ImportFailed
@@ -44,9 +45,6 @@ _CONTROL_TEXT = text_rules.pattern(text_rules.CONTROL_IN_TEXT)
 _INVISIBLE = text_rules.pattern(text_rules.INVISIBLE)
 _RANGES = {_CONTROL: text_rules.CONTROL, _CONTROL_TEXT: text_rules.CONTROL_IN_TEXT,
            _INVISIBLE: text_rules.INVISIBLE}
-
-_TRUE = {"true", "1", "yes"}
-_FALSE = {"false", "0", "no"}
 
 
 @dataclass
@@ -260,12 +258,13 @@ def _parse_timestamp(col: str, kind: str, raw: pa.Array, empty: np.ndarray,
 
 def _parse_bool(col: str, kind: str, raw: pa.Array, empty: np.ndarray,
                 problems: _Problems) -> tuple[pa.Array, pd.Series]:
-    """bool, bool0: true/false/1/0/yes/no in any case; an empty cell is false."""
+    """bool, bool0: the words of core/booleans.py (true/false/1/0/yes/no) in any case; an
+    empty cell is false."""
     low = pc.utf8_lower(raw)
-    is_true = _np(pc.is_in(low, value_set=pa.array(sorted(_TRUE))))
-    is_false = _np(pc.is_in(low, value_set=pa.array(sorted(_FALSE))))
+    is_true = _np(pc.is_in(low, value_set=pa.array(sorted(booleans.TRUE_WORDS))))
+    is_false = _np(pc.is_in(low, value_set=pa.array(sorted(booleans.FALSE_WORDS))))
     problems.complain(col, ~empty & ~is_true & ~is_false, raw,
-                      lambda v: f"not a boolean (true/false/1/0/yes/no): {v!r}")
+                      lambda v: f"not a boolean ({booleans.SHOWN}): {v!r}")
     return pa.array(is_true), pd.Series(is_true, dtype=bool)
 
 
