@@ -24,7 +24,8 @@ import numpy as np
 import pandas as pd
 
 from billing_jobs.checks import _coerce as co
-from billing_jobs.checks.rules import Rule, evaluate
+from billing_jobs.checks.evaluator import evaluate
+from billing_jobs.checks.rules import Rule
 from billing_jobs.core.money import MAX_MICROS, MICRO_DIGITS, minor_digits_series
 from billing_jobs.core.errors import GateError
 
