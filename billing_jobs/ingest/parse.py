@@ -2,9 +2,9 @@
 
 Values are parsed vectorised: decimals with `money.parse_micros_series` (max 6 places; only
 `customers.balance` may be negative), dates `YYYY-MM-DD` (real calendar dates), timestamps
-ISO 8601 (UTC when no offset is given), booleans true/false/1/0/yes/no (any case, core/booleans.py), integers.
-Text follows billing_jobs/core/text.py (#17 items 6 and 10). Every broken rule is collected;
-the chunk fails naming the first by row, then column, and how many cells broke a rule in all.
+ISO 8601 (UTC when no offset is given), booleans true/false/1/0/yes/no (any case;
+billing_jobs/core/booleans.py), integers. Text follows billing_jobs/core/text.py (#17 items 6
+and 10). Every broken rule is collected; the chunk fails naming the first by row, then column, and how many cells broke a rule in all.
 Ids repeated inside one chunk are refused the same way.
 """
 
