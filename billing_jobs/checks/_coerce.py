@@ -15,9 +15,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from billing_jobs.core.booleans import parse_bool
+
 INT64_MAX = np.iinfo("int64").max
-_TRUE = {"true", "t", "yes", "y", "1"}
-_FALSE = {"false", "f", "no", "n", "0"}
 
 MIN_DATE = np.datetime64("1900-01-01", "s")
 MAX_DATE = np.datetime64("9999-12-31", "s")
@@ -109,7 +109,8 @@ def _one_int(x):
 
 
 def booleans(s: pd.Series, default: bool) -> tuple[pd.Series, np.ndarray]:
-    """Any column -> bool (missing -> default), bad mask for values that are not a truth value."""
+    """Any column -> bool (missing -> default), bad mask for values that are not a truth value
+    (text: the words of core/booleans.py, with a database's single letters)."""
     n = len(s)
     dt = s.dtype
     if pd.api.types.is_bool_dtype(dt) and not isinstance(dt, pd.BooleanDtype):
@@ -130,13 +131,7 @@ def booleans(s: pd.Series, default: bool) -> tuple[pd.Series, np.ndarray]:
         if isinstance(x, (int, np.integer)) and int(x) in (0, 1):
             return bool(x)
         if isinstance(x, str):
-            t = x.strip().lower()
-            if t == "":
-                return default
-            if t in _TRUE:
-                return True
-            if t in _FALSE:
-                return False
+            return default if not x.strip() else parse_bool(x, stored=True)
         return None
 
     mapped = s.astype(object).map(one)

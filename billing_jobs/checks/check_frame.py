@@ -5,13 +5,12 @@ a fast exact proof that a large text column holds no duplicate at all."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
-if TYPE_CHECKING:
-    from billing_jobs.checks.rules import Rule
+from billing_jobs.checks.rules import Rule
 
 _KEY_KINDS = {"not_null", "unique", "compound_unique"}
 _MASKS = np.array([0] + [(1 << (8 * k)) - 1 for k in range(1, 8)] + [2**64 - 1], dtype=np.uint64)
@@ -21,8 +20,6 @@ _PROOF_MAX_BYTES = 64
 
 def _chunk_hashes(chunk) -> np.ndarray | None:
     """64-bit hash of every non-null string of one arrow chunk, 8 bytes per step."""
-    import pyarrow as pa
-
     if chunk.null_count:
         chunk = chunk.drop_null()
     n = len(chunk)
@@ -63,8 +60,6 @@ def proved_unique(s: pd.Series) -> bool:
     anything else (a real duplicate, a hash collision, long or odd values) returns False
     and the caller falls back to the exact (slower) hash-table check.
     """
-    import pyarrow as pa
-
     if len(s) < _PROOF_MIN_ROWS:
         return False
     try:

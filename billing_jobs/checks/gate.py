@@ -24,17 +24,14 @@ import numpy as np
 import pandas as pd
 
 from billing_jobs.checks import _coerce as co
-from billing_jobs.checks.rules import Rule, evaluate
+from billing_jobs.checks.evaluator import evaluate
+from billing_jobs.checks.rules import Rule
 from billing_jobs.core.money import MAX_MICROS, MICRO_DIGITS, minor_digits_series
 from billing_jobs.core.errors import GateError
+from billing_jobs.core.vocab import DUE_KINDS, GRANT_KEY, POSTING_KEY, LineKind
 
-KINDS = ("setup", "recurring", "prorated", "minimum_spend", "free_minutes_credit")
-CREDIT_KIND = "free_minutes_credit"
 EXAMPLES = 5
 MAX_UNITS = MAX_MICROS // 1_000_000
-
-LINE_KEY = ("assignment_id", "kind", "period_start")
-GRANT_KEY = ("assignment_id", "period_start")
 
 
 def _key_text(frame: pd.DataFrame, cols: tuple[str, ...]) -> pd.Series:
@@ -86,8 +83,8 @@ def _window_rules(check: pd.DataFrame, frame: pd.DataFrame, inputs, what: str) -
     check["customer__matches"] = same_customer | ~known
     # a credit line covers calls consumed on its date, possibly late calls of a period that
     # has ended: its period_start (the day before the run date) may lie past the window
-    credit = (frame["kind"].astype(str) == CREDIT_KIND).to_numpy() if "kind" in frame.columns \
-        else np.zeros(len(frame), dtype=bool)
+    credit = (frame["kind"].astype(str) == LineKind.FREE_MINUTES_CREDIT).to_numpy() \
+        if "kind" in frame.columns else np.zeros(len(frame), dtype=bool)
     check["window__inside"] = inside | ~known | credit
     return [
         Rule(f"every {what} belongs to a validated assignment", "true", "assignment__known"),
@@ -122,19 +119,20 @@ def _line_rules(lines: pd.DataFrame, inputs) -> tuple[pd.DataFrame, list[Rule]]:
     check["period_start"] = lines["period_start"].astype("datetime64[s]").to_numpy()
     rules = [Rule(f"{c} is present", "not_null", c)
              for c in ("customer_id", "assignment_id", "kind", "period_start", "currency")]
-    rules.append(Rule("kind in " + "/".join(KINDS), "in_set", "kind", value_set=KINDS))
+    rules.append(Rule("kind in " + "/".join(DUE_KINDS), "in_set", "kind",
+                      value_set=DUE_KINDS))
     digits = minor_digits_series(check["currency"].fillna("")).to_numpy()
     # credits are <= 0: their amount is checked as its opposite (same range and minor unit)
-    credit = (check["kind"] == CREDIT_KIND).fillna(False).to_numpy(dtype=bool)
+    credit = (check["kind"] == LineKind.FREE_MINUTES_CREDIT).fillna(False).to_numpy(dtype=bool)
     amount = pd.to_numeric(lines["amount"], errors="coerce")
     check["credit__sign"] = ~credit | (amount.fillna(0) <= 0).to_numpy(dtype=bool)
-    rules.append(Rule("free_minutes_credit amount <= 0", "true", "credit__sign"))
+    rules.append(Rule(f"{LineKind.FREE_MINUTES_CREDIT} amount <= 0", "true", "credit__sign"))
     signed = lines.assign(amount=lines["amount"].where(~credit, -amount)) if credit.any() \
         else lines
     rules += _money_checks(check, signed, "amount", digits)
     rules += _money_checks(check, lines, "cost", digits)
     rules.append(Rule("posting key (assignment_id, kind, period_start) is unique",
-                      "compound_unique", columns=LINE_KEY))
+                      "compound_unique", columns=POSTING_KEY))
     cust = inputs.customers
     if cust is not None and len(cust):
         cur = pd.Series(cust["currency"].astype(str).to_numpy(),
@@ -230,7 +228,8 @@ def gate(result, inputs) -> None:
 
     if lines is not None and len(lines):
         lines = lines.reset_index(drop=True)
-        run("due_lines", "billing_gate_lines", lines, *_line_rules(lines, inputs), LINE_KEY)
+        run("due_lines", "billing_gate_lines", lines, *_line_rules(lines, inputs),
+            POSTING_KEY)
         tcheck, trules = _totals(lines)
         run("customer totals", "billing_gate_totals", tcheck, tcheck, trules,
             ("customer_id", "currency"))

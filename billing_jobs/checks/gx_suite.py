@@ -2,8 +2,9 @@
 from code in an ephemeral context (one pandas whole-dataframe batch, one validation).
 
 Importing great_expectations takes seconds and logs "Skipping registering function" lines at
-INFO; both are kept out of the way: this module is imported on the first frame GX checks, and
-the `great_expectations` loggers are raised to WARNING before the import happens.
+INFO; both are kept out of the way: great_expectations is imported on the first suite this
+module runs (a run that never needs GX never pays for it), and the `great_expectations`
+loggers are raised to WARNING before the import happens.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ def _batch_definition():
     with _LOCK:
         if "bd" not in _STATE:
             quiet_gx_logging()
+            # imported on the first suite: seconds of start-up a run without GX never pays
             import great_expectations as gx
             from great_expectations.data_context.types.base import ProgressBarsConfig
 

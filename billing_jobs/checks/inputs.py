@@ -6,10 +6,10 @@
 - every row rule runs as a Great Expectations expectation (`rules.Rule`): not-null, unique,
   in-set, between, and compound / cross-table rules as a derived boolean column expected
   to be in `{True}` (a frame of at most 2,000 rows, or any frame of a run for chosen customers,
-  goes through the pandas evaluator of the same rules: `checks.rules`); customers, packages and
+  goes through the pandas evaluator of the same rules: `checks.evaluator`); customers, packages and
   assignments otherwise go through GX, the usage
   table (call records: millions of rows) through GX up to `USAGE_GX_MAX_ROWS` rows and
-  through the same rules evaluated in vectorised pandas above that (see `checks.rules`);
+  through the same rules evaluated in vectorised pandas above that (see `checks.evaluator`);
 - `rejected` has one row per (entity, id, reason); a row with several problems gets one
   row per problem;
 - cascades: an assignment of an unknown or rejected customer/package is rejected, a call
@@ -29,7 +29,8 @@ import pyarrow.compute as pc
 
 from billing_jobs.checks import _coerce as co
 from billing_jobs.checks.pandas_rules import evaluate_pandas
-from billing_jobs.checks.rules import Rule, evaluate
+from billing_jobs.checks.evaluator import evaluate
+from billing_jobs.checks.rules import Rule
 from billing_jobs.calc import patterns
 from billing_jobs.core.frames import ENTITY_COLUMNS, BillingInputs
 from billing_jobs.core import text as text_rules

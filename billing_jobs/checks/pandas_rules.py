@@ -4,15 +4,12 @@ Great Expectations' semantics (nulls are ignored by every rule except `not_null`
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from billing_jobs.checks.check_frame import prepare
-
-if TYPE_CHECKING:
-    from billing_jobs.checks.rules import Rule
+from billing_jobs.checks.rules import Rule
 
 
 def pandas_mask(frame: dict, rule: Rule) -> np.ndarray:

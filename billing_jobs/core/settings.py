@@ -13,6 +13,7 @@ import os
 import socket
 from pathlib import Path
 
+from billing_jobs.core import booleans
 from billing_jobs.core.errors import UsageError
 
 DEFAULT_TZ = "UTC"
@@ -20,7 +21,6 @@ DEFAULT_REPORT_DIR = "reports"
 DEFAULT_SHARDS = 4
 DEFAULT_SHARD_MIN_ASSIGNMENTS = 2_000_000
 DEFAULT_GX_FAST_ROWS = 2_000
-_FALSE = ("false", "0", "no", "off")
 
 
 def _int(name: str, default: int, minimum: int) -> int:
@@ -118,5 +118,13 @@ def db_retry_delay_s() -> float:
 
 def simulate_default() -> bool:
     """Scheduled runs take the params' defaults: production sets BILLING_SIMULATE_DEFAULT=false
-    so that the nightly run posts; a manual run can always choose."""
-    return os.environ.get("BILLING_SIMULATE_DEFAULT", "true").strip().lower() not in _FALSE
+    so that the nightly run posts; a manual run can always choose. Unset or empty: true; any
+    other value than the words of core/booleans.py (true/false/1/0/yes/no) is refused."""
+    text = os.environ.get("BILLING_SIMULATE_DEFAULT", "").strip()
+    if not text:
+        return True
+    value = booleans.parse_bool(text)
+    if value is None:
+        raise UsageError(f"BILLING_SIMULATE_DEFAULT={text!r} is not true or false "
+                         f"({booleans.SHOWN})")
+    return value

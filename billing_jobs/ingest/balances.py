@@ -24,6 +24,7 @@ import sqlalchemy as sa
 
 from billing_jobs.core.money import format_minor
 from billing_jobs.core.errors import ImportFailed
+from billing_jobs.core.vocab import KeySpace, LedgerEntry, LineKind, LineStatus, correction_key
 from billing_jobs.store.tables import customers as customers_t
 from billing_jobs.store.tables import ledger as ledger_t
 
@@ -68,16 +69,17 @@ def existing_balance_rule(conn: sa.Connection, frame: pd.DataFrame, path: Path,
     now = datetime.now(timezone.utc)
     today = now.date()
     values = [
-        dict(run_id=f"import:{digest[:16]}", run_date=today, customer_id=r.customer_id,
-             assignment_id=None, package_id=None, kind="adjustment", period_start=today,
+        dict(run_id=correction_key(KeySpace.IMPORT, digest[:16]), run_date=today,
+             customer_id=r.customer_id, assignment_id=None, package_id=None,
+             kind=LineKind.ADJUSTMENT, period_start=today,
              period_end=None, quantity=0, unit_price_micros=0,
              # balance = opening - sum(amount): moving it from stored to the file's value
              amount_micros=int(r.stored) - int(r.balance), cost_micros=0,
-             currency=r.stored_currency, auto_decrement=True, status="posted",
-             posted_at=now, revision=0, entry="adjustment",
+             currency=r.stored_currency, auto_decrement=True, status=LineStatus.POSTED,
+             posted_at=now, revision=0, entry=LedgerEntry.ADJUSTMENT,
              reason=f"import of {name}: balance set to "
                     f"{format_minor(r.balance, r.stored_currency)}",
-             idempotency_key=f"import:{digest}:{r.customer_id}")
+             idempotency_key=correction_key(KeySpace.IMPORT, digest, r.customer_id))
         for r in changed.itertuples()
     ]
     keys = [v["idempotency_key"] for v in values]

@@ -197,10 +197,10 @@ class _Progress:
 def rule_evaluator(customer_ids: list[str] | None):
     """A run for chosen customers (Run Package) checks every frame with the pandas evaluator of
     the same rules, so it never pays Great Expectations' start-up; a batch run keeps GX for
-    every frame above the fast-path size (checks.rules)."""
+    every frame above the fast-path size (checks.evaluator)."""
     from contextlib import nullcontext
 
-    from billing_jobs.checks.rules import interactive
+    from billing_jobs.checks.evaluator import interactive
 
     return interactive() if customer_ids else nullcontext()
 

@@ -1,4 +1,4 @@
-"""The small-frame fast path of `checks.rules.evaluate` (pandas) gives exactly what Great
+"""The small-frame fast path of `checks.evaluator.evaluate` (pandas) gives exactly what Great
 Expectations gives: every hostile-corpus case and gate case through both evaluators."""
 
 from __future__ import annotations
@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from billing_jobs.checks import gate, validate_inputs
-from billing_jobs.checks import rules as _gx
+from billing_jobs.checks import evaluator as _gx
+from billing_jobs.checks.rules import Rule
 from billing_jobs.core.errors import BillingError
 from tests.checks import test_gate as g
 from tests.checks._data import raw_inputs
@@ -68,8 +69,8 @@ def test_gate_same_through_gx_and_pandas(monkeypatch, make):
 
 
 def test_small_frames_take_the_fast_path_and_large_ones_gx(monkeypatch):
-    rules = [_gx.Rule("x must be unique", "unique", "x"),
-             _gx.Rule("x between", "between", "x", min_value=0, max_value=5)]
+    rules = [Rule("x must be unique", "unique", "x"),
+             Rule("x between", "between", "x", min_value=0, max_value=5)]
     frame = pd.DataFrame({"x": [1, 1, 7, None]})
     monkeypatch.delenv("BILLING_GX_FAST_ROWS", raising=False)
     assert _gx.fast_path_rows() == _gx.FAST_PATH_ROWS
@@ -100,7 +101,7 @@ def test_an_interactive_validation_never_imports_great_expectations():
 
 def test_interactive_sends_every_frame_through_pandas(monkeypatch):
     monkeypatch.delenv("BILLING_GX_FAST_ROWS", raising=False)
-    rules = [_gx.Rule("x must be unique", "unique", "x")]
+    rules = [Rule("x must be unique", "unique", "x")]
     frame = pd.DataFrame({"x": list(range(5_000)) + [7]})
     assert len(frame) > _gx.fast_path_rows()
     slow = _gx.evaluate(frame, rules, "t")

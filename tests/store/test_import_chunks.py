@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from billing_jobs.core.errors import ImportFailed
 from billing_jobs.ingest.importer import import_csv
-from billing_jobs.ingest import importer
+from billing_jobs.ingest import file_rules, parse, source
 
 from tests.store.helpers import dump, fresh_engine
 
@@ -72,7 +72,7 @@ def test_a_file_in_chunks_writes_what_one_chunk_writes(db_url, tmp_path):
 
 def test_chunks_are_exactly_chunk_rows_rows_with_their_csv_row_numbers(tmp_path):
     path = write(tmp_path, "usage.csv", usage_text(CALLS))
-    chunks = list(importer.parsed_chunks("usage", importer._Source(path), 5))
+    chunks = list(parse.parsed_chunks("usage", source.Source(path), 5))
     assert [len(frame) for frame, _ in chunks] == [5, 5, 5, 5, 3]
     assert [int(frame.index[0]) for frame, _ in chunks] == [2, 7, 12, 17, 22]
     rows = np.concatenate([frame.index.to_numpy() for frame, _ in chunks])
@@ -98,7 +98,7 @@ def test_an_id_repeated_in_a_later_chunk_fails_naming_both_rows_and_writes_nothi
 def test_a_hash_collision_between_different_ids_is_not_a_repeat(db_url, tmp_path, monkeypatch):
     engine = seeded(db_url, tmp_path)
     # every id hashes alike: the second read must tell the ids apart and let the file in
-    monkeypatch.setattr(importer, "_id_hashes", lambda ids: np.zeros(len(ids), dtype="uint64"))
+    monkeypatch.setattr(file_rules, "_id_hashes", lambda ids: np.zeros(len(ids), dtype="uint64"))
     path = write(tmp_path, "usage.csv", usage_text(CALLS))
     assert import_csv(engine, "usage", path, chunk_rows=3) == 23
     assert len(dump(engine)["usage"]) == 23

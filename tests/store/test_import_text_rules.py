@@ -76,7 +76,7 @@ def test_cr_only_line_ends_and_a_header_without_a_final_newline(tmp_path):
 def test_a_pipe_is_read_and_a_silent_named_pipe_is_refused(tmp_path, monkeypatch):
     import os
 
-    from billing_jobs.ingest import importer
+    from billing_jobs.ingest import source
 
     engine = _sqlite(tmp_path)
     r, w = os.pipe()  # what `--customers <(cat f)` hands over: /dev/fd/N
@@ -88,7 +88,7 @@ def test_a_pipe_is_read_and_a_silent_named_pipe_is_refused(tmp_path, monkeypatch
         os.close(r)
     fifo = tmp_path / "fifo.csv"
     os.mkfifo(fifo)
-    monkeypatch.setattr(importer, "FIFO_WAIT_SECONDS", 0.2)
+    monkeypatch.setattr(source, "FIFO_WAIT_SECONDS", 0.2)
     with pytest.raises(ImportFailed, match="named pipe with nothing written to it"):
         import_csv(engine, "customers", fifo)
 
