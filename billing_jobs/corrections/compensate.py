@@ -26,10 +26,9 @@ from datetime import date, datetime, timedelta, timezone
 import pandas as pd
 import sqlalchemy as sa
 
-from billing_jobs.core.money import BALANCE_BOUND_MICROS
 from billing_jobs.core.faults import crash_point
 from billing_jobs.core.errors import BillingError, UsageError
-from billing_jobs.store import bulk
+from billing_jobs.store import bulk, ledger
 from billing_jobs.store.db import db_errors, read_connection
 from billing_jobs.corrections.grant_moves import rebill_grants
 from billing_jobs.store.overlaps import overlapped_by
@@ -68,35 +67,16 @@ def _d(value) -> date | None:
 def _insert(conn, rows: list[dict], n: int) -> list[bool]:
     """Insert rows (ON CONFLICT DO NOTHING on any unique key), move balances for the posted rows
     inserted; return which rows were inserted. Runs inside the caller's transaction."""
-    stamp = bulk.now_value(conn)
-    written = []
-    debits: dict[str, int] = {}
-    cols = ", ".join(_COLS)
-    marks = ", ".join(f":{c}" for c in _COLS)
-    stmt = sa.text(f"INSERT INTO ledger ({cols}) VALUES ({marks}) ON CONFLICT DO NOTHING "
-                   "RETURNING ledger_id")
-    for row in rows:
-        params = {c: row.get(c) for c in _COLS}
-        params["posted_at"] = stamp
-        got = conn.execute(stmt, params).first()
-        written.append(got is not None)
-        if got is not None and row["status"] == "posted" and row["amount_micros"]:
-            debits[row["customer_id"]] = debits.get(row["customer_id"], 0) + int(row["amount_micros"])
+    ledger.lock_customers(conn, (r["customer_id"] for r in rows))
+    written = ledger.insert_rows(conn, rows)
     crash_point("correct_mid", n)
-    for customer in sorted(debits):
-        bal = conn.execute(sa.text("SELECT balance_micros FROM customers WHERE customer_id = :c"
-                                   + (" FOR UPDATE" if bulk.is_postgres(conn) else "")),
-                           {"c": customer}).scalar()
-        if bal is None:
-            raise BillingError(f"customer {customer}: not found, nothing written")
-        new = int(bal) - debits[customer]
-        if abs(new) > BALANCE_BOUND_MICROS:
-            raise BillingError(
-                f"customer {customer}: balance would become {new} micros, beyond the bound "
-                f"+/-{BALANCE_BOUND_MICROS} micros (9e9 units); nothing written")
-        conn.execute(sa.text("UPDATE customers SET balance_micros = balance_micros - :a "
-                             "WHERE customer_id = :c"), {"a": debits[customer], "c": customer})
+    ledger.debit(conn, ledger.posted_debits(r for r, w in zip(rows, written) if w), _refused,
+                 must_exist=True)
     return written
+
+
+def _refused(reason: str) -> BillingError:
+    return BillingError(f"{reason}; nothing written")
 
 
 # ---------------------------------------------------------------------------- adjust
