@@ -171,13 +171,17 @@ _STATES = (
 def key_states(conn: sa.Connection, keys: str, params: Mapping | None = None
                ) -> dict[Key, KeyState]:
     """{key: state} for every posting key the ledger holds among `keys`: SQL selecting distinct
-    (assignment_id, kind, period_start) rows (a staged table, a query of the ledger...). One
-    query; dates are read as dates on both databases."""
-    stmt = sa.text(_STATES.format(keys=keys)).columns(
+    (assignment_id, kind, period_start) rows (a staged table, a query of the ledger...), with
+    `params` (a list is expanded: `IN :name`). One query; dates are read as dates on both
+    databases."""
+    params = dict(params or {})
+    stmt = sa.text(_STATES.format(keys=keys)).bindparams(
+        *(sa.bindparam(k, expanding=True) for k, v in params.items() if isinstance(v, list)))
+    stmt = stmt.columns(
         *ledger.c, sa.column("net", Money), sa.column("rev", sa.BigInteger),
         sa.column("latest", sa.Text))
     out: dict[Key, KeyState] = {}
-    for row in conn.execute(stmt, dict(params or {})).mappings():
+    for row in conn.execute(stmt, params).mappings():
         original = {c.name: row[c.name] for c in ledger.c}
         key = (str(row["assignment_id"]), str(row["kind"]), row["period_start"])
         out[key] = KeyState(int(row["net"]), int(row["rev"]), str(row["latest"]), original)
