@@ -53,14 +53,21 @@ def line_fields(src: Mapping) -> dict:
 _DATES = ("run_date", "period_start", "period_end")
 
 
+def dated_records(frame: pd.DataFrame) -> list[dict]:
+    """The rows of a computed frame (lines, grants) as dicts, their dates as `date` (None for
+    an open end)."""
+    frame = frame.copy()
+    for column in _DATES:
+        if column in frame.columns:
+            days = frame[column].dt.date.astype(object)
+            frame[column] = days.where(frame[column].notna(), None)
+    return frame.to_dict("records")
+
+
 def ledger_records(lines: pd.DataFrame) -> list[dict]:
     """Computed lines as dicts in the ledger's names (money columns `..._micros`), dates as
     `date` (None for an open end)."""
-    frame = lines.rename(columns=stored_name)
-    for column in _DATES:
-        days = frame[column].dt.date.astype(object)
-        frame[column] = days.where(frame[column].notna(), None)
-    return frame.to_dict("records")
+    return dated_records(lines.rename(columns=stored_name))
 
 
 def write(conn: sa.Connection, rows: list[dict], n: int) -> list[bool]:

@@ -134,8 +134,8 @@ def next_revision(t: str) -> str:
 
 
 def is_reversed(t: str) -> str:
-    """SQL condition (never NULL): the key of row alias `t` was reversed (its latest row is a reversal): it
-    counts as not posted, and posting it again writes the next revision."""
+    """SQL condition (never NULL): the key of row alias `t` was reversed (its latest row is a
+    reversal): it counts as not posted, and posting it again writes the next revision."""
     return f"COALESCE({latest_entry(t)}, '') = '{LedgerEntry.REVERSAL}'"
 
 
