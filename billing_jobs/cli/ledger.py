@@ -73,7 +73,7 @@ def adjust_cmd(
     db: DbOption = None,
 ) -> None:
     """A manual debit or credit of a customer, once per idempotency key."""
-    from billing_jobs.corrections.compensate import adjust
+    from billing_jobs.corrections.adjust import adjust
 
     written = adjust(_engine(db), customer, _amount(amount), reason, idempotency_key=key, post=post)
     _show(written, "adjust", not post)
@@ -90,7 +90,7 @@ def rebill_cmd(
     db: DbOption = None,
 ) -> None:
     """Post the differences between current data and the ledger, per posting key, once."""
-    from billing_jobs.corrections.compensate import rebill
+    from billing_jobs.corrections.rebill import rebill
 
     first, last = _parse_date(from_, "--from"), _parse_date(to, "--to")
     written = rebill(_engine(db), first, last, customer or None, simulate=simulate)
@@ -103,7 +103,7 @@ def reverse_cmd(
     db: DbOption = None,
 ) -> None:
     """Void a posted run: compensating rows, balances restored, grants withdrawn; once."""
-    from billing_jobs.corrections.compensate import reverse
+    from billing_jobs.corrections.reverse import reverse
 
     written = reverse(_engine(db), run, simulate=simulate)
     _show(written, "reverse", simulate)

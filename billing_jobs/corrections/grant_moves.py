@@ -26,16 +26,12 @@ import pandas as pd
 import sqlalchemy as sa
 
 from billing_jobs.core.errors import UsageError
-from billing_jobs.core.frames import as_date as _day
+from billing_jobs.core.vocab import KeySpace, correction_key
+from billing_jobs.corrections.rows import dated_records
 from billing_jobs.store import bulk
 
-
-
-
-def _end(value) -> date | None:
-    if value is None or (not isinstance(value, (str, date)) and pd.isna(value)):
-        return None
-    return _day(value)
+#: the grants' dates, read as dates on both databases
+_DATES = dict(period_start=sa.Date, period_end=sa.Date, run_date=sa.Date)
 
 
 def _holds(start: date, end: date | None, day: date) -> bool:
@@ -51,9 +47,9 @@ def _local_day(start_time, tz: str) -> date:
 def _live(conn, assignment_id: str) -> list[tuple[date, date | None, int, str]]:
     rows = conn.execute(sa.text(
         "SELECT period_start, period_end, seconds, customer_id FROM grants "
-        "WHERE assignment_id = :a AND withdrawn_at IS NULL ORDER BY period_start"),
-        {"a": assignment_id}).all()
-    return [(_day(p), _end(e), int(s), str(c)) for p, e, s, c in rows]
+        "WHERE assignment_id = :a AND withdrawn_at IS NULL ORDER BY period_start"
+    ).columns(**_DATES), {"a": assignment_id}).all()
+    return [(p, e, int(s), str(c)) for p, e, s, c in rows]
 
 
 def rebill_grants(conn: sa.Connection, plans: list[tuple[date, pd.DataFrame, bool]],
@@ -74,14 +70,15 @@ def rebill_grants(conn: sa.Connection, plans: list[tuple[date, pd.DataFrame, boo
             stmt = sa.text(sql + " AND customer_id IN :cs").bindparams(
                 sa.bindparam("cs", expanding=True))
             params["cs"] = list(customer_ids)
-        stored = {(str(a), _day(p)) for a, p in conn.execute(stmt, params).all()}
-        computed = {(str(r["assignment_id"]), _day(r["period_start"])): r
-                    for r in grants.to_dict("records")}
+        stored = {(str(a), p) for a, p in conn.execute(stmt.columns(**_DATES), params).all()}
+        computed = {(str(r["assignment_id"]), r["period_start"]): r
+                    for r in dated_records(grants)}
         for key in sorted(stored - set(computed)):
             conn.execute(sa.text(
                 "UPDATE grants SET withdrawn_at = :t, withdrawn_by_run = :b "
                 "WHERE assignment_id = :a AND period_start = :p AND withdrawn_at IS NULL"),
-                {"t": stamp, "b": f"rebill:{day.isoformat()}", "a": key[0], "p": key[1]})
+                {"t": stamp, "b": correction_key(KeySpace.REBILL, day), "a": key[0],
+                 "p": key[1]})
             withdrawn.append(key)
             notes.append(f"grant ({key[0]}, from {key[1]}) withdrawn: current data no longer "
                          f"gives it on {day}")
@@ -89,16 +86,16 @@ def rebill_grants(conn: sa.Connection, plans: list[tuple[date, pd.DataFrame, boo
             wanted += [dict(r, run_date=day) for k, r in sorted(computed.items())
                        if k not in stored]
     for r in wanted:
-        a, start, end = str(r["assignment_id"]), _day(r["period_start"]), _end(r["period_end"])
+        a, start, end = str(r["assignment_id"]), r["period_start"], r["period_end"]
         live = _live(conn, a)
         if any(s == start for s, _e, _n, _c in live):
             continue  # granted already (under another date of the range, or before)
         for s, e, _n, _c in live:
             if s < (end or date.max) and start < (e or date.max):
                 run_day = conn.execute(sa.text(
-                    "SELECT run_date FROM grants WHERE assignment_id = :a AND period_start = :p"),
-                    {"a": a, "p": s}).scalar()
-                other = _day(run_day).isoformat()
+                    "SELECT run_date FROM grants WHERE assignment_id = :a AND period_start = :p"
+                ).columns(**_DATES), {"a": a, "p": s}).scalar()
+                other = run_day.isoformat()
                 lo, hi = min(first.isoformat(), other), max(last.isoformat(), other)
                 raise UsageError(
                     f"rebill: grant ({a}, from {start}) would give minutes for days the live "
@@ -112,7 +109,7 @@ def rebill_grants(conn: sa.Connection, plans: list[tuple[date, pd.DataFrame, boo
             "seconds = excluded.seconds, period_end = excluded.period_end, "
             "destination = excluded.destination, granted_at = excluded.granted_at, "
             "withdrawn_at = NULL, withdrawn_by_run = NULL WHERE grants.withdrawn_at IS NOT NULL"),
-            {"run": f"rebill:{r['run_date'].isoformat()}", "d": r["run_date"],
+            {"run": correction_key(KeySpace.REBILL, r["run_date"]), "d": r["run_date"],
              "c": str(r["customer_id"]), "a": a, "pk": str(r["package_id"]), "p": start,
              "e": end, "dest": str(r["destination"] or ""), "s": int(r["seconds"]), "t": stamp})
         notes.append(f"grant ({a}, from {start}) granted: {int(r['seconds']) // 60} minutes")
@@ -165,14 +162,15 @@ def _move_consumption(conn, withdrawn: list[tuple[str, date]], tz: str) -> list[
         used, covered = int(used), int(covered)
         g = conn.execute(sa.text(
             "SELECT customer_id, period_end, seconds, withdrawn_at FROM grants "
-            "WHERE assignment_id = :a AND period_start = :p"), {"a": a, "p": start}).one()
+            "WHERE assignment_id = :a AND period_start = :p").columns(**_DATES),
+            {"a": a, "p": start}).one()
         conn.execute(sa.text(
             "INSERT INTO grant_usage (assignment_id, period_start, customer_id, period_end, "
             "seconds_granted, seconds_used, credited_micros, updated_by_run) VALUES (:a, :p, "
             ":c, :e, :g, :u, :m, 'rebill') ON CONFLICT (assignment_id, period_start) DO UPDATE "
             "SET seconds_used = excluded.seconds_used, credited_micros = "
             "excluded.credited_micros, updated_by_run = excluded.updated_by_run"),
-            {"a": a, "p": start, "c": str(g[0]), "e": _end(g[1]), "g": int(g[2]), "u": used,
+            {"a": a, "p": start, "c": str(g[0]), "e": g[1], "g": int(g[2]), "u": used,
              "m": covered})
         if g[3] is not None and used:
             notes.append(f"grant ({a}, from {start}) withdrawn: {used} s of its calls fall on "

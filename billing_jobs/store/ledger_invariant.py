@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from billing_jobs.core.vocab import LineStatus
 from billing_jobs.store.db import read_connection
 
 _MISMATCHES = sa.text(
     "SELECT c.customer_id, c.balance_micros, "
     "c.opening_balance_micros - COALESCE(l.total, 0) AS expected "
     "FROM customers c LEFT JOIN (SELECT customer_id, SUM(amount_micros) AS total FROM ledger "
-    "WHERE status = 'posted' GROUP BY customer_id) l ON l.customer_id = c.customer_id "
+    f"WHERE status = '{LineStatus.POSTED}' GROUP BY customer_id) l "
+    "ON l.customer_id = c.customer_id "
     "WHERE c.balance_micros <> c.opening_balance_micros - COALESCE(l.total, 0) "
     "ORDER BY c.customer_id"
 )

@@ -16,21 +16,21 @@ database (trigger of migration 0007, the guarantee behind both):
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date
 
-import pandas as pd
 import sqlalchemy as sa
 
-from billing_jobs.store import bulk
-
-#: The kinds the rule holds for (credits and adjustments are not days of service).
-OVERLAP_KINDS = ("setup", "recurring", "prorated", "minimum_spend")
+from billing_jobs.core.vocab import SERVICE_KINDS, LineKind
+from billing_jobs.store import bulk, ledger
 
 #: {line position: (kind, period_start, run_date) of the live key the line would charge again}
 Overlaps = dict[int, tuple[str, str, str]]
 
-_FAMILY = "(CASE WHEN {a}.kind IN ('recurring', 'prorated') THEN 'rental' ELSE {a}.kind END)"
-_KINDS = ", ".join(f"'{k}'" for k in OVERLAP_KINDS)
+_FAMILY = (f"(CASE WHEN {{a}}.kind IN ('{LineKind.RECURRING}', '{LineKind.PRORATED}') "
+           "THEN 'rental' ELSE {a}.kind END)")
+_KINDS = ", ".join(f"'{k}'" for k in SERVICE_KINDS)
+#: the dates of a found overlap, read as dates on both databases
+_TYPES = dict(kind=sa.Text, period_start=sa.Date, run_date=sa.Date)
 
 
 def _live_overlap(new: str) -> str:
@@ -39,7 +39,8 @@ def _live_overlap(new: str) -> str:
         f"ledger l WHERE l.assignment_id = {new}.assignment_id AND l.revision = 0 "
         f"AND l.period_start <> {new}.period_start "
         f"AND {_FAMILY.format(a='l')} = {_FAMILY.format(a=new)} "
-        f"AND ({new}.kind = 'setup' OR (l.period_start < COALESCE({new}.period_end, '9999-12-31') "
+        f"AND ({new}.kind = '{LineKind.SETUP}' "
+        f"OR (l.period_start < COALESCE({new}.period_end, '9999-12-31') "
         f"AND {new}.period_start < COALESCE(l.period_end, '9999-12-31'))) "
         "AND (SELECT SUM(x.amount_micros) FROM ledger x WHERE x.assignment_id = l.assignment_id "
         "AND x.kind = l.kind AND x.period_start = l.period_start) <> 0"
@@ -51,10 +52,7 @@ _STAGED = (
     "SELECT t.seq, l.kind, l.period_start, l.run_date FROM {t} t, " + _live_overlap("t")
     + f" AND t.kind IN ({_KINDS}) AND t.amount <> 0 "
     # a line whose own key is already posted stays `already_posted`
-    "AND NOT EXISTS (SELECT 1 FROM ledger y WHERE y.assignment_id = t.assignment_id "
-    "AND y.kind = t.kind AND y.period_start = t.period_start AND y.entry <> 'reversal' "
-    "AND y.revision = (SELECT MAX(z.revision) FROM ledger z WHERE z.assignment_id = "
-    "t.assignment_id AND z.kind = t.kind AND z.period_start = t.period_start))"
+    f"AND NOT {ledger.is_posted('t')}"
 )
 
 # one row about to be written (bind parameters a, k, p, e)
@@ -63,32 +61,26 @@ _ONE = ("SELECT l.kind, l.period_start, l.run_date FROM (SELECT :a AS assignment
         + " ORDER BY l.period_start LIMIT 1")
 
 
-def _iso(value) -> str:
-    if isinstance(value, (datetime, pd.Timestamp)):
-        return value.strftime("%Y-%m-%d")
-    if isinstance(value, date):
-        return value.isoformat()
-    return str(value)[:10]
-
-
 def overlapping(conn: sa.Connection, stage: str) -> Overlaps:
     """The staged lines of table `stage` that would charge days a live key of their assignment
     and family already charged under another period_start: held, not posted."""
-    rows = conn.exec_driver_sql(_STAGED.format(t=stage)).all()
+    rows = conn.execute(sa.text(_STAGED.format(t=stage)).columns(
+        seq=sa.BigInteger, **_TYPES)).all()
     out: Overlaps = {}
-    for seq, kind, start, run_date in sorted(rows, key=lambda r: (int(r[0]), _iso(r[1]))):
-        out.setdefault(int(seq), (str(kind), _iso(start), _iso(run_date)))
+    for seq, kind, start, run_date in sorted(rows, key=lambda r: (r[0], r[1], r[2])):
+        out.setdefault(int(seq), (str(kind), start.isoformat(), run_date.isoformat()))
     return out
 
 
 def overlapped_by(conn: sa.Connection, assignment_id: str, kind: str, period_start: date,
                   period_end: date | None) -> tuple[str, str, str] | None:
     """(kind, period_start, run_date) of a live key a new row of this key would overlap."""
-    if kind not in OVERLAP_KINDS:
+    if kind not in SERVICE_KINDS:
         return None
     pg = bulk.is_postgres(conn)
     stmt = sa.text(_ONE.replace(":p AS", "CAST(:p AS date) AS").replace(
-        ":e AS", "CAST(:e AS date) AS") if pg else _ONE)
-    row = conn.execute(stmt, {"a": assignment_id, "k": kind, "p": _iso(period_start),
-                              "e": None if period_end is None else _iso(period_end)}).first()
-    return None if row is None else (str(row[0]), _iso(row[1]), _iso(row[2]))
+        ":e AS", "CAST(:e AS date) AS") if pg else _ONE).columns(**_TYPES)
+    row = conn.execute(stmt, {"a": assignment_id, "k": kind, "p": period_start.isoformat(),
+                              "e": None if period_end is None else period_end.isoformat()}
+                       ).first()
+    return None if row is None else (str(row[0]), row[1].isoformat(), row[2].isoformat())

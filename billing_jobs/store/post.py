@@ -15,9 +15,8 @@ completes the rest. Per batch:
    executemany), each row with its position (`seq`) in the result;
 2. INSERT INTO ledger ... SELECT ... ORDER BY key ... ON CONFLICT DO NOTHING RETURNING the
    keys, customers and amounts actually inserted (a key another run wrote is not returned);
-3. the customers are locked in customer_id order (PostgreSQL) and debited by the sum of the
-   auto-decrement amounts this transaction inserted (one UPDATE ... FROM unnest(...) on
-   PostgreSQL, executemany on SQLite);
+3. the customers (locked in customer_id order when the batch began, store/ledger.py) are
+   debited by the sum of the auto-decrement amounts this transaction inserted;
 4. grants likewise (INSERT ... ON CONFLICT DO NOTHING RETURNING), then COMMIT.
 
 Fault injection for tests (billing_jobs/core/faults.py): BILLING_CRASH_AT=`<point>:<batch>` with point one of
@@ -38,10 +37,10 @@ import pyarrow.compute as pc
 import sqlalchemy as sa
 
 from billing_jobs.core.frames import GRANT_COLUMNS, BillingResult
-from billing_jobs.core.money import BALANCE_BOUND_MICROS
 from billing_jobs.core.faults import crash_point
 from billing_jobs.core.errors import GateError
-from billing_jobs.store import bulk
+from billing_jobs.core.vocab import GRANT_KEY, POSTING_KEY, LineKind, LineStatus
+from billing_jobs.store import bulk, ledger
 from billing_jobs.store.db import db_errors, read_connection
 from billing_jobs.store.ledger_view import (held_by_ledger, held_grant_differences,
                                            overlap_differences)
@@ -100,8 +99,8 @@ def post_result(
     """
     lines = result.due_lines
     grants = result.grants
-    _check_unique(lines, ["assignment_id", "kind", "period_start"], "due lines")
-    _check_unique(grants, ["assignment_id", "period_start"], "grants")
+    _check_unique(lines, list(POSTING_KEY), "due lines")
+    _check_unique(grants, list(GRANT_KEY), "grants")
     line_tab = _line_table(lines)
     grant_tab = _grant_table(grants)
     moved = result.grant_counters
@@ -116,8 +115,8 @@ def post_result(
     if simulate:
         with db_errors(engine, "simulating the posting"):
             line_done, grant_done, held = _simulate(engine, line_tab, grant_tab)
-        line_status = np.where(line_done, "already_posted", "simulated")
-        grant_status = np.where(grant_done, "already_posted", "simulated")
+        line_status = np.where(line_done, LineStatus.ALREADY_POSTED, LineStatus.SIMULATED)
+        grant_status = np.where(grant_done, LineStatus.ALREADY_POSTED, LineStatus.SIMULATED)
     else:
         with db_errors(engine, "posting"):
             line_new, grant_new, deferred, held = _post(engine, line_tab, grant_tab, run_id,
@@ -125,15 +124,16 @@ def post_result(
                                         use_tab, counter_tab, run_date)
         auto = (lines["auto_decrement"].to_numpy(dtype=bool) if len(lines)
                 else np.zeros(0, dtype=bool))
-        line_status = np.where(line_new, np.where(auto, "posted", "invoiced"), "already_posted")
+        line_status = np.where(line_new, np.where(auto, LineStatus.POSTED, LineStatus.INVOICED),
+                               LineStatus.ALREADY_POSTED)
         if deferred and len(lines):  # free minutes another run consumed meanwhile
-            late = ((lines["kind"] == "free_minutes_credit")
+            late = ((lines["kind"] == LineKind.FREE_MINUTES_CREDIT)
                     & lines["customer_id"].astype(str).isin(deferred)).to_numpy()
-            line_status = np.where(late & ~line_new, "deferred", line_status)
-        grant_status = np.where(grant_new, "posted", "already_posted")
+            line_status = np.where(late & ~line_new, LineStatus.DEFERRED, line_status)
+        grant_status = np.where(grant_new, LineStatus.POSTED, LineStatus.ALREADY_POSTED)
     if held:
         line_status = np.asarray(line_status, dtype=object)
-        line_status[sorted(held)] = "overlaps_posted"
+        line_status[sorted(held)] = LineStatus.OVERLAPS_POSTED
     lines = lines.assign(status=pd.Series(line_status, index=lines.index, dtype=str))
     grants = grants.assign(status=pd.Series(grant_status, index=grants.index, dtype=str))
     with db_errors(engine, "reading what the ledger holds"):
@@ -142,7 +142,7 @@ def post_result(
         differences = pd.concat([differences, overlap_differences(lines, held)],
                                 ignore_index=True)
     if len(result.held_grants):  # never grant an assignment's days twice (#17 item 2)
-        held_rows = result.held_grants[GRANT_COLUMNS].assign(status="overlaps_posted")
+        held_rows = result.held_grants[GRANT_COLUMNS].assign(status=LineStatus.OVERLAPS_POSTED)
         grants = pd.concat([g for g in (grants, held_rows) if len(g)], ignore_index=True)
         differences = pd.concat([d for d in (differences,
                                              held_grant_differences(result.held_grants))
@@ -284,13 +284,8 @@ def _simulate(engine: sa.Engine, lines: pa.Table, grants: pa.Table
     return line_done, grant_done, held
 
 
-# "already posted": the key has rows and its highest revision is not a reversal
-_EXISTING_LINES = (
-    "SELECT t.seq FROM {t} t JOIN ledger l ON l.assignment_id = t.assignment_id "
-    "AND l.kind = t.kind AND l.period_start = t.period_start AND l.entry <> 'reversal' "
-    "AND l.revision = (SELECT MAX(x.revision) FROM ledger x WHERE x.assignment_id = "
-    "t.assignment_id AND x.kind = t.kind AND x.period_start = t.period_start)"
-)
+# "already posted": store/ledger.py's rule
+_EXISTING_LINES = "SELECT t.seq FROM {t} t WHERE " + ledger.is_posted("t")
 _EXISTING_GRANTS = (
     "SELECT t.seq FROM {t} t JOIN grants g ON g.assignment_id = t.assignment_id "
     "AND g.period_start = t.period_start AND g.withdrawn_at IS NULL"
@@ -384,6 +379,18 @@ def _returned_seqs(returned: list, table: pa.Table, key: list[str]) -> np.ndarra
     return table.column("seq").to_numpy()[hit].astype("int64")
 
 
+#: a staged line's ledger status: auto-decrement lines move the balance, the others are invoiced
+_STATUS = (f"CASE WHEN {{t}}.auto_decrement THEN '{LineStatus.POSTED}' "
+           f"ELSE '{LineStatus.INVOICED}' END")
+#: exactly once: a key (and revision) another run wrote is not inserted and not returned
+_ONCE = ("ON CONFLICT (assignment_id, kind, period_start, revision) DO NOTHING "
+         "RETURNING assignment_id, kind, period_start, customer_id, amount_micros, status")
+
+
+def _refused(reason: str) -> GateError:
+    return GateError(f"refusing to post: {reason}; nothing posted for its batch")
+
+
 def _post_batch(engine: sa.Engine, number: int, lines: pa.Table, grants: pa.Table,
                 run_id: str, uses: pa.Table, counters: pa.Table, run_date
                 ) -> tuple[np.ndarray, np.ndarray, list[str], Overlaps]:
@@ -394,7 +401,10 @@ def _post_batch(engine: sa.Engine, number: int, lines: pa.Table, grants: pa.Tabl
         stamp = now if pg else now.strftime("%Y-%m-%d %H:%M:%S.%f")
         trans = conn.begin()  # SQLite: BEGIN IMMEDIATE, concurrent posters queue here
         try:
-            _lock_customers(conn, lines, grants, uses)
+            # PostgreSQL: the batch's customers, before anything else, so that the
+            # free-minute state read below cannot change under this transaction
+            ledger.lock_customers(conn, (c for t in (lines, grants, uses)
+                                         for c in t.column("customer_id").to_pylist()))
             deferred: list[str] = []
             _stage(conn, "_post_lines", _LINE_STAGE, lines)
             held = overlapping(conn, "_post_lines")
@@ -411,13 +421,10 @@ def _post_batch(engine: sa.Engine, number: int, lines: pa.Table, grants: pa.Tabl
             into = ", ".join(_LEDGER_COLS)
             inserted = conn.exec_driver_sql(
                 f"INSERT INTO ledger (run_id, {into}, status, posted_at) "
-                f"SELECT {p}, {out}, "
-                "CASE WHEN auto_decrement THEN 'posted' ELSE 'invoiced' END, "
+                f"SELECT {p}, {out}, {_STATUS.format(t='_post_lines')}, "
                 f"{p} FROM _post_lines WHERE true "
                 "ORDER BY customer_id, assignment_id, kind, period_start "
-                "ON CONFLICT (assignment_id, kind, period_start, revision) DO NOTHING "
-                "RETURNING assignment_id, kind, period_start, customer_id, amount_micros, "
-                "auto_decrement",
+                f"{_ONCE}",
                 (run_id, stamp),
             ).all()
             # a key whose latest row is a reversal counts as not posted: post it again as
@@ -425,29 +432,16 @@ def _post_batch(engine: sa.Engine, number: int, lines: pa.Table, grants: pa.Tabl
             inserted += conn.exec_driver_sql(
                 f"INSERT INTO ledger (run_id, {into}, status, posted_at, revision) "
                 f"SELECT {p}, " + ", ".join(f"t.{c}" for c in _LINE_OUT) + ", "
-                "CASE WHEN t.auto_decrement THEN 'posted' ELSE 'invoiced' END, "
-                f"{p}, m.rev + 1 FROM _post_lines t JOIN ("
-                "SELECT assignment_id, kind, period_start, MAX(revision) AS rev FROM ledger "
-                "WHERE assignment_id IN (SELECT assignment_id FROM _post_lines) "
-                "GROUP BY assignment_id, kind, period_start) m "
-                "ON m.assignment_id = t.assignment_id AND m.kind = t.kind "
-                "AND m.period_start = t.period_start "
-                "JOIN ledger l ON l.assignment_id = m.assignment_id AND l.kind = m.kind "
-                "AND l.period_start = m.period_start AND l.revision = m.rev "
-                "WHERE l.entry = 'reversal' "
+                f"{_STATUS.format(t='t')}, {p}, {ledger.next_revision('t')} "
+                f"FROM _post_lines t WHERE {ledger.is_reversed('t')} "
                 "ORDER BY t.customer_id, t.assignment_id, t.kind, t.period_start "
-                "ON CONFLICT (assignment_id, kind, period_start, revision) DO NOTHING "
-                "RETURNING assignment_id, kind, period_start, customer_id, amount_micros, "
-                "auto_decrement",
+                f"{_ONCE}",
                 (run_id, stamp),
             ).all()
-            new_lines = _returned_seqs(inserted, lines, ["assignment_id", "kind", "period_start"])
+            new_lines = _returned_seqs(inserted, lines, list(POSTING_KEY))
             crash_point("mid_batch", number)
-            debits: dict[str, int] = {}
-            for _a, _k, _p, customer, amount, auto in inserted:
-                if auto and amount:
-                    debits[customer] = debits.get(customer, 0) + int(amount)
-            _debit(conn, sorted(debits.items()))
+            ledger.debit(conn, ledger.posted_debits(r._mapping for r in inserted), _refused,
+                         must_exist=False)  # a customer without a row: the others go on
             gout = ", ".join(_GRANT_OUT)
             granted = conn.exec_driver_sql(
                 f"INSERT INTO grants (run_id, {gout}, granted_at) "
@@ -462,7 +456,7 @@ def _post_batch(engine: sa.Engine, number: int, lines: pa.Table, grants: pa.Tabl
                 "RETURNING assignment_id, period_start",
                 (run_id, stamp),
             ).all()
-            new_grants = _returned_seqs(granted, grants, ["assignment_id", "period_start"])
+            new_grants = _returned_seqs(granted, grants, list(GRANT_KEY))
             if consuming:
                 _write_consumption(conn, run_id, run_date, stamp)
                 bulk.drop_temp(conn, "_post_uses", "_post_counters", "_post_done")
@@ -475,19 +469,6 @@ def _post_batch(engine: sa.Engine, number: int, lines: pa.Table, grants: pa.Tabl
             raise
     crash_point("after_commit", number)
     return new_lines, new_grants, deferred, held
-
-
-def _lock_customers(conn: sa.Connection, *tables: pa.Table) -> None:
-    """PostgreSQL: lock the batch's customers in id order before anything else, so that the
-    free-minute state read below cannot change under this transaction (SQLite: the write
-    transaction already excludes every other writer)."""
-    if not bulk.is_postgres(conn):
-        return
-    ids = sorted({str(c) for t in tables for c in t.column("customer_id").to_pylist()})
-    if ids:
-        with conn.connection.driver_connection.cursor() as cur:
-            cur.execute("SELECT 1 FROM customers WHERE customer_id = ANY(%s::text[]) "
-                        "ORDER BY customer_id FOR UPDATE", (ids,))
 
 
 _NOT_DONE = "customer_id NOT IN (SELECT customer_id FROM _post_done)"
@@ -527,7 +508,7 @@ def _settle_consumption_checks(conn: sa.Connection, run_date) -> list[str]:
         conn.exec_driver_sql(f"INSERT INTO _post_done (customer_id) VALUES "
                              + ", ".join([f"({p})"] * len(chunk)), tuple(chunk))
     conn.exec_driver_sql(
-        "DELETE FROM _post_lines WHERE kind = 'free_minutes_credit' AND customer_id IN "
+        f"DELETE FROM _post_lines WHERE kind = '{LineKind.FREE_MINUTES_CREDIT}' AND customer_id IN "
         "(SELECT customer_id FROM _post_done)")
     return moved_ids
 
@@ -553,51 +534,3 @@ def _write_consumption(conn: sa.Connection, run_id: str, run_date, stamp) -> Non
         "seconds_used = excluded.seconds_used, credited_micros = excluded.credited_micros, "
         "seconds_granted = excluded.seconds_granted, period_end = excluded.period_end, "
         "updated_by_run = excluded.updated_by_run", (run_id,))
-
-
-def _debit(conn: sa.Connection, debits: list[tuple[str, int]]) -> None:
-    """balance -= amount for each (customer_id, amount), customers in id order."""
-    if not debits:
-        return
-    ids = [c for c, _ in debits]
-    amounts = [a for _, a in debits]
-    _check_bounds(conn, debits)
-    if bulk.is_postgres(conn):
-        raw = conn.connection.driver_connection
-        with raw.cursor() as cur:
-            # Lock in id order first: two posters never wait on each other in a cycle.
-            cur.execute("SELECT 1 FROM customers WHERE customer_id = ANY(%s::text[]) "
-                        "ORDER BY customer_id FOR UPDATE", (ids,))
-            cur.execute(
-                "UPDATE customers AS c SET balance_micros = c.balance_micros - d.amount "
-                "FROM unnest(%s::text[], %s::bigint[]) AS d(customer_id, amount) "
-                "WHERE c.customer_id = d.customer_id",
-                (ids, amounts),
-            )
-    else:
-        raw = conn.connection.driver_connection
-        cur = raw.cursor()
-        try:
-            cur.executemany("UPDATE customers SET balance_micros = balance_micros - ? WHERE customer_id = ?",
-                            [(a, c) for c, a in debits])
-        finally:
-            cur.close()
-
-
-def _check_bounds(conn: sa.Connection, debits: list[tuple[str, int]]) -> None:
-    """Refuse the batch (rolled back, nothing written) if a balance would leave the bound."""
-    p = bulk.param(conn)
-    for start in range(0, len(debits), 500):
-        chunk = debits[start:start + 500]
-        marks = ", ".join([p] * len(chunk))
-        rows = conn.exec_driver_sql(
-            f"SELECT customer_id, balance_micros FROM customers WHERE customer_id IN ({marks})",
-            tuple(c for c, _ in chunk)).all()
-        have = {str(c): int(b) for c, b in rows}
-        for customer, amount in chunk:
-            new = have.get(customer, 0) - int(amount)
-            if abs(new) > BALANCE_BOUND_MICROS:
-                raise GateError(
-                    f"refusing to post: customer {customer}: balance would become {new} micros, "
-                    f"beyond the bound +/-{BALANCE_BOUND_MICROS} micros (9e9 units); "
-                    "nothing posted for its batch")

@@ -7,7 +7,7 @@ from decimal import Decimal
 import sqlalchemy as sa
 
 from billing_jobs.ingest.importer import import_csv
-from billing_jobs.corrections.compensate import adjust
+from billing_jobs.corrections.adjust import adjust
 from tests.store.helpers import fresh_engine
 
 

@@ -14,7 +14,9 @@ from billing_jobs.core.errors import UsageError
 from billing_jobs.run.pipeline import RunRequest, run_billing
 from billing_jobs.ingest.importer import import_csv
 from billing_jobs.store.db import make_engine, upgrade
-from billing_jobs.corrections.compensate import adjust, rebill, reverse
+from billing_jobs.corrections.adjust import adjust
+from billing_jobs.corrections.rebill import rebill
+from billing_jobs.corrections.reverse import reverse
 from billing_jobs.store.ledger_invariant import balance_mismatches
 
 D = date(2027, 1, 1)

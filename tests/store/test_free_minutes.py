@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from billing_jobs.run.pipeline import RunRequest, backfill, run_billing
 from billing_jobs.store.db import make_engine, upgrade
-from billing_jobs.corrections.compensate import reverse
+from billing_jobs.corrections.reverse import reverse
 from billing_jobs.ingest.importer import import_csv
 from tests.store.free_minute_poster import post_night
 

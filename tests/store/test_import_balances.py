@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from billing_jobs.cli.app import main
 from billing_jobs.core.errors import ImportFailed
 from billing_jobs.ingest.importer import import_csv
-from billing_jobs.corrections.compensate import adjust
+from billing_jobs.corrections.adjust import adjust
 from billing_jobs.store.ledger_invariant import balance_mismatches
 from tests.store.helpers import balances, fresh_engine
 

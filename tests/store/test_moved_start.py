@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from billing_jobs.core.errors import UsageError
 from billing_jobs.run.pipeline import RunRequest, run_billing
 from billing_jobs.ingest.importer import import_csv
-from billing_jobs.corrections.compensate import rebill
+from billing_jobs.corrections.rebill import rebill
 
 from tests.store.helpers import fresh_engine
 
