@@ -46,6 +46,12 @@ CONSUMED_COLUMNS = ["call_id", "customer_id", "assignment_id", "period_start", "
 CONSUMPTION_COLUMNS = ["run_date", "call_id", "customer_id", "assignment_id", "period_start",
                        "start_time", "seconds", "covered", "late"]
 #: Per grant the date touches or reports: counters before and after the date.
+#: versions of a package's money terms (SPEC 10), money in micros; effective_from a date
+VERSION_COLUMNS = ["package_id", "effective_from", "cost", "retail", "setup_cost", "setup_retail",
+                   "free_minutes"]
+#: changes of an assignment from a date (SPEC 10): NULL/NA fields are unchanged
+CHANGE_COLUMNS = ["change_id", "assignment_id", "effective_from", "quantity", "package_id",
+                  "free_minutes", "customer_id", "cancel", "void"]
 GRANT_COUNTER_COLUMNS = ["customer_id", "assignment_id", "period_start", "period_end",
                          "seconds_granted", "seconds_used_before", "seconds_used",
                          "credited_before", "credited"]
@@ -72,12 +78,13 @@ DIFFERENCE_COLUMNS = ["assignment_id", "kind", "period_start", "currency", "ledg
                       "correction"]
 
 _DATE_COLUMNS = {"run_date", "period_start", "period_end", "start_date", "end_date",
-                 "effective_end", "consumed_on", "posted_period_start", "posted_run_date"}
+                 "effective_end", "consumed_on", "posted_period_start", "posted_run_date",
+                 "effective_from"}
 _INT_COLUMNS = {"quantity", "unit_price", "amount", "cost", "seconds", "seconds_granted",
                 "seconds_used", "balance", "charge", "duration_s", "retail", "setup_cost",
                 "setup_retail", "minimum_days", "credited", "covered", "seconds_used_before",
-                "credited_before", "ledger_quantity", "ledger_amount"}
-_BOOL_COLUMNS = {"auto_decrement", "minimum_spend", "prorate", "late"}
+                "credited_before", "ledger_quantity", "ledger_amount", "change_id"}
+_BOOL_COLUMNS = {"auto_decrement", "minimum_spend", "prorate", "late", "cancel", "void"}
 
 
 def column_dtype(column: str) -> str:
@@ -141,6 +148,9 @@ class BillingInputs:
     counters: pd.DataFrame = field(default_factory=lambda: empty_frame(COUNTER_COLUMNS))
     consumed: pd.DataFrame = field(default_factory=lambda: empty_frame(CONSUMED_COLUMNS))
     granted: pd.DataFrame = field(default_factory=lambda: empty_frame(GRANTED_COLUMNS))
+    #: terms over time (empty: every package and assignment has one set of terms)
+    versions: pd.DataFrame = field(default_factory=lambda: empty_frame(VERSION_COLUMNS))
+    changes: pd.DataFrame = field(default_factory=lambda: empty_frame(CHANGE_COLUMNS))
 
 
 @dataclass

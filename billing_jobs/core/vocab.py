@@ -20,15 +20,22 @@ class LineKind(StrEnum):
     MINIMUM_SPEND = "minimum_spend"
     FREE_MINUTES_CREDIT = "free_minutes_credit"
     ADJUSTMENT = "adjustment"
+    #: a change of terms from a date D inside a prorated period [s, e) (SPEC 10): the old
+    #: terms' unused part given back, and the new terms' remaining part charged, keyed by D
+    CHANGE_CREDIT = "change_credit"
+    CHANGE_CHARGE = "change_charge"
 
 
 #: the kinds the engine computes for a billing date (everything but manual adjustments)
 DUE_KINDS: tuple[LineKind, ...] = (LineKind.SETUP, LineKind.RECURRING, LineKind.PRORATED,
-                                   LineKind.MINIMUM_SPEND, LineKind.FREE_MINUTES_CREDIT)
+                                   LineKind.MINIMUM_SPEND, LineKind.FREE_MINUTES_CREDIT,
+                                   LineKind.CHANGE_CREDIT, LineKind.CHANGE_CHARGE)
 #: the kinds that charge an assignment's days of service: two live keys of these may never
 #: cover the same day (migration 0007's trigger)
 SERVICE_KINDS: tuple[LineKind, ...] = (LineKind.SETUP, LineKind.RECURRING, LineKind.PRORATED,
                                        LineKind.MINIMUM_SPEND)
+#: the kinds whose posted (charge) lines are credits: amount <= 0
+CREDIT_KINDS: tuple[LineKind, ...] = (LineKind.FREE_MINUTES_CREDIT, LineKind.CHANGE_CREDIT)
 #: every kind a ledger row may hold (the table's check constraint)
 LEDGER_KINDS: tuple[LineKind, ...] = (*DUE_KINDS, LineKind.ADJUSTMENT)
 

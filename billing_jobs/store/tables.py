@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from billing_jobs.core.vocab import (GRANT_KEY, LEDGER_KINDS, NEW_STATUSES, POSTING_KEY,
-                                     LedgerEntry, LineKind, RunMode, RunStatus)
+from billing_jobs.core.vocab import (CREDIT_KINDS, GRANT_KEY, LEDGER_KINDS, NEW_STATUSES,
+                                     POSTING_KEY, LedgerEntry, RunMode, RunStatus)
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -110,6 +110,48 @@ assignments = sa.Table(
     sa.Index(None, "customer_id"),
 )
 
+#: Versions of a package's money terms, each in force from a date (SPEC 10). The packages row
+#: holds the terms in force before the first version. Append-only once posted lines were
+#: priced with a version (migration 0010's triggers).
+package_versions = sa.Table(
+    "package_versions", metadata,
+    sa.Column("package_id", sa.Text, primary_key=True),
+    sa.Column("effective_from", sa.Date, primary_key=True),
+    sa.Column("cost_micros", Money, nullable=False, comment="micro-units"),
+    sa.Column("retail_micros", Money, nullable=False, comment="micro-units"),
+    sa.Column("setup_cost_micros", Money, nullable=False, comment="micro-units"),
+    sa.Column("setup_retail_micros", Money, nullable=False, comment="micro-units"),
+    sa.Column("free_minutes", sa.BigInteger, nullable=False),
+    sa.Column("recorded_at", Timestamp, nullable=False),
+    sa.Column("recorded_by", sa.Text, nullable=False, comment="who: user and host"),
+    sa.Column("source", sa.Text, nullable=False, comment="what: the file or the command"),
+)
+
+#: Changes of an assignment from a date (SPEC 10): each row sets the fields it names (NULL:
+#: unchanged) from effective_from on; `cancel` ends the assignment from that date, `void`
+#: withdraws it from its start. Rows are events: never updated or deleted (migration 0010).
+assignment_changes = sa.Table(
+    "assignment_changes", metadata,
+    sa.Column("change_id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("assignment_id", sa.Text, nullable=False),
+    sa.Column("effective_from", sa.Date, nullable=False),
+    sa.Column("quantity", sa.BigInteger, nullable=True),
+    sa.Column("package_id", sa.Text, nullable=True),
+    sa.Column("free_minutes", sa.BigInteger, nullable=True),
+    sa.Column("customer_id", sa.Text, nullable=True),
+    sa.Column("cancel", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("void", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("recorded_at", Timestamp, nullable=False),
+    sa.Column("recorded_by", sa.Text, nullable=False, comment="who: user and host"),
+    sa.Column("source", sa.Text, nullable=False, comment="what: the file or the command"),
+    sa.Column("idempotency_key", sa.Text, nullable=False,
+              comment="a retried command or re-imported file records nothing twice"),
+    sa.UniqueConstraint("idempotency_key"),
+    sa.CheckConstraint("quantity IS NULL OR quantity >= 1", name="quantity"),
+    sa.CheckConstraint("free_minutes IS NULL OR free_minutes >= 0", name="free_minutes"),
+    sa.Index(None, "assignment_id", "effective_from"),
+)
+
 usage = sa.Table(
     "usage", metadata,
     sa.Column("call_id", sa.Text, primary_key=True),
@@ -150,7 +192,7 @@ ledger = sa.Table(
     sa.UniqueConstraint("idempotency_key"),
     sa.CheckConstraint("quantity >= 0", name="quantity"),
     sa.CheckConstraint("unit_price_micros >= 0", name="unit_price"),
-    sa.CheckConstraint(f"entry <> '{LedgerEntry.CHARGE}' OR kind = '{LineKind.FREE_MINUTES_CREDIT}' "
+    sa.CheckConstraint(f"entry <> '{LedgerEntry.CHARGE}' OR kind IN ({_in(CREDIT_KINDS)}) "
                        "OR (amount_micros >= 0 AND cost_micros >= 0)", name="money"),
     sa.CheckConstraint(f"kind IN ({_in(LEDGER_KINDS)})", name="kind"),
     sa.CheckConstraint(f"entry IN ({_in(LedgerEntry)})", name="entry"),
