@@ -88,9 +88,10 @@ class BalanceChange:
     def sentence(self) -> str:
         """What the CLI prints for a change written by --set-balances."""
         sign = "+" if self.change_micros > 0 else ""
-        return (f"{self.file}: {self.described()} {self.currency}: balance adjusted by "
-                f"{sign}{money(self.change_micros, self.currency)} {self.currency} "
-                f"(ledger adjustment {self.key})")
+        return (f"{self.file} row {self.row}: customer {self.customer_id!r} balance adjusted by "
+                f"{sign}{money(self.change_micros, self.currency)} {self.currency} (last import "
+                f"set {money(self.imported_micros, self.currency)}, file "
+                f"{money(self.file_micros, self.currency)}; ledger adjustment {self.key})")
 
 
 def _changed(conn: sa.Connection, frame: pd.DataFrame, name: str) -> list[BalanceChange]:
