@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -41,7 +42,7 @@ import sqlalchemy as sa
 from billing_jobs.core.entities import ENTITY_KINDS
 from billing_jobs.core.errors import ImportFailed
 from billing_jobs.core.frames import ENTITY_KEYS
-from billing_jobs.ingest.balances import existing_balance_rule
+from billing_jobs.ingest.balances import BalanceChange, existing_balance_rule
 from billing_jobs.ingest.file_rules import (
     CustomerCharges,
     FileIds,
@@ -56,15 +57,34 @@ from billing_jobs.store.db import db_errors
 SPECS = ENTITY_KINDS  # the entity declaration (billing_jobs/core/entities.py)
 
 
+@dataclass(frozen=True)
+class Imported:
+    """What an import wrote: its data rows (inserted or updated) and, for customers, the
+    existing customers whose balance it adjusted (`--set-balances`), in file order."""
+
+    rows: int
+    balance_changes: tuple[BalanceChange, ...] = ()
+
+
 def import_csv(engine: sa.Engine, entity: str, path: str | os.PathLike, *,
                set_balances: bool = False, chunk_rows: int = IMPORT_CHUNK_ROWS,
                progress: Callable[[int], None] | None = None) -> int:
+    """`import_file(...).rows`: the number of data rows written."""
+    return import_file(engine, entity, path, set_balances=set_balances, chunk_rows=chunk_rows,
+                       progress=progress).rows
+
+
+def import_file(engine: sa.Engine, entity: str, path: str | os.PathLike, *,
+                set_balances: bool = False, chunk_rows: int = IMPORT_CHUNK_ROWS,
+                progress: Callable[[int], None] | None = None) -> Imported:
     """Import one CSV file of `entity` (customers/packages/assignments/usage).
 
-    Returns the number of data rows written (inserted or updated). Raises ImportFailed, with
-    nothing written, when the file is malformed. `chunk_rows` rows are parsed, checked and
-    written at a time, all in one transaction; `progress(rows)` is told the rows written so
-    far (not yet committed) after each chunk.
+    Returns the data rows written (inserted or updated) and the balance changes written by
+    `set_balances` (ingest/balances.py). Raises ImportFailed, with nothing written, when the
+    file is malformed, or holds a changed balance of an existing customer without
+    `set_balances`. `chunk_rows` rows are parsed, checked and written at a time, all in one
+    transaction; `progress(rows)` is told the rows written so far (not yet committed) after
+    each chunk.
     """
     if entity not in SPECS:
         raise ImportFailed(
@@ -81,6 +101,7 @@ def import_csv(engine: sa.Engine, entity: str, path: str | os.PathLike, *,
     ids = FileIds(ENTITY_KEYS[entity])
     charges = CustomerCharges() if entity == "usage" else None
     written = 0
+    changes: list[BalanceChange] = []
     with db_errors(engine, f"importing {name}"):
         with engine.begin() as conn:
             for frame, table in itertools.chain([first], chunks):
@@ -92,10 +113,10 @@ def import_csv(engine: sa.Engine, entity: str, path: str | os.PathLike, *,
                 if charges is not None:
                     charges.add(name, frame)
                 if entity == "customers":
-                    existing_balance_rule(conn, frame, path, set_balances)
+                    changes += existing_balance_rule(conn, frame, path, set_balances)
                 write_rows(conn, entity, table)
                 written += len(frame)
                 if progress is not None:
                     progress(written)
             ids.check(name, source, chunk_rows)  # before the commit: a repeat rolls back
-    return written
+    return Imported(written, tuple(changes))

@@ -4,14 +4,15 @@ Values are parsed vectorised: decimals with `money.parse_micros_series` (max 6 p
 `customers.balance` may be negative), dates `YYYY-MM-DD` (real calendar dates), timestamps
 ISO 8601 (UTC when no offset is given), booleans true/false/1/0/yes/no (any case;
 billing_jobs/core/booleans.py), integers. Text follows billing_jobs/core/text.py (#17 items 6
-and 10). Every broken rule is collected; the chunk fails naming the first by row, then column, and how many cells broke a rule in all.
+and 10). Every broken rule is collected; the chunk fails naming the first by row (and the row's
+id, when the id cell itself is readable), then column, and how many cells broke a rule in all.
 Ids repeated inside one chunk are refused the same way.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -22,6 +23,7 @@ from billing_jobs.core import booleans
 from billing_jobs.core import text as text_rules
 from billing_jobs.core.entities import ENTITY_KINDS, REQUIRED_KINDS
 from billing_jobs.core.errors import ImportFailed
+from billing_jobs.core.frames import ENTITY_KEYS
 from billing_jobs.core.money import (
     BALANCE_BOUND_MICROS,
     MAX_MICROS,
@@ -136,16 +138,21 @@ class _Problems:
             self.found.append(_Problem(int(self.rows[first]), column, text))
             self.total += len(idx)
 
-    def raise_first(self, name: str, order: list[str]) -> None:
-        """ImportFailed naming the first problem (by row, then column `order`), if any."""
+    def raise_first(self, name: str, order: list[str],
+                    id_of: Callable[[int, str], str | None] = lambda row, column: None) -> None:
+        """ImportFailed naming the first problem (by row, then column `order`), if any, and
+        its row's id when `id_of(row, column)` gives one."""
         if not self.found:
             return
         self.found.sort(key=lambda p: (p.row, order.index(p.column)))
         first = self.found[0]
         more = self.total - 1
+        row_id = id_of(first.row, first.column)
         raise ImportFailed(
-            f"{name} row {first.row} (row 1 is the header), column {first.column}: "
-            f"{first.message}" + (f"; {more} more problem(s) in the file" if more else "")
+            f"{name} row {first.row} (row 1 is the header), "
+            + (f"{row_id}, " if row_id else "")
+            + f"column {first.column}: {first.message}"
+            + (f"; {more} more problem(s) in the file" if more else "")
         )
 
 
@@ -168,10 +175,27 @@ def parse_chunk(name: str, entity: str, table: pa.Table, spec: dict[str, str],
         arrays[col], frame[col] = parser(col, kind, raw, empty, problems)
         if kind == "id":
             _check_duplicate_ids(col, raw, ~empty, rows, problems)
-    problems.raise_first(name, list(spec))
+    problems.raise_first(name, list(spec), _row_id(entity, table, first_row))
     typed = pd.DataFrame({c: frame[c].reset_index(drop=True) for c in spec}, columns=list(spec))
     typed.index = pd.Index(rows, name="row")
     return typed, pa.table({c: arrays[c] for c in spec})
+
+
+def _row_id(entity: str, table: pa.Table, first_row: int) -> Callable[[int, str], str | None]:
+    """`(row, column) -> "package_id 'P1'"`: the row's id when the id cell itself is readable
+    (not empty, no control or invisible character, NFC, not too long) and the problem is in
+    another column (a problem in the id column shows the value itself)."""
+    key = ENTITY_KEYS[entity]
+
+    def id_of(row: int, column: str) -> str | None:
+        if column == key:
+            return None
+        cell = column_text(table, key).slice(row - first_row, 1)
+        if len(cell) != 1 or not cell[0].as_py() or text_rules.bad_ids(cell)[0]:
+            return None
+        return f"{key} {_shown(cell[0].as_py())}"
+
+    return id_of
 
 
 def _parse_text(col: str, kind: str, raw: pa.Array, empty: np.ndarray,

@@ -1,7 +1,8 @@
 """Writing an imported file's parsed rows: INSERT ... ON CONFLICT (id) DO UPDATE, inside the
 import's one transaction. SQLite uses large `executemany` batches; PostgreSQL streams the rows
 with COPY into a temporary table and upserts from it with one INSERT ... SELECT. A customer's
-opening balance and balance are written on insert only (store/balances.py)."""
+opening balance, balance and imported balance are written on insert only; an existing
+customer's imported balance changes only through ingest/balances.py."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from billing_jobs.core.frames import ENTITY_KEYS
 from billing_jobs.store import bulk
 from billing_jobs.store.tables import stored_name
 
+#: the value a customer's last import set (migration 0009)
+IMPORTED_BALANCE = "imported_balance_micros"
 _SQLITE_BATCH = 50_000
 _COPY_BATCH = 200_000
 
@@ -43,8 +46,9 @@ def _sqlite_values(table: pa.Table) -> pa.Table:
 
 def _stored_layout(entity: str, table: pa.Table) -> tuple[pa.Table, list[str], list[str]]:
     """The parsed columns under their stored names (money + "_micros"), the column list and the
-    columns written on insert only. A new customer's opening balance is its first balance; an
-    existing customer's balance changes only through the ledger (store/balances.py)."""
+    columns written on insert only. A new customer's opening balance and imported balance (the
+    value its last import set) are its first balance; an existing customer's balance changes
+    only through the ledger, its imported balance only through `ingest/balances.py`."""
     columns = list(ENTITY_KINDS[entity])
     table = table.select(columns)
     insert_only: list[str] = []
@@ -52,6 +56,9 @@ def _stored_layout(entity: str, table: pa.Table) -> tuple[pa.Table, list[str], l
         table = table.append_column("opening_balance", table.column("balance"))
         insert_only += [stored_name("opening_balance"), stored_name("balance")]
     table = table.rename_columns([stored_name(c) for c in table.column_names])
+    if entity == "customers":
+        table = table.append_column(IMPORTED_BALANCE, table.column(stored_name("balance")))
+        insert_only.append(IMPORTED_BALANCE)
     return table, table.column_names, insert_only
 
 

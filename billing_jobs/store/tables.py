@@ -72,6 +72,9 @@ customers = sa.Table(
               comment="credit left, micro-units (1e-6); may go negative"),
     sa.Column("opening_balance_micros", Money, nullable=False, server_default="0",
               comment="balance at first import, micro-units; balance = this - posted ledger"),
+    sa.Column("imported_balance_micros", Money, nullable=True,
+              comment="balance value the customer's last import set, micro-units (NULL: the "
+                      "opening balance); a re-import is compared with this, not with the balance"),
 )
 
 packages = sa.Table(

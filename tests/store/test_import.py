@@ -93,11 +93,13 @@ def test_import_updates_by_id(db_url, tmp_path):
     update = "customer_id,name,currency,balance\nC1,Alice Ltd,EUR,10.5\nC4,Dan,USD,1\n"
     assert import_csv(engine, "customers", write(tmp_path, "customers2.csv", update)) == 2
     rows = {r[0]: r[1:] for r in dump(engine)["customers"]}
-    assert rows == {  # (name, currency, balance, opening balance = the first import's)
-        "C1": ("Alice Ltd", "EUR", 10_500_000, 10_500_000),
-        "C2": ("Bob, Inc", "JPY", -3_250_000, -3_250_000),
-        "C3": ("Zoë", "BHD", 12_500, 12_500),
-        "C4": ("Dan", "USD", 1_000_000, 1_000_000),
+    # (name, currency, balance, opening balance = the first import's, the value the last
+    # import set)
+    assert rows == {
+        "C1": ("Alice Ltd", "EUR", 10_500_000, 10_500_000, 10_500_000),
+        "C2": ("Bob, Inc", "JPY", -3_250_000, -3_250_000, -3_250_000),
+        "C3": ("Zoë", "BHD", 12_500, 12_500, 12_500),
+        "C4": ("Dan", "USD", 1_000_000, 1_000_000, 1_000_000),
     }
     import_csv(engine, "usage", write(tmp_path, "usage.csv", USAGE))
     again = "call_id,customer_id,start_time,destination,duration_s,charge\nX1,C1,2027-01-01T10:00:00Z,+441234,61,0.02\n"

@@ -1,6 +1,7 @@
-"""Re-import of customers never changes a balance silently (issue #11, SPEC section 9):
-a changed balance is refused naming the customer, or with --set-balances written as one
-adjustment ledger row per customer; balance = opening balance - posted ledger, always."""
+"""Re-import of customers never changes a balance silently (issues #11 and #30, SPEC section 9):
+the file's balance is compared with the value the last import set; a changed one is refused
+naming the customer, or with --set-balances written as one adjustment ledger row per changed
+customer; balance = opening balance - posted ledger, always."""
 
 from __future__ import annotations
 
@@ -45,19 +46,28 @@ def test_unchanged_balances_reimport_and_fix_a_name(db_url, tmp_path):
     engine.dispose()
 
 
-def test_a_balance_moved_by_the_ledger_is_not_reset_by_the_old_file(db_url, tmp_path):
-    """The bug of #11: posted debits wiped by re-importing the original file."""
+def test_a_balance_moved_by_the_ledger_is_kept_by_the_old_file(db_url, tmp_path):
+    """The bugs of #11 and #30: re-importing the original file neither wipes the posted debit
+    nor is refused; the file's balance is the opening balance, which has not changed."""
     engine = fresh_engine(db_url)
     path = _write(tmp_path, "customers.csv", FIRST)
     import_csv(engine, "customers", path)
     adjust(engine, "C1", 12_340_000, "a posted debit", post=True)  # balance 100 -> 87.66
-    with pytest.raises(ImportFailed) as info:
-        import_csv(engine, "customers", path)
-    message = str(info.value)
-    assert "customers.csv" in message and "'C1'" in message and "C2" not in message
-    assert "file balance 100.00, stored 87.66" in message and "--set-balances" in message
-    assert balances(engine) == {"C1": 87_660_000, "C2": 5_000_000_000}  # nothing written
+    before = _adjustments(engine)
+    assert import_csv(engine, "customers", path) == 2
+    assert import_csv(engine, "customers", path, set_balances=True) == 2
+    assert balances(engine) == {"C1": 87_660_000, "C2": 5_000_000_000}  # the debit kept
+    assert _adjustments(engine) == before  # no row written
     assert balance_mismatches(engine) == []
+    # a changed value is refused naming the value the last import set, not the balance
+    changed = _write(tmp_path, "customers2.csv", FIRST.replace("EUR,100", "EUR,90"))
+    with pytest.raises(ImportFailed) as info:
+        import_csv(engine, "customers", changed)
+    message = str(info.value)
+    assert "customers2.csv" in message and "'C1' (row 2)" in message and "C2" not in message
+    assert "last import set 100.00, file 90.00" in message and "--set-balances" in message
+    assert "87.66" not in message
+    assert balances(engine) == {"C1": 87_660_000, "C2": 5_000_000_000}  # nothing written
     engine.dispose()
 
 
@@ -73,13 +83,13 @@ def test_set_balances_writes_the_difference_as_an_adjustment_once(db_url, tmp_pa
     assert [(c, a) for c, a, _ in rows] == [("C1", -50_250_000), ("C2", 1_000_000_000)]
     assert all("topup.csv" in r for _, _, r in rows)
     assert balance_mismatches(engine) == []
-    # the same file again: balances already equal it, nothing more is written
+    # the same file again: the values it sets are already set, nothing more is written
     assert import_csv(engine, "customers", topup, set_balances=True) == 2
     assert len(_adjustments(engine)) == 2 and balances(engine)["C1"] == 150_250_000
-    # after the ledger moves the balance, the same file cannot set it a second time
+    # after the ledger moves the balance, the same file still writes nothing: the fee stays
     adjust(engine, "C1", 250_000, "a call fee", post=True)
-    with pytest.raises(ImportFailed, match=r"already set the balance of 1 customer\(s\) \(C1\)"):
-        import_csv(engine, "customers", topup, set_balances=True)
+    assert import_csv(engine, "customers", topup, set_balances=True) == 2
+    assert len(_adjustments(engine)) == 3  # the fee's row only
     assert balances(engine)["C1"] == 150_000_000 and balance_mismatches(engine) == []
     engine.dispose()
 
@@ -90,7 +100,7 @@ def test_cli_import_refuses_then_sets_with_the_flag(db_url, tmp_path, capsys):
     changed = _write(tmp_path, "customers2.csv", FIRST.replace("EUR,100", "EUR,90"))
     assert main(["import", "--db", db_url, "--customers", str(changed)]) == 1
     err = capsys.readouterr().err
-    assert "customer 'C1'" in err and "file balance 90.00, stored 100.00" in err
+    assert "customer 'C1' (row 2): last import set 100.00, file 90.00" in err
     assert "Traceback" not in err
     assert main(["import", "--db", db_url, "--customers", str(changed), "--set-balances"]) == 0
     engine = sa.create_engine(db_url)
