@@ -16,7 +16,7 @@ to change its check constraints; its indexes and triggers (0005, 0007) and every
 saved from sqlite_master first and re-created after the swap.
 
 Revision ID: 0010
-Revises: 0008
+Revises: 0009
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0010"
-down_revision = "0008"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
