@@ -158,7 +158,8 @@ class _RssSampler:
 
 
 def run_child(url: str, run_date: str, post: bool, out: str) -> dict:
-    from billing_jobs.run.pipeline import RunRequest, run_billing
+    from billing_jobs.run.local import run_billing
+    from billing_jobs.run.request import RunRequest
 
     req = RunRequest(run_date=date.fromisoformat(run_date), simulate=not post, out_dir=Path(out),
                      started_by="bench", tz="UTC")

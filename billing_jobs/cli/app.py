@@ -207,7 +207,8 @@ def run(
     db: DbOption = None,
 ) -> None:
     """Bill one date: compute what is due, then simulate (report only) or post it."""
-    from billing_jobs.run.pipeline import RunRequest, run_billing
+    from billing_jobs.run.local import run_billing
+    from billing_jobs.run.request import RunRequest
 
     run_date = _parse_date(date_, "--date")
     zone = _tz(tz)
@@ -241,7 +242,7 @@ def backfill(
     from rich.progress import Progress
 
     from billing_jobs.core.money import format_minor
-    from billing_jobs.run.pipeline import backfill as run_backfill
+    from billing_jobs.run.local import backfill as run_backfill
     from billing_jobs.report.writer import outcome_sentence
 
     first, last = _parse_date(from_, "--from"), _parse_date(to, "--to")
@@ -297,7 +298,8 @@ def demo(
         "--force", help="write the sample even into a database holding other rows")] = False,
 ) -> None:
     """Fill the embedded database with a realistic sample and simulate one date."""
-    from billing_jobs.run.pipeline import RunRequest, run_billing
+    from billing_jobs.run.local import run_billing
+    from billing_jobs.run.request import RunRequest
     from billing_jobs.demo.sample_data import generate, write_csv
     from billing_jobs.ingest.importer import import_csv
     from billing_jobs.store.db import make_engine, upgrade

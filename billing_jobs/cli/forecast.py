@@ -30,7 +30,8 @@ def register(app: typer.Typer) -> None:
         customer will be charged, and when (charge notices). Nothing is posted."""
         from billing_jobs.core.errors import UsageError
         from billing_jobs.run.forecast import MAX_FORECAST_DAYS, forecast as run_forecast
-        from billing_jobs.run.pipeline import check_customers, report_root
+        from billing_jobs.run.request import report_root
+        from billing_jobs.run.stages import check_customers
         from billing_jobs.report.forecast_report import write_forecast_report
         from billing_jobs.store.db import upgrade
 

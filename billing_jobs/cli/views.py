@@ -80,7 +80,7 @@ def register(app: typer.Typer) -> None:
     def balances_cmd(customer: cli.CustomerOption = None, as_json: JsonOption = False,
                      db: cli.DbOption = None) -> None:
         """Each customer's balance and opening balance (balance = opening - posted ledger)."""
-        from billing_jobs.run.pipeline import check_customers
+        from billing_jobs.run.stages import check_customers
         from billing_jobs.store import views
 
         engine = _engine(db)
@@ -108,7 +108,7 @@ def register(app: typer.Typer) -> None:
         """Every ledger row of one customer, in posting order: charges, corrections,
         reversals and adjustments (debit > 0, credit < 0)."""
         from billing_jobs.core.errors import UsageError
-        from billing_jobs.run.pipeline import check_customers
+        from billing_jobs.run.stages import check_customers
         from billing_jobs.store import views
 
         first = cli._parse_date(from_, "--from") if from_ is not None else None
@@ -138,7 +138,7 @@ def register(app: typer.Typer) -> None:
         """The latest run records: date, mode, status, who started it, line counts, totals
         per currency and the report folder."""
         from billing_jobs.core.errors import UsageError
-        from billing_jobs.run.pipeline import report_root
+        from billing_jobs.run.request import report_root
         from billing_jobs.store import views
 
         if last < 1:

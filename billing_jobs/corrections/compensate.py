@@ -263,7 +263,8 @@ def rebill(engine: sa.Engine, first: date, last: date, customer_ids: list[str] |
     rows that raise one: a moved start reverses the old keys before the new ones are charged,
     so the ledger never holds two live keys for the same days (the database refuses that,
     migration 0007). A simulation does the same in a transaction it rolls back."""
-    from billing_jobs.run.pipeline import RunRequest, compute_stage, load_stage
+    from billing_jobs.run.request import RunRequest
+    from billing_jobs.run.stages import compute_stage, load_stage
 
     if last < first:
         raise UsageError(f"rebill: --to {last} is before --from {first}")

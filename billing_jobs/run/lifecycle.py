@@ -5,8 +5,8 @@ tail is always the same (`close_attempt`): after a failed post the database says
 and grants it wrote (`posted_by_run`), every other line gets its status, the report is written
 atomically (a temporary folder, then renamed; or file by file into an existing folder, the
 summary last) and the run record is closed with the counts and the real cause. The two
-callers differ only in where the frames live: `pipeline.run_billing` holds them in memory,
-`staged_run` reads them back from its hand-offs.
+callers differ only in where the frames live: `run.local.run_billing` holds them in memory,
+`staged.stages` reads them back from its hand-offs.
 """
 
 from __future__ import annotations
@@ -16,17 +16,14 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from billing_jobs.core.frames import BillingResult
-
-if TYPE_CHECKING:
-    from billing_jobs.run.pipeline import RunRequest
+from billing_jobs.run.request import RunRequest
 
 
-def report_stage(req: "RunRequest", result: BillingResult, rejected: pd.DataFrame,
+def report_stage(req: RunRequest, result: BillingResult, rejected: pd.DataFrame,
                  run_info: dict, timings: dict, out_dir: Path,
                  context: dict | None = None) -> Path:
     """Write the report folder of a run (report/writer.py)."""
@@ -232,7 +229,7 @@ class Closed:
     closing_error: str = ""
 
 
-def close_attempt(engine, req: "RunRequest", run_id: str, result: BillingResult,
+def close_attempt(engine, req: RunRequest, run_id: str, result: BillingResult,
                   rejected: pd.DataFrame, info: dict, timings: dict, out_dir: Path, *,
                   post_attempted: bool = False, keep_empty: bool = True,
                   context: dict | None = None, into_existing: bool = False,

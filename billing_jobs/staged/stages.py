@@ -40,7 +40,7 @@ from zoneinfo import ZoneInfo
 from billing_jobs.core import settings
 
 if TYPE_CHECKING:
-    from billing_jobs.run.pipeline import RunRequest
+    from billing_jobs.run.request import RunRequest
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ def has_started(run_dir: str | Path) -> bool:
 def new_request(run_date: date, run_dir: str | Path, *, simulate, customer_ids, strict,
                 started_by: str, tz: str) -> RunRequest:
     """The request of a new run whose report goes to ``run_dir`` (no customers: all)."""
-    from billing_jobs.run.pipeline import RunRequest
+    from billing_jobs.run.request import RunRequest
 
     return RunRequest(run_date=run_date, simulate=bool(simulate),
                       customer_ids=customer_ids or None, strict=bool(strict),
@@ -186,7 +186,7 @@ def new_request(run_date: date, run_dir: str | Path, *, simulate, customer_ids, 
 
 
 def _request(m: dict) -> RunRequest:
-    from billing_jobs.run.pipeline import RunRequest
+    from billing_jobs.run.request import RunRequest
 
     return RunRequest(run_date=date.fromisoformat(m["run_date"]), simulate=m["simulate"],
                       customer_ids=m["customer_ids"], strict=m["strict"],
@@ -237,10 +237,11 @@ def shard_workers(run_dir: str | Path) -> dict[int, str]:
 
 def run_info(m: dict, req: RunRequest, status: str, message: str, unposted: list[str],
              posting_now: list[str] | None = None) -> dict:
-    """``pipeline.run_info`` of the attempt, plus the Airflow ids and the attempt's number."""
-    from billing_jobs.run import pipeline
+    """``lifecycle.run_info`` of the attempt, plus the Airflow ids and the attempt's number."""
+    from billing_jobs.run import lifecycle, stages as run_stages
+    from billing_jobs.run.request import Timings
 
-    return {**pipeline.run_info(req, m["billing_run_id"], status, message, unposted,
+    return {**lifecycle.run_info(req, m["billing_run_id"], status, message, unposted,
                                 m["started_at"]),
             "airflow_dag_id": m["airflow_dag_id"], "airflow_run_id": m["airflow_run_id"],
             "airflow_attempt": m.get("attempt", 0) + 1,
@@ -281,15 +282,16 @@ def extract(db_url: str | None, req: RunRequest, run_dir: str | Path, *,
             airflow_dag_id: str, airflow_run_id: str, shards: int | None = None,
             attempt: int = 0) -> list[str]:
     """Start the attempt (its run record, with the mode it really runs in, and its manifest),
-    load and validate the inputs (``pipeline.load_stage``), write them as a snapshot and split
+    load and validate the inputs (``run_stages.load_stage``), write them as a snapshot and split
     the customers into ``shards`` (default: ``shards_for`` the number of assignments). Returns
     one shard file per shard."""
-    from billing_jobs.run import pipeline
+    from billing_jobs.run import lifecycle, stages as run_stages
+    from billing_jobs.run.request import Timings
     from billing_jobs.staged import handoff as snapshots
     from billing_jobs.store.db import upgrade
 
     work = work_dir(run_dir)
-    timings = pipeline.Timings()
+    timings = Timings()
     with database(db_url) as engine:
         upgrade(engine)
         manifest = (_manifest_at(work) if (work / MANIFEST).exists() else None)
@@ -305,8 +307,8 @@ def extract(db_url: str | None, req: RunRequest, run_dir: str | Path, *,
                         started_by=req.started_by, run_dir=str(Path(run_dir)),
                         inputs=str(work / "inputs"))
         _write_manifest(work, manifest)
-        with pipeline.rule_evaluator(req.customer_ids):
-            inputs, rejected = pipeline.load_stage(engine, req, timings)
+        with run_stages.rule_evaluator(req.customer_ids):
+            inputs, rejected = run_stages.load_stage(engine, req, timings)
     snapshots.save_inputs(inputs, rejected, work / "inputs")
     n = shards if shards is not None else shards_for(len(inputs.assignments))
     groups = [s for s in snapshots.shard_customers(inputs.customers["customer_id"], n)
@@ -329,17 +331,18 @@ worker_name = settings.worker_name
 
 
 def compute_shard(shard: str | Path) -> str:
-    """``pipeline.compute_stage`` on one shard's customers; returns its result folder."""
-    from billing_jobs.run import pipeline
+    """``run_stages.compute_stage`` on one shard's customers; returns its result folder."""
+    from billing_jobs.run import lifecycle, stages as run_stages
+    from billing_jobs.run.request import Timings
     from billing_jobs.staged import handoff as snapshots
 
     spec = json.loads(storage_path(shard).read_text())
     work = work_of(shard)
     m = _manifest_at(work)
-    timings = pipeline.Timings()
+    timings = Timings()
     with timings.stage("compute"):
         inputs, _ = snapshots.load_inputs(storage_path(m["inputs"]))
-        result = pipeline.compute_stage(
+        result = run_stages.compute_stage(
             snapshots.filter_inputs(inputs, spec["customer_ids"]), _request(m))
         out = snapshots.save_result(result, work / "computed" / f"shard-{spec['index']}")
     # the shard's index is its position in extract's list, so the index of its mapped task
@@ -350,21 +353,22 @@ def compute_shard(shard: str | Path) -> str:
 
 
 def gate(shard_results: Iterable[str | Path]) -> str:
-    """The shards' results joined, ``pipeline.gate_stage`` on the whole run; returns the gated
+    """The shards' results joined, ``run_stages.gate_stage`` on the whole run; returns the gated
     result's folder."""
-    from billing_jobs.run import pipeline
+    from billing_jobs.run import lifecycle, stages as run_stages
+    from billing_jobs.run.request import Timings
     from billing_jobs.staged import handoff as snapshots
 
     shard_results = list(shard_results)
     work = work_of(shard_results[0])
     m = _manifest_at(work)
-    timings = pipeline.Timings()
+    timings = Timings()
     with timings.stage("gate"):
         result = snapshots.concat_results(
             [snapshots.load_result(storage_path(p)) for p in shard_results])
         inputs, _ = snapshots.load_inputs(storage_path(m["inputs"]))
-        with pipeline.rule_evaluator(m["customer_ids"]):
-            pipeline.gate_stage(result, inputs)
+        with run_stages.rule_evaluator(m["customer_ids"]):
+            run_stages.gate_stage(result, inputs)
         out = snapshots.save_result(result, work / "gated")
     save_timings(work, "gate", timings)
     return str(out)
@@ -408,20 +412,21 @@ def _posting_now(engine, dates: list[date], own_run_id: str) -> set[date]:
 
 
 def settle(db_url: str | None, gated: str | Path, run_dir: str | Path | None = None) -> str:
-    """``pipeline.settle_stage``: simulate, or post exactly once; returns the settled result's
+    """``run_stages.settle_stage``: simulate, or post exactly once; returns the settled result's
     folder. A post then takes the dates never posted before it, still inside the posting slot
     (pool ``billing_posting``), so that a night another run is posting at the same time is
     named as being posted (``posting_now_dates``), not as never posted."""
-    from billing_jobs.run import pipeline
+    from billing_jobs.run import lifecycle, stages as run_stages
+    from billing_jobs.run.request import Timings
     from billing_jobs.staged import handoff as snapshots
     from billing_jobs.store import runs
 
     work = _attempt_work(db_url, gated, run_dir)
     m = _manifest_at(work)
     req = _request(m)
-    timings = pipeline.Timings()
+    timings = Timings()
     with timings.stage(req.mode), database(db_url) as engine:
-        result = pipeline.settle_stage(engine, snapshots.load_result(storage_path(gated)), req,
+        result = run_stages.settle_stage(engine, snapshots.load_result(storage_path(gated)), req,
                                        m["billing_run_id"])
         out = snapshots.save_result(result, work / "settled")
         if not req.simulate:
@@ -439,7 +444,8 @@ def report(db_url: str | None, settled: str | Path, run_dir: str | Path | None =
     the report into the attempt's report folder (file by file, ``summary.json`` last: the
     folder also holds the hand-offs), then its run record says ``succeeded``; returns the
     report folder."""
-    from billing_jobs.run import pipeline
+    from billing_jobs.run import lifecycle, stages as run_stages
+    from billing_jobs.run.request import Timings
     from billing_jobs.run import lifecycle as run_lifecycle
     from billing_jobs.staged import handoff as snapshots
     from billing_jobs.store import runs
@@ -448,7 +454,7 @@ def report(db_url: str | None, settled: str | Path, run_dir: str | Path | None =
     m = _manifest_at(work)
     req = _request(m)
     _, rejected = snapshots.load_inputs(storage_path(m["inputs"]))
-    timings = pipeline.Timings(load_timings(work))
+    timings = Timings(load_timings(work))
     timings["total_before_report"] = round(sum(timings.values()), 4)
     with database(db_url) as engine:
         unposted, posting_now = [], []

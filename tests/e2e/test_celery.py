@@ -106,7 +106,8 @@ def _seed(url: str, tmp: Path) -> None:
                     reason="redis-server missing: apt-get install redis-server (.ci/run does)")
 def test_celery_executor_two_workers_bill_like_the_cli(pg_admin_url, tmp_path, monkeypatch):
     from billing_jobs.staged import stages as staged_run
-    from billing_jobs.run.pipeline import RunRequest, run_billing
+    from billing_jobs.run.local import run_billing
+    from billing_jobs.run.request import RunRequest
 
     deadline = time.monotonic() + DEADLINE_S
     home = tmp_path / "airflow"

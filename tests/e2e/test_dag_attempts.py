@@ -23,7 +23,8 @@ import pytest
 import sqlalchemy as sa
 
 from billing_jobs.staged import stages as staged_run
-from billing_jobs.run.pipeline import RunRequest, run_billing
+from billing_jobs.run.local import run_billing
+from billing_jobs.run.request import RunRequest
 
 D = date(2027, 1, 31)
 RUN_ID = "backfill__2027-01-31T02:30:00+00:00"

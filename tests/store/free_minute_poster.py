@@ -11,7 +11,8 @@ import time
 from datetime import date
 from pathlib import Path
 
-from billing_jobs.run.pipeline import RunRequest, run_billing
+from billing_jobs.run.local import run_billing
+from billing_jobs.run.request import RunRequest
 from billing_jobs.store.db import make_engine
 
 

@@ -11,7 +11,8 @@ import pytest
 import sqlalchemy as sa
 
 from billing_jobs.core.errors import UsageError
-from billing_jobs.run.pipeline import RunRequest, run_billing
+from billing_jobs.run.local import run_billing
+from billing_jobs.run.request import RunRequest
 from billing_jobs.ingest.importer import import_csv
 from billing_jobs.store.db import make_engine, upgrade
 from billing_jobs.corrections.compensate import adjust, rebill, reverse

@@ -18,14 +18,15 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from billing_jobs.run.pipeline import RunRequest, backfill, run_billing
+from billing_jobs.run.local import backfill, run_billing
+from billing_jobs.run.request import RunRequest
 from billing_jobs.store.db import make_engine, upgrade
 from billing_jobs.corrections.compensate import reverse
 from billing_jobs.ingest.importer import import_csv
 from tests.store.free_minute_poster import post_night
 
 _CTX = multiprocessing.get_context("forkserver")
-_CTX.set_forkserver_preload(["billing_jobs.run.pipeline", "tests.store.free_minute_poster"])
+_CTX.set_forkserver_preload(["billing_jobs.run.local", "tests.store.free_minute_poster"])
 
 PACKAGES = ("package_id,name,type,cost,retail,setup_cost,setup_retail,currency,frequency,"
             "free_minutes,destination,minimum_spend,minimum_days,free_minutes_mode\n"
@@ -253,7 +254,7 @@ def test_another_date_consuming_meanwhile_defers_the_credit_never_doubles(fm_db,
     of 5 Jan as late calls; the backfill's post then credits nothing for them (deferred)."""
     import uuid
 
-    from billing_jobs.run.pipeline import compute_stage, load_stage
+    from billing_jobs.run.stages import compute_stage, load_stage
     from billing_jobs.store.post import post_result
 
     req = RunRequest(run_date=date(2027, 1, 6), simulate=False)

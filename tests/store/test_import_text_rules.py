@@ -149,7 +149,8 @@ def test_a_stored_id_breaking_the_text_rules_is_rejected_at_run_time(db_url, tmp
 
     import sqlalchemy as sa
 
-    from billing_jobs.run.pipeline import RunRequest, run_billing
+    from billing_jobs.run.local import run_billing
+    from billing_jobs.run.request import RunRequest
 
     engine = fresh_engine(db_url)
     ok = tmp_path / "ok.csv"

@@ -6,7 +6,8 @@ from __future__ import annotations
 import csv
 from datetime import date
 
-from billing_jobs.run.pipeline import RunRequest, run_billing
+from billing_jobs.run.local import run_billing
+from billing_jobs.run.request import RunRequest
 from billing_jobs.ingest.importer import import_csv
 
 from tests.store.helpers import fresh_engine

@@ -19,7 +19,8 @@ import pytest
 import sqlalchemy as sa
 
 from billing_jobs.core.errors import UsageError
-from billing_jobs.run.pipeline import RunRequest, run_billing
+from billing_jobs.run.local import run_billing
+from billing_jobs.run.request import RunRequest
 from billing_jobs.ingest.importer import import_csv
 from billing_jobs.corrections.compensate import rebill
 
