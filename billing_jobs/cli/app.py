@@ -218,7 +218,7 @@ def run(
                      customer_ids=list(customer) if customer else None, strict=strict,
                      out_dir=out_dir, started_by=f"cli:{_user()}", tz=zone)
     with err.status(f"billing {req.run_date} ({req.mode})"):
-        outcome = run_billing(db, req, engine=engine)
+        outcome = run_billing(engine, req)
     _print_outcome(outcome)
     if not outcome.ok:
         raise typer.Exit(1)
@@ -243,6 +243,7 @@ def backfill(
 
     from billing_jobs.core.money import format_minor
     from billing_jobs.run.local import backfill as run_backfill
+    from billing_jobs.run.request import RunRequest
     from billing_jobs.report.writer import outcome_sentence
 
     first, last = _parse_date(from_, "--from"), _parse_date(to, "--to")
@@ -265,10 +266,10 @@ def backfill(
             if outcome.report_error:
                 err.print(f"error: {outcome.report_error}", markup=False)
 
-        outcomes = run_backfill(db, first, last, simulate=simulate, strict=strict,
-                                customer_ids=list(customer) if customer else None,
-                                started_by=f"cli-backfill:{_user()}", on_date=done,
-                                out_parent=out_dir, engine=engine, tz=zone)
+        req = RunRequest(run_date=first, simulate=simulate, customer_ids=customer or None,
+                         strict=strict, out_dir=out_dir, started_by=f"cli-backfill:{_user()}",
+                         tz=zone)
+        outcomes = run_backfill(engine, req, last, on_date=done)
     # totals over the dates run
     new_lines = sum(o.summary.get("outcome", {}).get("new_lines", 0) for o in outcomes)
     old_lines = sum(o.summary.get("outcome", {}).get("already_posted_lines", 0) for o in outcomes)
@@ -325,7 +326,7 @@ def demo(
     out.print(f"demo data: {', '.join(f'{len(v)} {k}' for k, v in frames.items())}")
     req = RunRequest(run_date=run_date, simulate=True, started_by="demo")
     with err.status(f"simulating {run_date}"):
-        outcome = run_billing(db, req, engine=engine)
+        outcome = run_billing(engine, req)
     _print_outcome(outcome)
     if not outcome.ok:
         raise typer.Exit(1)

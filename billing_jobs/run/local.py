@@ -4,9 +4,8 @@ each date with its run record, its stages (`run.stages`) and its report (`run.li
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, timezone
-from pathlib import Path
 
 import pandas as pd
 
@@ -15,13 +14,18 @@ from billing_jobs.calc.free_minutes import advance_state
 from billing_jobs.core.errors import BillingError
 from billing_jobs.core.frames import empty_frame
 from billing_jobs.run.backfill_plan import night, plan_backfill
-from billing_jobs.run.lifecycle import begin_run, close_attempt, empty_result, run_info
+from billing_jobs.core.vocab import RunStatus
+from billing_jobs.run.lifecycle import (Attempt, ReportPlace, begin_run, close_attempt,
+                                        empty_result, run_info)
 from billing_jobs.run.request import RunOutcome, RunRequest, Timings, default_report_dir
 from billing_jobs.run.stages import (check_customers, compute_stage, gate_stage, load_stage,
                                      report_context, rule_evaluator, settle_stage, strict_check)
 from billing_jobs.store import runs
-from billing_jobs.store.db import make_engine, read_connection, upgrade
+from billing_jobs.store.db import read_connection, upgrade
 from billing_jobs.store.free_minute_state import read_state
+
+
+_SETTLE, _DONE = "settle", "done"  # where a run stopped (`failed_stage` in its report)
 
 
 @dataclass
@@ -35,7 +39,7 @@ class _Progress:
     unposted: list[str] = field(default_factory=list)
 
 
-def _run_stages(engine, req: RunRequest, run_id: str, timings: "Timings",
+def _run_stages(engine, req: RunRequest, run_id: str, timings: Timings,
                 loaded: tuple[BillingInputs, pd.DataFrame] | None, p: _Progress) -> None:
     """load (or the plan's frames) -> compute -> gate -> settle, recording progress in `p`."""
     with rule_evaluator(req.customer_ids):
@@ -49,35 +53,33 @@ def _run_stages(engine, req: RunRequest, run_id: str, timings: "Timings",
         p.stage = "gate"
         with timings.stage("gate"):
             gate_stage(p.result, p.inputs)
-    p.stage = "settle"
-    with timings.stage("post" if not req.simulate else "simulate"):
+    p.stage = _SETTLE
+    with timings.stage(req.mode):
         p.result = settle_stage(engine, p.result, req, run_id)
-    p.stage = "done"
+    p.stage = _DONE
     if not req.simulate:
         p.unposted = [d.isoformat() for d in runs.unposted_dates(engine, req.run_date)]
 
 
-def run_billing(db_url: str | None, req: RunRequest, engine=None,
-                keep_empty: bool = True,
+def run_billing(engine, req: RunRequest, *, keep_empty: bool = True,
                 loaded: tuple[BillingInputs, pd.DataFrame] | None = None) -> RunOutcome:
     """One run for one date, with its run record and report folder.
 
     `loaded`: the date's (clean inputs, rejected rows) already loaded and validated (a
-    backfill's plan, `backfill_plan.night`); otherwise the load stage reads them."""
-    engine = engine or make_engine(db_url)
+    backfill's plan, `backfill_plan.night`); otherwise the load stage reads them.
+    `keep_empty=False`: a succeeded run with nothing in it writes no report folder."""
     upgrade(engine)
     check_customers(engine, req.customer_ids)
     run_id = begin_run(engine, req)
-    out_dir = Path(req.out_dir) if req.out_dir else default_report_dir(req, run_id)
     timings = Timings()
     started_at = datetime.now(timezone.utc)
     p = _Progress(rejected=empty_frame(["entity", "id", "reason"]))
-    status, message = "failed", ""
+    status, message = RunStatus.FAILED, ""
     error: BaseException | None = None
     t_all = time.perf_counter()
     try:
         _run_stages(engine, req, run_id, timings, loaded, p)
-        status = "succeeded"
+        status = RunStatus.SUCCEEDED
     except BillingError as exc:
         error = exc
         message = str(exc)
@@ -86,20 +88,20 @@ def run_billing(db_url: str | None, req: RunRequest, engine=None,
         error = exc
         message = f"{type(exc).__name__}: {exc}"
     timings["total_before_report"] = round(time.perf_counter() - t_all, 4)
-    info = run_info(req, run_id, status, message, p.unposted, started_at)
-    info["failed_stage"] = p.stage if status == "failed" else None
-    info["validated"] = p.inputs is not None
-    context = report_context(p.inputs, engine,
-                             posted=not req.simulate and p.stage in ("settle", "done"))
+    failed = status == RunStatus.FAILED
+    info = run_info(req, run_id, status, message, p.unposted, started_at,
+                    failed_stage=p.stage if failed else None, validated=p.inputs is not None)
+    settled = p.stage in (_SETTLE, _DONE)
+    attempt = Attempt(req, run_id, p.result, p.rejected, info, timings,
+                      context=report_context(p.inputs, engine,
+                                             posted=not req.simulate and settled),
+                      post_attempted=failed and p.stage == _SETTLE)
+    place = ReportPlace(req.out_dir or default_report_dir(req, run_id), keep_empty=keep_empty)
     with timings.stage("report"):
-        closed = close_attempt(engine, req, run_id, p.result, p.rejected, info, timings, out_dir,
-                               post_attempted=status == "failed" and p.stage == "settle",
-                               keep_empty=keep_empty, context=context)
+        closed = close_attempt(engine, attempt, place)
     full = "; ".join(m for m in (message, closed.report_error, closed.closing_error) if m)
-    outcome = RunOutcome(run_id, status, closed.report_dir, closed.summary, full)
-    outcome.report_error = closed.report_error
-    outcome.error = error
-    outcome.result = closed.result
+    outcome = RunOutcome(run_id, status, closed.report_dir, closed.summary, full,
+                         report_error=closed.report_error, error=error, result=closed.result)
     if error is not None and not isinstance(error, BillingError):
         raise error
     return outcome
@@ -116,11 +118,9 @@ def _free_minute_state(engine, run_date: date, plan, customer_ids):
         return read_state(conn, run_date, since, ids)
 
 
-def backfill(db_url: str | None, first: date, last: date, simulate: bool, started_by: str = "cli",
-             strict: bool = False, customer_ids: list[str] | None = None,
-             on_date=None, out_parent: Path | None = None, engine=None,
-             tz: str | None = None) -> list[RunOutcome]:
-    """Each date from first to last in order; stops at the first failed date.
+def backfill(engine, req: RunRequest, last: date, on_date=None) -> list[RunOutcome]:
+    """Each date from `req.run_date` to `last` in order, each run as `req` asks; stops at the
+    first failed date.
 
     The range's inputs are read and validated once (`backfill_plan`); each date then runs
     on exactly the inputs a run of that date alone would load (same rows, same rejects),
@@ -128,10 +128,11 @@ def backfill(db_url: str | None, first: date, last: date, simulate: bool, starte
     later date reads, the free-minute state (counters, consumed calls): it is carried from
     night to night in memory (`advance_state`), the same whether the nights are simulated or
     posted; a concurrent change is caught by the post's own check (store/post.py).
-    Each date's report goes to `out_parent/<YYYY-MM-DD>` (default: under the report root);
+    Each date's report goes to `req.out_dir/<YYYY-MM-DD>` (default: under the report root);
     a date with nothing due (no line, grant or reject) writes no folder (report_dir None).
+    `on_date(outcome)` is called after each date.
     """
-    engine = engine or make_engine(db_url)
+    first, customer_ids = req.run_date, req.customer_ids
     upgrade(engine)
     check_customers(engine, customer_ids)
     with rule_evaluator(customer_ids):
@@ -140,17 +141,13 @@ def backfill(db_url: str | None, first: date, last: date, simulate: bool, starte
     state = (plan.clean.counters, plan.clean.consumed, plan.clean.granted)
     outcomes = []
     for day in pd.date_range(first, last, freq="D"):
-        req = RunRequest(run_date=day.date(), simulate=simulate, customer_ids=customer_ids,
-                         strict=strict, started_by=started_by,
-                         out_dir=(Path(out_parent) / day.date().isoformat()) if out_parent else None)
-        if tz:
-            req.tz = tz
+        nightly = replace(req, run_date=day.date(), out_dir=(
+            req.out_dir / day.date().isoformat() if req.out_dir else None))
         inputs, rejected = night(plan, day.date())
         inputs.counters, inputs.consumed, inputs.granted = state
-        outcome = run_billing(db_url, req, engine=engine, keep_empty=False,
-                              loaded=(inputs, rejected))
+        outcome = run_billing(engine, nightly, keep_empty=False, loaded=(inputs, rejected))
         if outcome.result is not None and outcome.ok:
-            if simulate:  # what the night would have consumed, carried in memory
+            if req.simulate:  # what the night would have consumed, carried in memory
                 state = (*advance_state(state[0], state[1], outcome.result.consumption,
                                         outcome.result.grant_counters), state[2])
             else:  # what the database now holds (another run may have consumed some)

@@ -5,33 +5,48 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
 
 from billing_jobs.core import settings
 from billing_jobs.core.frames import BillingResult
+from billing_jobs.core.vocab import RunMode, RunStatus
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunRequest:
+    """What one run is asked to do, built once and never changed (`dataclasses.replace` gives
+    a variant, e.g. each night of a backfill). `customer_ids` None: every customer; `out_dir`
+    None: a new folder under the report root; `tz` None: $BILLING_TZ, else UTC, resolved
+    here."""
+
     run_date: date
     simulate: bool = True
-    customer_ids: list[str] | None = None
+    customer_ids: tuple[str, ...] | None = None
     strict: bool = False
     out_dir: Path | None = None
     started_by: str = "cli"
-    tz: str = field(default_factory=settings.tz_or_default)
+    tz: str | None = None
+
+    def __post_init__(self) -> None:
+        fixed = {"tz": self.tz or settings.tz_or_default()}
+        if self.customer_ids is not None:
+            fixed["customer_ids"] = tuple(str(c) for c in self.customer_ids)
+        if self.out_dir is not None:
+            fixed["out_dir"] = Path(self.out_dir)
+        for name, value in fixed.items():
+            object.__setattr__(self, name, value)  # frozen: set once, here
 
     @property
-    def mode(self) -> str:
-        return "simulate" if self.simulate else "post"
+    def mode(self) -> RunMode:
+        return RunMode.SIMULATE if self.simulate else RunMode.POST
 
 
 @dataclass
 class RunOutcome:
     run_id: str
-    status: str
+    status: RunStatus
     report_dir: Path | None
     summary: dict
     message: str = ""
@@ -42,7 +57,7 @@ class RunOutcome:
 
     @property
     def ok(self) -> bool:
-        return self.status == "succeeded" and not self.report_error
+        return self.status == RunStatus.SUCCEEDED and not self.report_error
 
 
 def report_root() -> Path:

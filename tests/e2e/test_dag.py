@@ -24,6 +24,8 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from billing_jobs.staged.stages import run_folder
+
 ROOT = Path(__file__).resolve().parents[2]
 DAG_FILE = ROOT / "dags" / "package_billing.py"
 D = date(2027, 1, 31)
@@ -146,7 +148,7 @@ def _run(day: date | None, conf: dict):
 
 
 def _folder(dag_module, run_date: date, dr) -> Path:
-    return dag_module.run_folder(run_date, dr.run_id)
+    return run_folder(run_date, dr.run_id)
 
 
 def _csv(folder: Path, name: str) -> pd.DataFrame:
@@ -178,7 +180,7 @@ def _cli_report(env, day: date, out: str, **kw) -> Path:
     from billing_jobs.run.local import run_billing
     from billing_jobs.run.request import RunRequest
 
-    outcome = run_billing(env.url, RunRequest(run_date=day, out_dir=env.tmp / out, **kw))
+    outcome = run_billing(env.engine, RunRequest(run_date=day, out_dir=env.tmp / out, **kw))
     assert outcome.ok, outcome.message
     return Path(outcome.report_dir)
 

@@ -32,7 +32,7 @@ def post_night(url: str, run_date: str, out: str, go: str | None = None,
             time.sleep(0.002)
     req = RunRequest(run_date=date.fromisoformat(run_date), simulate=False,
                      out_dir=Path(out + ".report"), started_by="test")
-    outcome = run_billing(None, req, engine=engine)
+    outcome = run_billing(engine, req)
     lines = outcome.result.due_lines
     Path(out).write_text(json.dumps({
         "status": outcome.status, "message": outcome.message,

@@ -71,7 +71,7 @@ def fm_db(db_url, tmp_path):
 def _post(engine, day: str, tmp_path: Path, simulate=False):
     req = RunRequest(run_date=date.fromisoformat(day), simulate=simulate,
                      out_dir=tmp_path / f"r-{day}-{simulate}-{time.monotonic_ns()}")
-    return run_billing(None, req, engine=engine)
+    return run_billing(engine, req)
 
 
 def _state(engine) -> dict:
@@ -194,13 +194,15 @@ def test_backfill_carries_the_counters_from_night_to_night(fm_db, tmp_path):
     # calls on 5 and 6 Jan; a simulated backfill 6..8 Jan must not consume 5 Jan twice
     import_csv(fm_db, "usage", _write(tmp_path / "u2.csv", _calls(
         [("C1-D6", "C1", "2027-01-06T10:00:00Z", "442071234567", 60, "0.06")])))
-    sims = backfill(None, date(2027, 1, 6), date(2027, 1, 8), simulate=True, engine=fm_db,
-                    out_parent=tmp_path / "bf", customer_ids=["C1"])
+    sims = backfill(fm_db, RunRequest(run_date=date(2027, 1, 6), simulate=True,
+                                      out_dir=tmp_path / "bf", customer_ids=["C1"]),
+                    date(2027, 1, 8))
     credits = [(o.result.due_lines.loc[o.result.due_lines["kind"] == "free_minutes_credit",
                                        "amount"].tolist()) for o in sims]
     assert credits == [[-720_000], [], []]  # 7 Jan: C1-D6 finds the bundle used up
-    posts = backfill(None, date(2027, 1, 6), date(2027, 1, 8), simulate=False, engine=fm_db,
-                     out_parent=tmp_path / "bf2", customer_ids=["C1"])
+    posts = backfill(fm_db, RunRequest(run_date=date(2027, 1, 6), simulate=False,
+                                       out_dir=tmp_path / "bf2", customer_ids=["C1"]),
+                     date(2027, 1, 8))
     assert all(o.ok for o in posts)
     st = _state(fm_db)
     assert st["credits"] == [("C1", "2027-01-05", -720_000, 0, "charge")]

@@ -50,8 +50,8 @@ def _call(call_id, day):
 
 
 def _post(engine, tmp_path, day, simulate=False):
-    out = run_billing(None, RunRequest(run_date=day, simulate=simulate,
-                                       out_dir=tmp_path / f"r-{day}-{simulate}"), engine=engine)
+    out = run_billing(engine, RunRequest(run_date=day, simulate=simulate,
+                                       out_dir=tmp_path / f"r-{day}-{simulate}"))
     assert out.ok, out.message
     return out
 
