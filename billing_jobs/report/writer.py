@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from billing_jobs.core.frames import BillingResult
+from billing_jobs.core.vocab import NEW_STATUSES, LineStatus, RunMode, RunStatus
 from billing_jobs.report import aggregate as agg_mod
 from billing_jobs.report import explain
 from billing_jobs.report.formatting import (
@@ -176,7 +177,7 @@ def build_report(run_info: dict, result: BillingResult | None, rejected: pd.Data
 
     `result.due_lines` / `result.grants` carry a `status` column (a simulation without one
     is taken as all `simulated`)."""
-    mode = str(run_info.get("mode") or "simulate")
+    mode = str(run_info.get("mode") or RunMode.SIMULATE)
     lines = agg_mod.normalise_lines(result, mode)
     grants = agg_mod.normalise_grants(result, mode)
     util = agg_mod.normalise_utilisation(result)
@@ -185,7 +186,7 @@ def build_report(run_info: dict, result: BillingResult | None, rejected: pd.Data
 
     consumption = getattr(result, "consumption", None) if result is not None else None
     differences = getattr(result, "differences", None) if result is not None else None
-    balances = explain.balances(lines, context) if mode != "simulate" else explain.balances(
+    balances = explain.balances(lines, context) if mode != RunMode.SIMULATE else explain.balances(
         lines.iloc[0:0], None)
     tables = {
         "charges.csv": charges_text(lines),
@@ -293,7 +294,7 @@ def headline(summary: dict) -> str:
     """A few lines for the terminal: mode, status, lines by status, totals, rejects, path."""
     counts = summary.get("counts", {})
     mode = summary.get("mode") or "?"
-    what = "simulation (nothing posted)" if mode == "simulate" else mode
+    what = "simulation (nothing posted)" if mode == RunMode.SIMULATE else mode
     out = [f"{summary.get('run_date') or '?'}: {outcome_sentence(summary)}",
            f"  run {summary.get('run_id') or '-'}: {what}, {summary.get('status') or '?'}"]
     by_status = ", ".join(f"{k} {v}" for k, v in counts.get("lines_by_status", {}).items())
@@ -325,9 +326,6 @@ def headline(summary: dict) -> str:
 
 # --------------------------------------------------------------------------- what happened
 
-NEW_STATUSES = ("posted", "invoiced")
-
-
 def _amounts_text(amounts: dict) -> str:
     return ", ".join(f"{a} {c}" for c, a in amounts.items()) if amounts else "0"
 
@@ -336,10 +334,10 @@ def outcome_block(agg: agg_mod.Aggregates, run: dict) -> dict:
     """What the run did, in counts and exact amounts per currency, and in one sentence."""
     from billing_jobs.core.money import format_minor
 
-    mode = str(run.get("mode") or "simulate")
+    mode = str(run.get("mode") or RunMode.SIMULATE)
     status = str(run.get("status") or "")
     by = agg.by_status
-    new_st = ("simulated",) if mode == "simulate" else NEW_STATUSES
+    new_st = (LineStatus.SIMULATED,) if mode == RunMode.SIMULATE else NEW_STATUSES
 
     micros: dict = {}
 
@@ -357,10 +355,10 @@ def outcome_block(agg: agg_mod.Aggregates, run: dict) -> dict:
         return lines, amounts
 
     new_lines, new_amounts = pick(new_st, keep=True)
-    invoiced_lines, _ = pick(("invoiced",)) if mode != "simulate" else (0, {})
-    old_lines, old_amounts = pick(("already_posted",))
-    not_lines, not_amounts = pick(("not_posted",))
-    held_lines, held_amounts = pick(("overlaps_posted",))
+    invoiced_lines, _ = pick((LineStatus.INVOICED,)) if mode != RunMode.SIMULATE else (0, {})
+    old_lines, old_amounts = pick((LineStatus.ALREADY_POSTED,))
+    not_lines, not_amounts = pick((LineStatus.NOT_POSTED,))
+    held_lines, held_amounts = pick((LineStatus.OVERLAPS_POSTED,))
     block = {
         "kind": "", "new_lines": new_lines, "new_amounts": new_amounts,
         "invoiced_lines": invoiced_lines, "already_posted_lines": old_lines,
@@ -369,8 +367,8 @@ def outcome_block(agg: agg_mod.Aggregates, run: dict) -> dict:
         "overlaps_posted_lines": held_lines, "overlaps_posted_amounts": held_amounts,
     }
     reason = str(run.get("message") or "").strip() or "of an unknown error"
-    if status == "failed":
-        if new_lines and mode != "simulate":
+    if status == RunStatus.FAILED:
+        if new_lines and mode != RunMode.SIMULATE:
             block["kind"] = "partly_posted"
             text = (f"failed after posting {_n(new_lines, 'line')} for "
                     f"{_amounts_text(new_amounts)} (those stand and will not be charged again)"
@@ -378,11 +376,11 @@ def outcome_block(agg: agg_mod.Aggregates, run: dict) -> dict:
                     f"not posted, because {reason}")
         else:
             block["kind"] = "failed"
-            text = (("failed: nothing simulated, because " if mode == "simulate"
+            text = (("failed: nothing simulated, because " if mode == RunMode.SIMULATE
                      else "failed: nothing posted, because ") + reason)
         block["sentence"] = text
         return block
-    sim = mode == "simulate"
+    sim = mode == RunMode.SIMULATE
     block["kind"] = "simulated" if sim else ("posted" if new_lines else "nothing_new")
     if new_lines:
         text = (("simulated: would post " if sim else "posted ")
@@ -398,7 +396,7 @@ def outcome_block(agg: agg_mod.Aggregates, run: dict) -> dict:
     elif not new_lines and not held_lines:
         text += ": nothing is due on this date" if sim else ": nothing was due on this date"
     text += _held_text(held_lines, held_amounts, "would be held" if sim else "held")
-    held_grants = int(agg.counts.get("grants_by_status", {}).get("overlaps_posted", 0))
+    held_grants = int(agg.counts.get("grants_by_status", {}).get(LineStatus.OVERLAPS_POSTED, 0))
     block["overlaps_posted_grants"] = held_grants
     if held_grants:
         text += (f"; {_n(held_grants, 'free-minute grant')} "

@@ -107,7 +107,7 @@ def posted_by_run(engine, run_id: str, result: BillingResult) -> BillingResult:
             break
         except Exception:  # noqa: BLE001
             if attempt + 1 == RECORD_TRIES:
-                return mark(result, "unknown")
+                return mark(result, LineStatus.UNKNOWN)
             time.sleep(1.0 * (attempt + 1))
 
     def keys(frame, cols):
@@ -123,10 +123,10 @@ def posted_by_run(engine, run_id: str, result: BillingResult) -> BillingResult:
     ledger_status = {"\x1f".join([str(a), str(k), str(pd.Timestamp(p).date())]): st
                      for a, k, p, st in done}
     line_keys = keys(lines, ["assignment_id", "kind", "period_start"])
-    status = line_keys.map(ledger_status).fillna("not_posted").to_numpy(dtype=object)
+    status = line_keys.map(ledger_status).fillna(LineStatus.NOT_POSTED).to_numpy(dtype=object)
     grant_done = {"\x1f".join([str(a), str(pd.Timestamp(p).date())]) for a, p in gdone}
     gkeys = keys(grants, ["assignment_id", "period_start"])
-    gstatus = gkeys.isin(grant_done).map({True: "posted", False: "not_posted"})
+    gstatus = gkeys.isin(grant_done).map({True: LineStatus.POSTED, False: LineStatus.NOT_POSTED})
     lines = lines.assign(status=pd.Series(status, index=lines.index, dtype=object)
                          if len(lines) else pd.Series([], dtype=object))
     grants = grants.assign(status=pd.Series(gstatus.to_numpy(dtype=object), index=grants.index)
@@ -215,7 +215,8 @@ def close_attempt(engine, attempt: Attempt, place: ReportPlace) -> Closed:
     if attempt.post_attempted and not req.simulate:
         result = posted_by_run(engine, attempt.run_id, result)  # what the database holds
     if "status" not in result.due_lines.columns:
-        result = mark(result, "not_posted" if not req.simulate else "not_simulated")
+        result = mark(result, LineStatus.NOT_POSTED if not req.simulate
+                        else LineStatus.NOT_SIMULATED)
     attempt = replace(attempt, result=result)
     status, message = attempt.info["status"], attempt.info.get("message") or ""
     report_error = ""
