@@ -3,14 +3,14 @@
     python -m bench.backfill --db-url URL --first 2026-11-02 --last 2026-12-01 [--no-record]
 
 In one process: `plan_backfill` (load and validate the range once), then for each night the
-pipeline's own stage functions on that night's inputs (`backfill_plan.night`): compute, gate,
+run's own stage functions (`run.stages`) on that night's inputs (`backfill_plan.night`): compute, gate,
 simulate, report (a report folder per night, as a run writes). In a fresh subprocess: one
-night alone through `pipeline.run_billing` (simulate), for the ratio. Prints one JSON object
+night alone through `run.local.run_billing` (simulate), for the ratio. Prints one JSON object
 and (unless --no-record) appends a line to docs/benchmarks.md's raw rows.
 
-Each night runs what `pipeline.run_billing` runs after its load stage, minus the run
+Each night runs what `run.local.run_billing` runs after its load stage, minus the run
 record (two single-row writes) and the free-minute state carried from night to night
-(`pipeline.backfill`, which `billing-jobs backfill` runs, does both on the same plan).
+(`run.local.backfill`, which `billing-jobs backfill` runs, does both on the same plan).
 """
 
 from __future__ import annotations
@@ -28,7 +28,10 @@ from bench.run import ROOT, TABLE, _loadavg, _peak_mib
 
 
 def backfill_child(url: str, first: date, last: date, out: Path) -> dict:
-    from billing_jobs.run import pipeline
+    from billing_jobs.report import write_report
+    from billing_jobs.run import stages
+    from billing_jobs.run.lifecycle import run_info
+    from billing_jobs.run.request import RunRequest, Timings
     from billing_jobs.run.backfill_plan import night, plan_backfill
     from billing_jobs.store.db import make_engine
 
@@ -40,20 +43,20 @@ def backfill_child(url: str, first: date, last: date, out: Path) -> dict:
     day = first
     while day <= last:
         t1 = time.perf_counter()
-        req = pipeline.RunRequest(run_date=day, simulate=True, out_dir=out / day.isoformat(),
-                                  started_by="bench-backfill", tz="UTC")
-        timings = pipeline.Timings()
+        req = RunRequest(run_date=day, simulate=True, out_dir=out / day.isoformat(),
+                         started_by="bench-backfill", tz="UTC")
+        timings = Timings()
         inputs, rejected = night(plan, day)
         with timings.stage("compute"):
-            result = pipeline.compute_stage(inputs, req)
+            result = stages.compute_stage(inputs, req)
         with timings.stage("gate"):
-            pipeline.gate_stage(result, inputs)
+            stages.gate_stage(result, inputs)
         with timings.stage("simulate"):
-            result = pipeline.settle_stage(engine, result, req, "bench-backfill")
-        info = pipeline.run_info(req, "bench-backfill", "succeeded", "", [],
-                                 datetime.now(timezone.utc))
+            result = stages.settle_stage(engine, result, req, "bench-backfill")
+        info = run_info(req, "bench-backfill", "succeeded", "", [],
+                        datetime.now(timezone.utc))
         with timings.stage("report"):
-            pipeline.report_stage(req, result, rejected, info, timings, req.out_dir)
+            write_report(req.out_dir, info, result, rejected, timings)
         lines += len(result.due_lines)
         nights.append(round(time.perf_counter() - t1, 3))
         day += timedelta(days=1)

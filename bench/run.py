@@ -158,13 +158,15 @@ class _RssSampler:
 
 
 def run_child(url: str, run_date: str, post: bool, out: str) -> dict:
-    from billing_jobs.run.pipeline import RunRequest, run_billing
+    from billing_jobs.run.local import run_billing
+    from billing_jobs.run.request import RunRequest
+    from billing_jobs.store.db import make_engine
 
     req = RunRequest(run_date=date.fromisoformat(run_date), simulate=not post, out_dir=Path(out),
                      started_by="bench", tz="UTC")
     with _RssSampler() as rss:
         t0 = time.perf_counter()
-        outcome = run_billing(url, req)
+        outcome = run_billing(make_engine(url), req)
         total = time.perf_counter() - t0
     timings = outcome.summary.get("timings", {})
     counts = outcome.summary.get("counts", {})

@@ -1,19 +1,19 @@
 """package_billing: the nightly package billing run (SPEC §5, §8), on Airflow 3.
 
 Wiring only: every task calls one stage of ``billing_jobs.staged.stages``, which runs the matching
-stage of ``billing_jobs.run.pipeline`` (the same functions the ``billing-jobs`` command line runs)
+stage of ``billing_jobs.run.stages`` (the same functions the ``billing-jobs`` command line runs)
 and hands the dataframes to the next task as Parquet folders (``billing_jobs.staged.handoff``);
 XCom carries folder paths, never dataframes.
 
     extract ──> compute[shard 0..n-1] ──> gate ──> settle (pool billing_posting) ──> report
 
-* ``extract``  starts the run record, ``pipeline.load_stage`` (load + validate), writes the
+* ``extract``  starts the run record, ``run.stages.load_stage`` (load + validate), writes the
   input snapshot and splits the customers into ``$BILLING_SHARDS`` (default 4) shards.
-* ``compute``  one mapped task per shard: ``pipeline.compute_stage`` on that shard's customers.
-* ``gate``     concatenates the shard results, ``pipeline.gate_stage`` on the whole run.
-* ``settle``   ``pipeline.settle_stage``: simulate, or post exactly once. In the 1-slot pool
+* ``compute``  one mapped task per shard: ``run.stages.compute_stage`` on that shard's customers.
+* ``gate``     concatenates the shard results, ``run.stages.gate_stage`` on the whole run.
+* ``settle``   ``run.stages.settle_stage``: simulate, or post exactly once. In the 1-slot pool
   ``billing_posting``; retried with exponential back-off on database errors only.
-* ``report``   ``run_lifecycle.close_attempt``: the report into the run folder, then the run record closed.
+* ``report``   ``run.lifecycle.close_attempt``: the report into the run folder, then the run record closed.
 
 A task that fails for good marks the run record ``failed`` (``on_failure_callback``).
 
@@ -36,7 +36,6 @@ Settings (environment of the scheduler / workers):
 from __future__ import annotations
 
 import logging
-import os
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -55,7 +54,6 @@ from airflow.sdk import (
 from billing_jobs.core import settings  # light: stdlib only until a task runs
 
 from billing_jobs.staged import stages as staged_run
-from billing_jobs.staged.stages import run_folder  # noqa: F401  (part of this module's interface)
 
 DAG_ID = "package_billing"
 POOL = "billing_posting"
@@ -107,7 +105,7 @@ def billing_db_url() -> str | None:
     except AirflowNotFoundException:
         conn = None
     if conn is None:
-        return staged_run.env_db_url()
+        return settings.db_url()
     return staged_run.connection_db_url(
         conn.conn_type, host=conn.host, port=conn.port, login=conn.login,
         password=conn.password, schema=conn.schema, extra=conn.extra_dejson) or conn.get_uri()
@@ -129,7 +127,7 @@ def attempt_of(context) -> int:
 
 def run_dir_of(context) -> Path:
     """The report folder of this attempt of the run (a clear or reprocess gets a new one)."""
-    return run_folder(run_date_of(context), context["run_id"], attempt_of(context))
+    return staged_run.run_folder(run_date_of(context), context["run_id"], attempt_of(context))
 
 
 def record_failure(context) -> None:

@@ -6,22 +6,21 @@ Each prints the rows it wrote (or would write) with amounts as plain decimals, a
 
 from __future__ import annotations
 
+from datetime import date, datetime
 from typing import Annotated, List, Optional
 
 import typer
 
-from datetime import date, datetime
-
-from rich.console import Console
-
+from billing_jobs.cli.options import out
 from billing_jobs.core.errors import UsageError
 
-out = Console(soft_wrap=True, highlight=False)
+# no metavar, unlike options.DbOption: `--help` of these commands stays as it was
 DbOption = Annotated[Optional[str], typer.Option(
     "--db", help="SQLAlchemy database URL (default: $BILLING_DB_URL, else sqlite:///billing.db)")]
 
 
 def _parse_date(value: str, option: str) -> date:
+    """A date of a correction range (any calendar date, unlike a billing date)."""
     try:
         return datetime.strptime(value, "%Y-%m-%d").date()
     except ValueError:
@@ -29,7 +28,7 @@ def _parse_date(value: str, option: str) -> date:
 
 
 def _amount(text: str) -> int:
-    from billing_jobs.core.money import parse_micros
+    from billing_jobs.core.money import parse_micros  # heavy: pandas; keeps --version fast
 
     s = text.strip()
     sign = -1 if s.startswith("-") else 1
@@ -40,7 +39,7 @@ def _amount(text: str) -> int:
 
 
 def _show(written, what: str, simulate: bool) -> None:
-    from billing_jobs.core.money import format_minor
+    from billing_jobs.core.money import format_minor  # heavy: pandas; keeps --version fast
 
     verb = "would write" if simulate else "wrote"
     count = len(written.rows) if simulate else written.count
@@ -57,7 +56,8 @@ def _show(written, what: str, simulate: bool) -> None:
 
 
 def _engine(db):
-    from billing_jobs.store.db import make_engine, upgrade
+    """The engine, migrated; a bad URL is the database's error (exit 1), as it always was."""
+    from billing_jobs.store.db import make_engine, upgrade  # heavy: SQLAlchemy
 
     engine = make_engine(db)
     upgrade(engine)
@@ -73,7 +73,7 @@ def adjust_cmd(
     db: DbOption = None,
 ) -> None:
     """A manual debit or credit of a customer, once per idempotency key."""
-    from billing_jobs.corrections.adjust import adjust
+    from billing_jobs.corrections.adjust import adjust  # heavy: pandas; keeps --version fast
 
     written = adjust(_engine(db), customer, _amount(amount), reason, idempotency_key=key, post=post)
     _show(written, "adjust", not post)
@@ -90,7 +90,7 @@ def rebill_cmd(
     db: DbOption = None,
 ) -> None:
     """Post the differences between current data and the ledger, per posting key, once."""
-    from billing_jobs.corrections.rebill import rebill
+    from billing_jobs.corrections.rebill import rebill  # heavy: pandas; keeps --version fast
 
     first, last = _parse_date(from_, "--from"), _parse_date(to, "--to")
     written = rebill(_engine(db), first, last, customer or None, simulate=simulate)
@@ -103,14 +103,13 @@ def reverse_cmd(
     db: DbOption = None,
 ) -> None:
     """Void a posted run: compensating rows, balances restored, grants withdrawn; once."""
-    from billing_jobs.corrections.reverse import reverse
+    from billing_jobs.corrections.reverse import reverse  # heavy: pandas; keeps --version fast
 
     written = reverse(_engine(db), run, simulate=simulate)
     _show(written, "reverse", simulate)
 
 
 def register(app: typer.Typer) -> None:
-    """Add the commands to the CLI app (called at the bottom of billing_jobs/cli/app.py)."""
     app.command("adjust")(adjust_cmd)
     app.command("rebill")(rebill_cmd)
     app.command("reverse")(reverse_cmd)

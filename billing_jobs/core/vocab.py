@@ -59,6 +59,9 @@ class LineStatus(StrEnum):
     DEFERRED = "deferred"
     OVERLAPS_POSTED = "overlaps_posted"
     UPCOMING = "upcoming"
+    NOT_POSTED = "not_posted"  # a failed post did not write it
+    NOT_SIMULATED = "not_simulated"  # a failed simulation did not reach it
+    UNKNOWN = "unknown"  # a failed post, and the database could not say what it wrote
 
 
 #: the statuses of a line this run wrote

@@ -21,7 +21,8 @@ from billing_jobs.core.vocab import (KeySpace, LedgerEntry, LineKind, RunMode, R
                                      correction_key)
 from billing_jobs.corrections.grant_moves import rebill_grants
 from billing_jobs.corrections.rows import Written, ledger_records, line_fields, write
-from billing_jobs.run.pipeline import RunRequest, compute_stage, load_stage
+from billing_jobs.run.request import RunRequest
+from billing_jobs.run.stages import compute_stage, load_stage
 from billing_jobs.store import ledger
 from billing_jobs.store.db import db_errors
 from billing_jobs.store.overlaps import overlapped_by

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from billing_jobs.core.frames import BillingResult
+from billing_jobs.core.vocab import NEW_STATUSES, LineStatus, RunMode, RunStatus
 from billing_jobs.report import aggregate as agg_mod
 from billing_jobs.report import explain
 from billing_jobs.report.formatting import (
@@ -156,68 +158,103 @@ def build_summary(run_info: dict, lines, grants, util, rejected, extended, timin
     }
 
 
-def write_report(out_dir: Path, run_info: dict, result: BillingResult | None,
-                 rejected: pd.DataFrame | None, timings: dict | None,
-                 context: dict | None = None) -> Path:
-    """Write the run's report folder (SPEC §7) and return it.
+@dataclass
+class Report:
+    """One run's report, built in memory (`build_report`): the summary and every table the
+    files and the page are written from."""
+
+    summary: dict
+    tables: dict[str, pd.DataFrame]  # CSV file name -> its text frame, in writing order
+    agg: agg_mod.Aggregates
+    page_lines: pd.DataFrame
+    extended: pd.DataFrame
+    context: dict | None = None
+
+
+def build_report(run_info: dict, result: BillingResult | None, rejected: pd.DataFrame | None,
+                 timings: dict | None, context: dict | None = None) -> Report:
+    """The report of a run (SPEC §7) as a value: nothing is written.
 
     `result.due_lines` / `result.grants` carry a `status` column (a simulation without one
-    is taken as all `simulated`). Files: charges.csv, grants.csv, utilisation.csv,
-    rejected.csv, summary.json, report.html.
-    """
-    from billing_jobs.report.html import render_html  # plotly import only when writing
-
-    started = time.perf_counter()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    mode = str(run_info.get("mode") or "simulate")
-
+    is taken as all `simulated`)."""
+    mode = str(run_info.get("mode") or RunMode.SIMULATE)
     lines = agg_mod.normalise_lines(result, mode)
     grants = agg_mod.normalise_grants(result, mode)
     util = agg_mod.normalise_utilisation(result)
     extended = agg_mod.normalise_extended(result)
     rejected = agg_mod.normalise_rejected(rejected)
 
-    charges = charges_text(lines)
-    _write_csv(charges, out_dir / "charges.csv")
-    grants_txt = grants_text(grants)
-    _write_csv(grants_txt, out_dir / "grants.csv")
-    util_txt = utilisation_text(util)
-    _write_csv(util_txt, out_dir / "utilisation.csv")
     consumption = getattr(result, "consumption", None) if result is not None else None
-    _write_csv(free_minutes_text(consumption if consumption is not None
-                                 else pd.DataFrame(columns=FREE_MINUTES_CSV_COLUMNS)),
-               out_dir / "free_minutes.csv")
     differences = getattr(result, "differences", None) if result is not None else None
-    diff_txt = differences_text(differences)
-    _write_csv(diff_txt, out_dir / "differences.csv")
-    rejected_txt = rejected_text(rejected)
-    _write_csv(rejected_txt, out_dir / "rejected.csv")
-    balances = explain.balances(lines, context) if mode != "simulate" else explain.balances(
+    balances = explain.balances(lines, context) if mode != RunMode.SIMULATE else explain.balances(
         lines.iloc[0:0], None)
-    _write_csv(balances, out_dir / "balances.csv")
+    tables = {
+        "charges.csv": charges_text(lines),
+        "grants.csv": grants_text(grants),
+        "utilisation.csv": utilisation_text(util),
+        "free_minutes.csv": free_minutes_text(
+            consumption if consumption is not None
+            else pd.DataFrame(columns=FREE_MINUTES_CSV_COLUMNS)),
+        "differences.csv": differences_text(differences),
+        "rejected.csv": rejected_text(rejected),
+        "balances.csv": balances,
+    }
 
     agg = agg_mod.aggregate(lines, grants, util, rejected, extended)
     summary = build_summary(run_info, lines, grants, util, rejected, extended, timings or {}, agg)
-    summary["report_dir"] = str(out_dir.resolve())
-    summary["report_html"] = str((out_dir / "report.html").resolve())
-
     _name_customers(summary, context)
     summary["balances"] = {"customers": int(len(balances))}
+    diff_txt = tables["differences.csv"]
     summary["differences"] = {
         "keys": int(len(diff_txt)),
         "note": ("already posted lines whose current data differs from the ledger: charges.csv "
                  "shows the ledger's values; differences.csv lists both and the correction")
         if len(diff_txt) else ""}
-    page_lines = _page_lines(lines, charges, context)
-    html = render_html(summary, agg, page_lines, grants_txt, util_txt, rejected_txt, extended,
-                       balances=balances, total_lines=len(charges), context=context)
-    (out_dir / "report.html").write_text(html, encoding="utf-8")
+    page_lines = _page_lines(lines, tables["charges.csv"], context)
+    # plain JSON values (numpy scalars, dates as text), as summary.json will hold them
+    summary = json.loads(json.dumps(summary, default=_jsonable))
+    return Report(summary, tables, agg, page_lines, extended, context)
 
+
+def write_files(report: Report, out_dir: Path, named_as: Path | None = None) -> dict:
+    """Write every file of `report` but summary.json into `out_dir`; returns the summary,
+    naming the folder the report ends up in (`named_as`, default `out_dir`). The caller
+    writes the summary last (`write_summary`, or report.folders.finish)."""
+    from billing_jobs.report.html import render_html  # plotly import only when writing
+
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, table in report.tables.items():
+        _write_csv(table, out_dir / name)
+    final = Path(named_as if named_as is not None else out_dir).resolve()
+    summary = dict(report.summary, report_dir=str(final),
+                   report_html=str(final / "report.html"))
+    summary["timings"] = dict(summary["timings"])
+    t = report.tables
+    html = render_html(summary, report.agg, report.page_lines, t["grants.csv"],
+                       t["utilisation.csv"], t["rejected.csv"], report.extended,
+                       balances=t["balances.csv"], total_lines=len(t["charges.csv"]),
+                       context=report.context)
+    (out_dir / "report.html").write_text(html, encoding="utf-8")
     summary["timings"].setdefault("report", round(time.perf_counter() - started, 3))
-    (out_dir / "summary.json").write_text(
-        json.dumps(summary, indent=2, ensure_ascii=False, default=_jsonable) + "\n",
-        encoding="utf-8")
+    return summary
+
+
+def summary_text(summary: dict) -> str:
+    """summary.json's text."""
+    return json.dumps(summary, indent=2, ensure_ascii=False, default=_jsonable) + "\n"
+
+
+def write_report(out_dir: Path, run_info: dict, result: BillingResult | None,
+                 rejected: pd.DataFrame | None, timings: dict | None,
+                 context: dict | None = None) -> Path:
+    """Write the run's report folder (SPEC §7) and return it. Files: charges.csv, grants.csv,
+    utilisation.csv, free_minutes.csv, differences.csv, rejected.csv, balances.csv,
+    report.html, and summary.json last."""
+    out_dir = Path(out_dir)
+    summary = write_files(build_report(run_info, result, rejected, timings, context), out_dir)
+    (out_dir / "summary.json").write_text(summary_text(summary), encoding="utf-8")
     return out_dir
 
 
@@ -257,7 +294,7 @@ def headline(summary: dict) -> str:
     """A few lines for the terminal: mode, status, lines by status, totals, rejects, path."""
     counts = summary.get("counts", {})
     mode = summary.get("mode") or "?"
-    what = "simulation (nothing posted)" if mode == "simulate" else mode
+    what = "simulation (nothing posted)" if mode == RunMode.SIMULATE else mode
     out = [f"{summary.get('run_date') or '?'}: {outcome_sentence(summary)}",
            f"  run {summary.get('run_id') or '-'}: {what}, {summary.get('status') or '?'}"]
     by_status = ", ".join(f"{k} {v}" for k, v in counts.get("lines_by_status", {}).items())
@@ -289,9 +326,6 @@ def headline(summary: dict) -> str:
 
 # --------------------------------------------------------------------------- what happened
 
-NEW_STATUSES = ("posted", "invoiced")
-
-
 def _amounts_text(amounts: dict) -> str:
     return ", ".join(f"{a} {c}" for c, a in amounts.items()) if amounts else "0"
 
@@ -300,10 +334,10 @@ def outcome_block(agg: agg_mod.Aggregates, run: dict) -> dict:
     """What the run did, in counts and exact amounts per currency, and in one sentence."""
     from billing_jobs.core.money import format_minor
 
-    mode = str(run.get("mode") or "simulate")
+    mode = str(run.get("mode") or RunMode.SIMULATE)
     status = str(run.get("status") or "")
     by = agg.by_status
-    new_st = ("simulated",) if mode == "simulate" else NEW_STATUSES
+    new_st = (LineStatus.SIMULATED,) if mode == RunMode.SIMULATE else NEW_STATUSES
 
     micros: dict = {}
 
@@ -321,10 +355,10 @@ def outcome_block(agg: agg_mod.Aggregates, run: dict) -> dict:
         return lines, amounts
 
     new_lines, new_amounts = pick(new_st, keep=True)
-    invoiced_lines, _ = pick(("invoiced",)) if mode != "simulate" else (0, {})
-    old_lines, old_amounts = pick(("already_posted",))
-    not_lines, not_amounts = pick(("not_posted",))
-    held_lines, held_amounts = pick(("overlaps_posted",))
+    invoiced_lines, _ = pick((LineStatus.INVOICED,)) if mode != RunMode.SIMULATE else (0, {})
+    old_lines, old_amounts = pick((LineStatus.ALREADY_POSTED,))
+    not_lines, not_amounts = pick((LineStatus.NOT_POSTED,))
+    held_lines, held_amounts = pick((LineStatus.OVERLAPS_POSTED,))
     block = {
         "kind": "", "new_lines": new_lines, "new_amounts": new_amounts,
         "invoiced_lines": invoiced_lines, "already_posted_lines": old_lines,
@@ -333,8 +367,8 @@ def outcome_block(agg: agg_mod.Aggregates, run: dict) -> dict:
         "overlaps_posted_lines": held_lines, "overlaps_posted_amounts": held_amounts,
     }
     reason = str(run.get("message") or "").strip() or "of an unknown error"
-    if status == "failed":
-        if new_lines and mode != "simulate":
+    if status == RunStatus.FAILED:
+        if new_lines and mode != RunMode.SIMULATE:
             block["kind"] = "partly_posted"
             text = (f"failed after posting {_n(new_lines, 'line')} for "
                     f"{_amounts_text(new_amounts)} (those stand and will not be charged again)"
@@ -342,11 +376,11 @@ def outcome_block(agg: agg_mod.Aggregates, run: dict) -> dict:
                     f"not posted, because {reason}")
         else:
             block["kind"] = "failed"
-            text = (("failed: nothing simulated, because " if mode == "simulate"
+            text = (("failed: nothing simulated, because " if mode == RunMode.SIMULATE
                      else "failed: nothing posted, because ") + reason)
         block["sentence"] = text
         return block
-    sim = mode == "simulate"
+    sim = mode == RunMode.SIMULATE
     block["kind"] = "simulated" if sim else ("posted" if new_lines else "nothing_new")
     if new_lines:
         text = (("simulated: would post " if sim else "posted ")
@@ -362,7 +396,7 @@ def outcome_block(agg: agg_mod.Aggregates, run: dict) -> dict:
     elif not new_lines and not held_lines:
         text += ": nothing is due on this date" if sim else ": nothing was due on this date"
     text += _held_text(held_lines, held_amounts, "would be held" if sim else "held")
-    held_grants = int(agg.counts.get("grants_by_status", {}).get("overlaps_posted", 0))
+    held_grants = int(agg.counts.get("grants_by_status", {}).get(LineStatus.OVERLAPS_POSTED, 0))
     block["overlaps_posted_grants"] = held_grants
     if held_grants:
         text += (f"; {_n(held_grants, 'free-minute grant')} "

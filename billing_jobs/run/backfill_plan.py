@@ -12,7 +12,7 @@ Validation rules are per row, so validating the range once rejects each call as 
 its night would; the one exception is the rule on a customer's charges adding up to more
 than the maximum amount (1e12 units), judged over the range's calls.
 
-The pipeline hook (billing_jobs/run/pipeline.py, the report helper's): `run_billing` taking the
+The run hook (billing_jobs/run/local.py): `run_billing` taking the
 night's `(clean inputs, rejected)` instead of running `load_stage`, and `backfill` building
 one plan before its loop:
 

@@ -21,6 +21,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from billing_jobs.calc.billing import compute_billing
+from billing_jobs.core.vocab import LineStatus
 from billing_jobs.core.frames import (BillingResult, DUE_LINE_COLUMNS, Forecast, GRANT_COLUMNS,
                                       empty_frame)
 
@@ -48,14 +49,14 @@ def forecast(engine: sa.Engine, first: date, days: int, tz: str = "UTC",
     checked = post_result(engine, BillingResult(all_lines, all_grants, pd.DataFrame()),
                           simulate=True, run_id="forecast")
     out_lines = checked.due_lines.copy()
-    out_lines["status"] = out_lines["status"].replace({"simulated": "upcoming"})
+    out_lines["status"] = out_lines["status"].replace({LineStatus.SIMULATED: LineStatus.UPCOMING})
     # a minimum-spend period still open today: its spend can only grow, its shortfall shrink
     today = pd.Timestamp(date.today())
     out_lines["provisional"] = ((out_lines["kind"] == "minimum_spend")
                                 & (out_lines["status"] == "upcoming")
                                 & (pd.to_datetime(out_lines["period_end"]) > today))
     out_grants = checked.grants.copy()
-    out_grants["status"] = out_grants["status"].replace({"simulated": "upcoming"})
+    out_grants["status"] = out_grants["status"].replace({LineStatus.SIMULATED: LineStatus.UPCOMING})
     cols = [c for c in ("package_id", "name", "description") if c in plan.clean.packages.columns]
     return Forecast(first=first, last=last, tz=tz,
                     lines=out_lines.sort_values(["run_date", "customer_id", "assignment_id",

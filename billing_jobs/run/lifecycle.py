@@ -2,71 +2,61 @@
 
 A run is recorded first (`begin_run`: 'running'), whatever happens next; when it ends, the
 tail is always the same (`close_attempt`): after a failed post the database says which lines
-and grants it wrote (`posted_by_run`), every other line gets its status, the report is written
-atomically (a temporary folder, then renamed; or file by file into an existing folder, the
-summary last) and the run record is closed with the counts and the real cause. The two
-callers differ only in where the frames live: `pipeline.run_billing` holds them in memory,
-`staged_run` reads them back from its hand-offs.
+and grants it wrote (`posted_by_run`), every other line gets its status, the report is built
+in memory and written atomically (a temporary folder, then renamed; or file by file into an
+existing folder, the summary last) and the run record is closed with the counts and the real
+cause. The two callers differ only in where the frames live: `run.local.run_billing` holds
+them in memory, `staged.stages` reads them back from its hand-offs.
 """
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pandas as pd
+import sqlalchemy as sa
 
-from billing_jobs.core.frames import BillingResult
-
-if TYPE_CHECKING:
-    from billing_jobs.run.pipeline import RunRequest
-
-
-def report_stage(req: "RunRequest", result: BillingResult, rejected: pd.DataFrame,
-                 run_info: dict, timings: dict, out_dir: Path,
-                 context: dict | None = None) -> Path:
-    """Write the report folder of a run (report/writer.py)."""
-    from billing_jobs.report import write_report
-
-    return write_report(out_dir, run_info, result, rejected, timings, context=context)
+from billing_jobs.core.frames import (DUE_LINE_COLUMNS, GRANT_COLUMNS, UTILISATION_COLUMNS,
+                                      BillingResult, empty_frame)
+from billing_jobs.core.vocab import LineStatus, RunStatus
+from billing_jobs.report.folders import building, finish, finish_into
+from billing_jobs.report.writer import build_report, write_files
+from billing_jobs.run.request import RunRequest
+from billing_jobs.store import runs
+from billing_jobs.store.db import read_connection
+from billing_jobs.store.tables import grants as grants_t
+from billing_jobs.store.tables import ledger
 
 
 def empty_result() -> BillingResult:
-    from billing_jobs.core.frames import (DUE_LINE_COLUMNS, GRANT_COLUMNS,
-                                            UTILISATION_COLUMNS, empty_frame)
-
     lines = empty_frame(DUE_LINE_COLUMNS + ["status"])
     grants = empty_frame(GRANT_COLUMNS + ["status"])
     return BillingResult(lines, grants, empty_frame(UTILISATION_COLUMNS))
 
 
 def run_info(req: RunRequest, run_id: str, status: str, message: str, unposted: list[str],
-             started_at: datetime | str, finished_at: datetime | str | None = None) -> dict:
-    """The run's description in its report (``summary.json`` -> ``run``). Times are ISO 8601
-    strings (a datetime is converted); ``finished_at`` defaults to now (UTC)."""
-    from billing_jobs.store import runs
-
-    if finished_at is None:
-        finished_at = datetime.now(timezone.utc)
+             started_at: datetime | str, **more) -> dict:
+    """The run's description in its report (``summary.json`` -> ``run``), the one place it is
+    built: the local run adds where it stopped, the Airflow stages their ids (`more`). Times
+    are ISO 8601 strings (a datetime is converted); ``finished_at`` is now (UTC)."""
     return {
         "run_id": run_id,
         "run_date": req.run_date,
         "mode": req.mode,
         "status": status,
         "started_by": req.started_by,
-        "customer_ids": req.customer_ids,
+        "customer_ids": None if req.customer_ids is None else list(req.customer_ids),
         "started_at": started_at.isoformat() if isinstance(started_at, datetime) else started_at,
-        "finished_at": (finished_at.isoformat() if isinstance(finished_at, datetime)
-                        else finished_at),
+        "finished_at": datetime.now(timezone.utc).isoformat(),
         "message": message,
         "unposted_dates": unposted,
         "code_version": runs.code_version(),
         "strict": req.strict,
         "tz": req.tz,
+        **more,
     }
 
 
@@ -75,8 +65,6 @@ RECORD_TRIES = 3
 
 def begin_run(engine, req: RunRequest) -> str:
     """Record the run as 'running' before anything else happens; returns its run_id."""
-    from billing_jobs.store import runs
-
     return runs.start_run(engine, req.run_date, req.mode, req.customer_ids, req.started_by)
 
 
@@ -86,8 +74,6 @@ def close_run(engine, run_id: str, status: str, summary: dict, message: str) -> 
     Returns '' when closed, else why it could not be closed (the caller adds that to its
     message; it never replaces the run's own cause).
     """
-    from billing_jobs.store import runs
-
     last = ""
     for attempt in range(RECORD_TRIES):
         try:
@@ -108,12 +94,6 @@ def posted_by_run(engine, run_id: str, result: BillingResult) -> BillingResult:
     'posted' (or 'invoiced'), the others 'not_posted'. If the database cannot answer, every
     line is 'unknown' (never claimed posted or not posted without evidence).
     """
-    import sqlalchemy as sa
-
-    from billing_jobs.store.db import read_connection
-    from billing_jobs.store.tables import grants as grants_t
-    from billing_jobs.store.tables import ledger
-
     lines, grants = result.due_lines, result.grants
     for attempt in range(RECORD_TRIES):
         try:
@@ -127,7 +107,7 @@ def posted_by_run(engine, run_id: str, result: BillingResult) -> BillingResult:
             break
         except Exception:  # noqa: BLE001
             if attempt + 1 == RECORD_TRIES:
-                return mark(result, "unknown")
+                return mark(result, LineStatus.UNKNOWN)
             time.sleep(1.0 * (attempt + 1))
 
     def keys(frame, cols):
@@ -143,10 +123,10 @@ def posted_by_run(engine, run_id: str, result: BillingResult) -> BillingResult:
     ledger_status = {"\x1f".join([str(a), str(k), str(pd.Timestamp(p).date())]): st
                      for a, k, p, st in done}
     line_keys = keys(lines, ["assignment_id", "kind", "period_start"])
-    status = line_keys.map(ledger_status).fillna("not_posted").to_numpy(dtype=object)
+    status = line_keys.map(ledger_status).fillna(LineStatus.NOT_POSTED).to_numpy(dtype=object)
     grant_done = {"\x1f".join([str(a), str(pd.Timestamp(p).date())]) for a, p in gdone}
     gkeys = keys(grants, ["assignment_id", "period_start"])
-    gstatus = gkeys.isin(grant_done).map({True: "posted", False: "not_posted"})
+    gstatus = gkeys.isin(grant_done).map({True: LineStatus.POSTED, False: LineStatus.NOT_POSTED})
     lines = lines.assign(status=pd.Series(status, index=lines.index, dtype=object)
                          if len(lines) else pd.Series([], dtype=object))
     grants = grants.assign(status=pd.Series(gstatus.to_numpy(dtype=object), index=grants.index)
@@ -159,65 +139,10 @@ def is_empty(summary: dict) -> bool:
     return not (c.get("lines") or c.get("grants") or c.get("rejects"))
 
 
-def write_report_atomically(req: RunRequest, result: BillingResult, rejected: pd.DataFrame,
-                            info: dict, timings: dict, out_dir: Path,
-                            keep_empty: bool = True, context: dict | None = None,
-                            into_existing: bool = False) -> tuple[Path | None, dict]:
-    """Write the report into a temporary folder beside `out_dir`, then rename it into place
-    (`into_existing`: move its files into the existing `out_dir`, summary.json last, so a
-    summary is there only when every other file is).
-
-    Returns (folder, summary). With keep_empty=False a succeeded run with nothing in it
-    (no line, grant or reject) leaves no folder: (None, summary). A half-written report is
-    never left at `out_dir`: on failure the temporary folder is removed and the error raised.
-    """
-    import shutil
-
-    from billing_jobs.report.folders import building, finish, finish_into
-
-    out_dir = Path(out_dir)
-    with building(out_dir) as tmp:
-        report_stage(req, result, rejected, info, timings, tmp, context=context)
-        summary = read_summary(tmp)
-        if not keep_empty and info.get("status") == "succeeded" and is_empty(summary):
-            shutil.rmtree(tmp, ignore_errors=True)
-            return None, summary
-        final = out_dir.resolve()
-        for key in ("report_dir", "report_html"):  # name the final place, not the temporary one
-            if summary.get(key):
-                summary[key] = summary[key].replace(str(tmp.resolve()), str(final))
-        return (finish_into if into_existing else finish)(tmp, out_dir, summary), summary
-
-
-def summarise(req: RunRequest, result: BillingResult, rejected: pd.DataFrame, info: dict,
-              timings: dict) -> dict:
-    """The summary the report would hold, without keeping any file (for the run record when
-    the report itself cannot be written)."""
-    import shutil
-    import tempfile
-
-    tmp = Path(tempfile.mkdtemp(prefix="billing-summary-"))
-    try:
-        report_stage(req, result, rejected, info, timings, tmp)
-        summary = read_summary(tmp)
-        summary.pop("report_dir", None)
-        summary.pop("report_html", None)
-        return summary
-    except Exception:  # noqa: BLE001 - counts only; the caller reports the real error
-        return {}
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def mark(result: BillingResult, status: str) -> BillingResult:
     lines = result.due_lines.assign(status=status)
     grants = result.grants.assign(status=status)
     return BillingResult(lines, grants, result.utilisation, result.extended_ends)
-
-
-def read_summary(report_dir: Path) -> dict:
-    path = Path(report_dir) / "summary.json"
-    return json.loads(path.read_text()) if path.exists() else {}
 
 
 @dataclass
@@ -232,36 +157,89 @@ class Closed:
     closing_error: str = ""
 
 
-def close_attempt(engine, req: "RunRequest", run_id: str, result: BillingResult,
-                  rejected: pd.DataFrame, info: dict, timings: dict, out_dir: Path, *,
-                  post_attempted: bool = False, keep_empty: bool = True,
-                  context: dict | None = None, into_existing: bool = False,
-                  raise_report_error: bool = False) -> Closed:
-    """The end of every run attempt (see the module docstring). `info` is the run's
-    `run_info` (its status and message are what the record gets). `post_attempted`: a post
-    failed after it may have written batches; the database is asked what this run wrote.
-    `into_existing`: `out_dir` already holds other files (the Airflow hand-offs); the report's
-    files are moved into it one by one, summary.json last. `raise_report_error`: a report that
-    cannot be written is raised before the record is closed (an Airflow task then retries;
-    its final failure closes the record through `record_failure`)."""
-    if post_attempted and not req.simulate:
-        result = posted_by_run(engine, run_id, result)  # ask the database what was written
+@dataclass(frozen=True)
+class Attempt:
+    """One run attempt to close: its request and record, what it computed (lines without a
+    status when the settle stage did not finish) and rejected, its description (`run_info`:
+    the status and message the record gets), its timings and the report's names and
+    balances (`run.stages.report_context`). `post_attempted`: a post failed after it may
+    have written batches; the database is asked what this run wrote."""
+
+    req: RunRequest
+    run_id: str
+    result: BillingResult
+    rejected: pd.DataFrame
+    info: dict
+    timings: dict
+    context: dict | None = None
+    post_attempted: bool = False
+
+
+@dataclass(frozen=True)
+class ReportPlace:
+    """Where the report goes: `out_dir`; `into_existing`: it already holds other files (the
+    Airflow hand-offs), the report's files are moved into it one by one, summary.json last;
+    `keep_empty=False`: a succeeded run with nothing in it (no line, grant or reject) writes
+    no folder; `raise_report_error`: a report that cannot be written is raised before the
+    record is closed (an Airflow task then retries; its final failure closes the record
+    through `record_failure`)."""
+
+    out_dir: Path
+    into_existing: bool = False
+    keep_empty: bool = True
+    raise_report_error: bool = False
+
+
+def write_report_atomically(attempt: Attempt, place: ReportPlace) -> tuple[Path | None, dict]:
+    """Build the report in memory, write its files into a temporary folder beside
+    `place.out_dir`, then its summary and rename it into place (or move its files into the
+    existing folder, summary.json last, so a summary is there only when every other file is).
+
+    Returns (folder, summary); (None, summary) for an empty run left out. A half-written
+    report is never left at `out_dir`: on failure the temporary folder is removed and the
+    error raised."""
+    report = build_report(attempt.info, attempt.result, attempt.rejected, attempt.timings,
+                          attempt.context)
+    if (not place.keep_empty and attempt.info.get("status") == RunStatus.SUCCEEDED
+            and is_empty(report.summary)):
+        return None, report.summary
+    out_dir = Path(place.out_dir)
+    with building(out_dir) as tmp:
+        summary = write_files(report, tmp, named_as=out_dir)
+        return (finish_into if place.into_existing else finish)(tmp, out_dir, summary), summary
+
+
+def close_attempt(engine, attempt: Attempt, place: ReportPlace) -> Closed:
+    """The end of every run attempt (see the module docstring)."""
+    req, result = attempt.req, attempt.result
+    if attempt.post_attempted and not req.simulate:
+        result = posted_by_run(engine, attempt.run_id, result)  # what the database holds
     if "status" not in result.due_lines.columns:
-        result = mark(result, "not_posted" if not req.simulate else "not_simulated")
-    status, message = info["status"], info.get("message") or ""
+        result = mark(result, LineStatus.NOT_POSTED if not req.simulate
+                        else LineStatus.NOT_SIMULATED)
+    attempt = replace(attempt, result=result)
+    status, message = attempt.info["status"], attempt.info.get("message") or ""
     report_error = ""
     report_dir: Path | None = None
     try:
-        report_dir, summary = write_report_atomically(
-            req, result, rejected, info, timings, out_dir, keep_empty=keep_empty,
-            context=context, into_existing=into_existing)
+        report_dir, summary = write_report_atomically(attempt, place)
     except Exception as exc:  # noqa: BLE001 - disk full, a file in the way: said as such
-        if raise_report_error:
+        if place.raise_report_error:
             raise
-        summary = summarise(req, result, rejected, info, timings)
-        report_error = (f"the report could not be written to {out_dir}: "
+        summary = summarise(attempt)
+        report_error = (f"the report could not be written to {place.out_dir}: "
                         f"{type(exc).__name__}: {exc}")
-        if status == "succeeded":
+        if status == RunStatus.SUCCEEDED:
             report_error += " (the run itself succeeded and stands)"
-    closing = close_run(engine, run_id, status, summary, message)
+    closing = close_run(engine, attempt.run_id, status, summary, message)
     return Closed(result, report_dir, summary, report_error, closing)
+
+
+def summarise(attempt: Attempt) -> dict:
+    """The summary the report would hold, without any file (for the run record when the
+    report itself cannot be written)."""
+    try:
+        return build_report(attempt.info, attempt.result, attempt.rejected,
+                            attempt.timings).summary
+    except Exception:  # noqa: BLE001 - counts only; the caller reports the real error
+        return {}

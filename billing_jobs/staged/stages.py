@@ -2,7 +2,7 @@
 
 The Airflow DAG ``package_billing`` runs each function here in its own task; this module knows
 nothing about Airflow's scheduling (plain values and paths in, paths out). Every stage calls the
-matching stage of ``billing_jobs.run.pipeline`` (the same functions ``billing-jobs run`` uses) and
+matching stage of ``billing_jobs.run.stages`` (the same functions ``billing-jobs run`` uses) and
 hands its dataframes to the next one as Parquet folders (``billing_jobs.staged.handoff``).
 
     extract ──> compute_shard[0..n-1] ──> gate ──> settle ──> report
@@ -19,9 +19,8 @@ stage needs to rebuild the ``RunRequest``), the inputs and results, ``timings/``
 timings, one file each because the shards run in parallel) and ``workers/`` (which worker
 computed each shard).
 
-Heavy imports (pandas, SQLAlchemy, the engine, Airflow's object storage) happen inside the
-functions, so that importing this module (as the DAG file does when Airflow parses it) stays
-cheap.
+Airflow's own imports (object storage) happen inside the one function that needs them, so
+that this module also runs without Airflow (the tests drive the stages directly).
 """
 
 from __future__ import annotations
@@ -34,13 +33,21 @@ import re
 from collections.abc import Iterable, Iterator
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-from billing_jobs.core import settings
+import sqlalchemy as sa
 
-if TYPE_CHECKING:
-    from billing_jobs.run.pipeline import RunRequest
+from billing_jobs.core import settings
+from billing_jobs.core.frames import BillingResult, empty_frame
+from billing_jobs.core.vocab import RunMode, RunStatus
+from billing_jobs.run import lifecycle
+from billing_jobs.run import stages as run_stages  # called as run_stages.X: tests swap one
+from billing_jobs.run.lifecycle import Attempt, ReportPlace
+from billing_jobs.run.request import RunRequest, Timings
+from billing_jobs.staged import handoff as snapshots
+from billing_jobs.store import runs
+from billing_jobs.store.db import make_engine, read_connection, upgrade
+from billing_jobs.store.tables import runs as runs_t
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +61,6 @@ UNPOSTED = "unposted.json"  # in the work folder: settle's view of the unposted 
 # -- settings --------------------------------------------------------------------------------
 
 
-env_db_url = settings.db_url
-
-
 def connection_db_url(conn_type: str | None, *, host: str | None = None, port: int | None = None,
                       login: str | None = None, password: str | None = None,
                       schema: str | None = None, extra: dict | None = None) -> str | None:
@@ -67,7 +71,6 @@ def connection_db_url(conn_type: str | None, *, host: str | None = None, port: i
     if extra.get("sqlalchemy_url"):
         return extra["sqlalchemy_url"]
     if conn_type in ("postgres", "postgresql"):
-        import sqlalchemy as sa
 
         return sa.URL.create("postgresql+psycopg", username=login, password=password,
                              host=host, port=port, database=schema
@@ -77,14 +80,10 @@ def connection_db_url(conn_type: str | None, *, host: str | None = None, port: i
     return None
 
 
-n_shards = settings.shards
-shard_min_assignments = settings.shard_min_assignments
-
-
 def shards_for(n_assignments: int) -> int:
-    """How many shards a run with ``n_assignments`` gets: ``n_shards()`` when it is large
-    enough to gain from it, else 1."""
-    return n_shards() if n_assignments >= shard_min_assignments() else 1
+    """How many shards a run with ``n_assignments`` gets: ``settings.shards()`` when it is
+    large enough to gain from it, else 1."""
+    return settings.shards() if n_assignments >= settings.shard_min_assignments() else 1
 
 
 def billing_date(chosen: str | None, when: datetime | None, tz: str) -> date:
@@ -101,10 +100,6 @@ def billing_date(chosen: str | None, when: datetime | None, tz: str) -> date:
 # -- the run folder and the work folder -----------------------------------------------------
 
 
-def report_root() -> Path:
-    return settings.report_dir().resolve()
-
-
 def run_folder(run_date: date, run_id: str, attempt: int = 0) -> Path:
     """``$BILLING_REPORT_DIR/airflow/<run_date>/<run_id>`` for a run's first attempt,
     ``.../<run_id>.attempt-<n>`` (n = 2, 3 ...) for each clear or reprocess of it (``:`` and
@@ -112,10 +107,7 @@ def run_folder(run_date: date, run_id: str, attempt: int = 0) -> Path:
     name = re.sub(r"[^A-Za-z0-9._+-]", "_", run_id)
     if attempt:
         name += f".attempt-{int(attempt) + 1}"
-    return report_root() / "airflow" / run_date.isoformat() / name
-
-
-handoff_url = settings.handoff_url
+    return settings.report_dir().resolve() / "airflow" / run_date.isoformat() / name
 
 
 def storage_path(location: str | os.PathLike):
@@ -124,7 +116,7 @@ def storage_path(location: str | os.PathLike):
     text = str(location)
     if "://" not in text or text.startswith("file://"):
         return Path(text.removeprefix("file://"))
-    from airflow.sdk import ObjectStoragePath
+    from airflow.sdk import ObjectStoragePath  # Airflow only for a URL: the tests run without it
 
     return ObjectStoragePath(text, conn_id=settings.handoff_conn_id())
 
@@ -132,11 +124,11 @@ def storage_path(location: str | os.PathLike):
 def work_dir(run_dir: str | Path):
     """The hand-offs of the attempt whose report goes to ``run_dir``: ``<run_dir>/snapshots``,
     or the same relative folder under $BILLING_HANDOFF_URL."""
-    url = handoff_url()
+    url = settings.handoff_url()
     if url is None:
         return Path(run_dir) / "snapshots"
     try:
-        rel = Path(run_dir).resolve().relative_to(report_root())
+        rel = Path(run_dir).resolve().relative_to(settings.report_dir().resolve())
     except ValueError:
         rel = Path(*Path(run_dir).resolve().parts[-3:])
     return storage_path(url.rstrip("/") + "/" + rel.as_posix() + "/snapshots")
@@ -151,11 +143,6 @@ def work_of(path: str | os.PathLike):
     raise ValueError(f"{path} is not inside a run's snapshots/ folder")
 
 
-def run_dir_of_path(path: str | os.PathLike) -> Path:
-    """The report folder of the attempt that wrote a hand-off path."""
-    return Path(_manifest_at(work_of(path))["run_dir"])
-
-
 def _manifest_at(work) -> dict:
     return json.loads((work / MANIFEST).read_text())
 
@@ -166,10 +153,6 @@ def _write_manifest(work, manifest: dict) -> None:
     (work / MANIFEST).write_text(json.dumps(manifest, indent=1))
 
 
-def read_manifest(run_dir: str | Path) -> dict:
-    return _manifest_at(work_dir(run_dir))
-
-
 def has_started(run_dir: str | Path) -> bool:
     """True once the attempt has a manifest (so a run record exists)."""
     return (work_dir(run_dir) / MANIFEST).exists()
@@ -178,24 +161,16 @@ def has_started(run_dir: str | Path) -> bool:
 def new_request(run_date: date, run_dir: str | Path, *, simulate, customer_ids, strict,
                 started_by: str, tz: str) -> RunRequest:
     """The request of a new run whose report goes to ``run_dir`` (no customers: all)."""
-    from billing_jobs.run.pipeline import RunRequest
-
     return RunRequest(run_date=run_date, simulate=bool(simulate),
                       customer_ids=customer_ids or None, strict=bool(strict),
                       out_dir=Path(run_dir), started_by=started_by, tz=tz)
 
 
 def _request(m: dict) -> RunRequest:
-    from billing_jobs.run.pipeline import RunRequest
-
+    """The run's request, rebuilt from its manifest."""
     return RunRequest(run_date=date.fromisoformat(m["run_date"]), simulate=m["simulate"],
                       customer_ids=m["customer_ids"], strict=m["strict"],
                       out_dir=Path(m["run_dir"]), started_by=m["started_by"], tz=m["tz"])
-
-
-def request_of(run_dir: str | Path) -> RunRequest:
-    """The run's request, rebuilt from its manifest."""
-    return _request(read_manifest(run_dir))
 
 
 def _put_json(folder, name: str, value) -> None:
@@ -235,23 +210,18 @@ def shard_workers(run_dir: str | Path) -> dict[int, str]:
     return dict(sorted(out.items()))
 
 
-def run_info(m: dict, req: RunRequest, status: str, message: str, unposted: list[str],
-             posting_now: list[str] | None = None) -> dict:
-    """``pipeline.run_info`` of the attempt, plus the Airflow ids and the attempt's number."""
-    from billing_jobs.run import pipeline
-
-    return {**pipeline.run_info(req, m["billing_run_id"], status, message, unposted,
-                                m["started_at"]),
-            "airflow_dag_id": m["airflow_dag_id"], "airflow_run_id": m["airflow_run_id"],
-            "airflow_attempt": m.get("attempt", 0) + 1,
-            "posting_now_dates": list(posting_now or [])}
+def _run_info(m: dict, req: RunRequest, status: str, message: str, unposted: list[str],
+              posting_now: list[str] | None = None) -> dict:
+    """``lifecycle.run_info`` of the attempt, with the Airflow ids and the attempt's number."""
+    return lifecycle.run_info(
+        req, m["billing_run_id"], status, message, unposted, m["started_at"],
+        airflow_dag_id=m["airflow_dag_id"], airflow_run_id=m["airflow_run_id"],
+        airflow_attempt=m.get("attempt", 0) + 1, posting_now_dates=list(posting_now or []))
 
 
 @contextlib.contextmanager
 def database(db_url: str | None) -> Iterator:
     """An engine for one stage, disposed at the end (no pooled connections left behind)."""
-    from billing_jobs.store.db import make_engine
-
     engine = make_engine(db_url)
     try:
         yield engine
@@ -262,51 +232,40 @@ def database(db_url: str | None) -> Iterator:
 # -- the stages ------------------------------------------------------------------------------
 
 
-def _begin_run(engine, req: RunRequest) -> str:
-    from billing_jobs.run.lifecycle import begin_run
-
-    return begin_run(engine, req)
-
-
 def _reusable(engine, manifest: dict, req: RunRequest) -> bool:
     """A retried ``extract`` keeps its attempt's run record while that record is still open
     and of the same mode; anything else is a new attempt with a record of its own."""
-    from billing_jobs.store import runs
-
     rec = runs.get_run(engine, manifest.get("billing_run_id", ""))
-    return bool(rec) and rec["status"] == "running" and rec["mode"] == req.mode
+    return bool(rec) and rec["status"] == RunStatus.RUNNING and rec["mode"] == req.mode
 
 
 def extract(db_url: str | None, req: RunRequest, run_dir: str | Path, *,
             airflow_dag_id: str, airflow_run_id: str, shards: int | None = None,
             attempt: int = 0) -> list[str]:
     """Start the attempt (its run record, with the mode it really runs in, and its manifest),
-    load and validate the inputs (``pipeline.load_stage``), write them as a snapshot and split
+    load and validate the inputs (``run.stages.load_stage``), write them as a snapshot and split
     the customers into ``shards`` (default: ``shards_for`` the number of assignments). Returns
     one shard file per shard."""
-    from billing_jobs.run import pipeline
-    from billing_jobs.staged import handoff as snapshots
-    from billing_jobs.store.db import upgrade
-
     work = work_dir(run_dir)
-    timings = pipeline.Timings()
+    timings = Timings()
     with database(db_url) as engine:
         upgrade(engine)
         manifest = (_manifest_at(work) if (work / MANIFEST).exists() else None)
         if manifest is None or not _reusable(engine, manifest, req):
             manifest = {
-                "billing_run_id": _begin_run(engine, req),
+                "billing_run_id": lifecycle.begin_run(engine, req),
                 "started_at": datetime.now(timezone.utc).isoformat(),
                 "airflow_dag_id": airflow_dag_id, "airflow_run_id": airflow_run_id,
                 "attempt": int(attempt or 0),
             }
         manifest.update(run_date=req.run_date.isoformat(), simulate=req.simulate,
-                        customer_ids=req.customer_ids, strict=req.strict, tz=req.tz,
+                        customer_ids=(None if req.customer_ids is None
+                                      else list(req.customer_ids)), strict=req.strict, tz=req.tz,
                         started_by=req.started_by, run_dir=str(Path(run_dir)),
                         inputs=str(work / "inputs"))
         _write_manifest(work, manifest)
-        with pipeline.rule_evaluator(req.customer_ids):
-            inputs, rejected = pipeline.load_stage(engine, req, timings)
+        with run_stages.rule_evaluator(req.customer_ids):
+            inputs, rejected = run_stages.load_stage(engine, req, timings)
     snapshots.save_inputs(inputs, rejected, work / "inputs")
     n = shards if shards is not None else shards_for(len(inputs.assignments))
     groups = [s for s in snapshots.shard_customers(inputs.customers["customer_id"], n)
@@ -325,46 +284,37 @@ def shard_label(shard: str | Path) -> str:
     return f"shard {spec['index']} ({len(spec['customer_ids'])} customers)"
 
 
-worker_name = settings.worker_name
-
-
 def compute_shard(shard: str | Path) -> str:
-    """``pipeline.compute_stage`` on one shard's customers; returns its result folder."""
-    from billing_jobs.run import pipeline
-    from billing_jobs.staged import handoff as snapshots
-
+    """``run.stages.compute_stage`` on one shard's customers; returns its result folder."""
     spec = json.loads(storage_path(shard).read_text())
     work = work_of(shard)
     m = _manifest_at(work)
-    timings = pipeline.Timings()
+    timings = Timings()
     with timings.stage("compute"):
         inputs, _ = snapshots.load_inputs(storage_path(m["inputs"]))
-        result = pipeline.compute_stage(
+        result = run_stages.compute_stage(
             snapshots.filter_inputs(inputs, spec["customer_ids"]), _request(m))
         out = snapshots.save_result(result, work / "computed" / f"shard-{spec['index']}")
     # the shard's index is its position in extract's list, so the index of its mapped task
     save_timings(work, f"compute-{spec['index']}", timings)
     _put_json(work / "workers", f"shard-{spec['index']}.json",
-              {"shard": spec["index"], "worker": worker_name()})
+              {"shard": spec["index"], "worker": settings.worker_name()})
     return str(out)
 
 
 def gate(shard_results: Iterable[str | Path]) -> str:
-    """The shards' results joined, ``pipeline.gate_stage`` on the whole run; returns the gated
+    """The shards' results joined, ``run.stages.gate_stage`` on the whole run; returns the gated
     result's folder."""
-    from billing_jobs.run import pipeline
-    from billing_jobs.staged import handoff as snapshots
-
     shard_results = list(shard_results)
     work = work_of(shard_results[0])
     m = _manifest_at(work)
-    timings = pipeline.Timings()
+    timings = Timings()
     with timings.stage("gate"):
         result = snapshots.concat_results(
             [snapshots.load_result(storage_path(p)) for p in shard_results])
         inputs, _ = snapshots.load_inputs(storage_path(m["inputs"]))
-        with pipeline.rule_evaluator(m["customer_ids"]):
-            pipeline.gate_stage(result, inputs)
+        with run_stages.rule_evaluator(m["customer_ids"]):
+            run_stages.gate_stage(result, inputs)
         out = snapshots.save_result(result, work / "gated")
     save_timings(work, "gate", timings)
     return str(out)
@@ -382,7 +332,7 @@ def _attempt_work(db_url: str | None, handed: str | Path, run_dir: str | Path | 
         return work
     m = dict(_manifest_at(source))
     with database(db_url) as engine:
-        m.update(billing_run_id=_begin_run(engine, _request(m)),
+        m.update(billing_run_id=lifecycle.begin_run(engine, _request(m)),
                  started_at=datetime.now(timezone.utc).isoformat(),
                  run_dir=str(Path(run_dir)), follows=m["billing_run_id"])
     _write_manifest(work, m)
@@ -392,35 +342,27 @@ def _attempt_work(db_url: str | None, handed: str | Path, run_dir: str | Path | 
 def _posting_now(engine, dates: list[date], own_run_id: str) -> set[date]:
     """Of ``dates``, those a full post run other than ours is posting right now (its record
     ``running``): a backfill posting them, not a gap."""
-    import sqlalchemy as sa
-
-    from billing_jobs.store.db import read_connection
-    from billing_jobs.store.tables import runs
-
     if not dates:
         return set()
     with read_connection(engine) as conn:
-        found = conn.execute(sa.select(runs.c.run_date).where(
-            runs.c.mode == "post", runs.c.status == "running", runs.c.customer_filter.is_(None),
-            runs.c.run_id != own_run_id, runs.c.run_date.in_(dates))).scalars()
+        found = conn.execute(sa.select(runs_t.c.run_date).where(
+            runs_t.c.mode == RunMode.POST, runs_t.c.status == RunStatus.RUNNING,
+            runs_t.c.customer_filter.is_(None), runs_t.c.run_id != own_run_id,
+            runs_t.c.run_date.in_(dates))).scalars()
         return set(found)
 
 
 def settle(db_url: str | None, gated: str | Path, run_dir: str | Path | None = None) -> str:
-    """``pipeline.settle_stage``: simulate, or post exactly once; returns the settled result's
+    """``run.stages.settle_stage``: simulate, or post exactly once; returns the settled result's
     folder. A post then takes the dates never posted before it, still inside the posting slot
     (pool ``billing_posting``), so that a night another run is posting at the same time is
     named as being posted (``posting_now_dates``), not as never posted."""
-    from billing_jobs.run import pipeline
-    from billing_jobs.staged import handoff as snapshots
-    from billing_jobs.store import runs
-
     work = _attempt_work(db_url, gated, run_dir)
     m = _manifest_at(work)
     req = _request(m)
-    timings = pipeline.Timings()
+    timings = Timings()
     with timings.stage(req.mode), database(db_url) as engine:
-        result = pipeline.settle_stage(engine, snapshots.load_result(storage_path(gated)), req,
+        result = run_stages.settle_stage(engine, snapshots.load_result(storage_path(gated)), req,
                                        m["billing_run_id"])
         out = snapshots.save_result(result, work / "settled")
         if not req.simulate:
@@ -434,20 +376,15 @@ def settle(db_url: str | None, gated: str | Path, run_dir: str | Path | None = N
 
 
 def report(db_url: str | None, settled: str | Path, run_dir: str | Path | None = None) -> str:
-    """The run lifecycle's end (``run_lifecycle.close_attempt``, as ``billing-jobs run``):
-    the report into the attempt's report folder (file by file, ``summary.json`` last: the
-    folder also holds the hand-offs), then its run record says ``succeeded``; returns the
-    report folder."""
-    from billing_jobs.run import pipeline
-    from billing_jobs.run import lifecycle as run_lifecycle
-    from billing_jobs.staged import handoff as snapshots
-    from billing_jobs.store import runs
-
+    """The run lifecycle's end (``lifecycle.close_attempt``, as ``billing-jobs run``): the
+    report into the attempt's report folder (file by file, ``summary.json`` last: the folder
+    also holds the hand-offs), then its run record says ``succeeded``; returns the report
+    folder."""
     work = _attempt_work(db_url, settled, run_dir)
     m = _manifest_at(work)
     req = _request(m)
     _, rejected = snapshots.load_inputs(storage_path(m["inputs"]))
-    timings = pipeline.Timings(load_timings(work))
+    timings = Timings(load_timings(work))
     timings["total_before_report"] = round(sum(timings.values()), 4)
     with database(db_url) as engine:
         unposted, posting_now = [], []
@@ -458,26 +395,23 @@ def report(db_url: str | None, settled: str | Path, run_dir: str | Path | None =
                 seen = {"unposted": [d.isoformat()
                                      for d in runs.unposted_dates(engine, req.run_date)]}
             unposted, posting_now = seen["unposted"], seen.get("posting_now", [])
+        attempt = Attempt(req, m["billing_run_id"], snapshots.load_result(storage_path(settled)),
+                          rejected, _run_info(m, req, RunStatus.SUCCEEDED, "", unposted,
+                                              posting_now), timings)
         with timings.stage("report"):
-            closed = run_lifecycle.close_attempt(
-                engine, req, m["billing_run_id"], snapshots.load_result(storage_path(settled)),
-                rejected, run_info(m, req, "succeeded", "", unposted, posting_now), timings,
-                Path(m["run_dir"]), into_existing=True, raise_report_error=True)
+            closed = lifecycle.close_attempt(engine, attempt, ReportPlace(
+                Path(m["run_dir"]), into_existing=True, raise_report_error=True))
         if closed.closing_error:  # the report stands; the task fails so that it is retried
             raise RuntimeError(closed.closing_error)
-        report_dir = closed.report_dir
-    return str(report_dir)
+    return str(closed.report_dir)
 
 
 def record_failure(db_url: str | None, run_dir: str | Path, message: str) -> None:
     """A stage failed for good: the attempt's report and run record say ``failed`` with
-    ``message``, through the same ``run_lifecycle.close_attempt`` as the command line: the
+    ``message``, through the same ``lifecycle.close_attempt`` as the command line: the
     lines computed so far (if the gate passed) with what the database holds for this run
     (a post that failed after batch 1 committed shows those lines posted, the rest
     ``not_posted``). Nothing to do if the attempt never started."""
-    from billing_jobs.run import lifecycle as run_lifecycle
-    from billing_jobs.staged import handoff as snapshots
-
     if not has_started(run_dir):
         log.warning("no run record to mark failed (the attempt failed before it started)")
         return
@@ -487,21 +421,21 @@ def record_failure(db_url: str | None, run_dir: str | Path, message: str) -> Non
     try:
         _, rejected = snapshots.load_inputs(storage_path(m["inputs"]))
     except FileNotFoundError:
-        from billing_jobs.core.frames import empty_frame
         rejected = empty_frame(snapshots.REJECTED_COLUMNS)
     try:
         computed = snapshots.load_result(work / "gated")
     except FileNotFoundError:
-        computed = run_lifecycle.empty_result()
+        computed = lifecycle.empty_result()
     # lines without a status: a post that failed is asked what it wrote (posted_by_run)
-    result = snapshots.BillingResult(computed.due_lines.drop(columns="status", errors="ignore"),
+    result = BillingResult(computed.due_lines.drop(columns="status", errors="ignore"),
                                      computed.grants.drop(columns="status", errors="ignore"),
                                      computed.utilisation, computed.extended_ends)
     with database(db_url) as engine:
-        closed = run_lifecycle.close_attempt(
-            engine, req, m["billing_run_id"], result, rejected,
-            run_info(m, req, "failed", message, []), load_timings(work), Path(m["run_dir"]),
-            post_attempted=True, into_existing=True)
+        attempt = Attempt(req, m["billing_run_id"], result, rejected,
+                          _run_info(m, req, RunStatus.FAILED, message, []), load_timings(work),
+                          post_attempted=True)
+        closed = lifecycle.close_attempt(engine, attempt, ReportPlace(Path(m["run_dir"]),
+                                                                      into_existing=True))
     for problem in (closed.report_error, closed.closing_error):
         if problem:
             log.error("%s", problem)

@@ -106,7 +106,9 @@ def _seed(url: str, tmp: Path) -> None:
                     reason="redis-server missing: apt-get install redis-server (.ci/run does)")
 def test_celery_executor_two_workers_bill_like_the_cli(pg_admin_url, tmp_path, monkeypatch):
     from billing_jobs.staged import stages as staged_run
-    from billing_jobs.run.pipeline import RunRequest, run_billing
+    from billing_jobs.run.local import run_billing
+    from billing_jobs.run.request import RunRequest
+    from billing_jobs.store.db import make_engine
 
     deadline = time.monotonic() + DEADLINE_S
     home = tmp_path / "airflow"
@@ -153,7 +155,7 @@ def test_celery_executor_two_workers_bill_like_the_cli(pg_admin_url, tmp_path, m
         stack.start("migrate", [AIRFLOW, "db", "migrate"], env)
         _seed(billing_url, tmp_path)  # meanwhile
         # the command line's charges for the date, before anything is posted
-        cli = run_billing(billing_url, RunRequest(run_date=D, out_dir=tmp_path / "cli"))
+        cli = run_billing(make_engine(billing_url), RunRequest(run_date=D, out_dir=tmp_path / "cli"))
         migrate = stack.procs.pop("migrate")
         assert migrate.wait(timeout=max(1.0, deadline - time.monotonic())) == 0, \
             stack.log("migrate")

@@ -354,25 +354,26 @@ def test_after_a_failed_post_the_report_says_which_lines_the_ledger_holds(billin
     """#17.4: lines are marked by the ledger rows with this run_id, not all 'not_posted'."""
     from datetime import date
 
-    from billing_jobs.run import pipeline
+    from billing_jobs.run import lifecycle, stages
+    from billing_jobs.run.request import RunRequest
     from billing_jobs.core.frames import BillingResult
     from billing_jobs.store.db import make_engine
     from billing_jobs.store.post import post_result
 
     engine = make_engine(billing_db)
-    req = pipeline.RunRequest(run_date=date(2027, 1, 1), simulate=False)
-    run_id = pipeline.begin_run(engine, req)
-    inputs, _ = pipeline.load_stage(engine, req)
-    result = pipeline.compute_stage(inputs, req)
+    req = RunRequest(run_date=date(2027, 1, 1), simulate=False)
+    run_id = lifecycle.begin_run(engine, req)
+    inputs, _ = stages.load_stage(engine, req)
+    result = stages.compute_stage(inputs, req)
     part = result.due_lines[result.due_lines["customer_id"] == "C2"]
     post_result(engine, BillingResult(part, result.grants.iloc[0:0], result.utilisation),
                 simulate=False, run_id=run_id)  # batch 1 committed, then the post "failed"
-    marked = pipeline.posted_by_run(engine, run_id, result).due_lines
+    marked = lifecycle.posted_by_run(engine, run_id, result).due_lines
     got = dict(zip(marked["assignment_id"] + "/" + marked["kind"], marked["status"]))
     assert got == {"A2/recurring": "posted", "A1/setup": "not_posted",
                    "A1/recurring": "not_posted", "A3/minimum_spend": "not_posted",
                    "A4/setup": "not_posted", "A4/recurring": "not_posted"}
-    assert pipeline.close_run(engine, run_id, "failed", {"counts": {"lines": 6}}, "boom") == ""
+    assert lifecycle.close_run(engine, run_id, "failed", {"counts": {"lines": 6}}, "boom") == ""
     engine.dispose()
     eng = sa.create_engine(billing_db)
     with eng.connect() as conn:

@@ -24,6 +24,8 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from billing_jobs.staged.stages import run_folder
+
 ROOT = Path(__file__).resolve().parents[2]
 DAG_FILE = ROOT / "dags" / "package_billing.py"
 D = date(2027, 1, 31)
@@ -146,7 +148,7 @@ def _run(day: date | None, conf: dict):
 
 
 def _folder(dag_module, run_date: date, dr) -> Path:
-    return dag_module.run_folder(run_date, dr.run_id)
+    return run_folder(run_date, dr.run_id)
 
 
 def _csv(folder: Path, name: str) -> pd.DataFrame:
@@ -175,9 +177,10 @@ def _assert_succeeded(dr, states):
 
 
 def _cli_report(env, day: date, out: str, **kw) -> Path:
-    from billing_jobs.run.pipeline import RunRequest, run_billing
+    from billing_jobs.run.local import run_billing
+    from billing_jobs.run.request import RunRequest
 
-    outcome = run_billing(env.url, RunRequest(run_date=day, out_dir=env.tmp / out, **kw))
+    outcome = run_billing(env.engine, RunRequest(run_date=day, out_dir=env.tmp / out, **kw))
     assert outcome.ok, outcome.message
     return Path(outcome.report_dir)
 
@@ -358,13 +361,13 @@ def test_nightly_runs_simulate_post_and_repost(dag_module, seeded):
 def test_settle_retried_after_a_database_error_posts_once(dag_module, seeded, monkeypatch):
     """The worst case: the first attempt committed, then the connection died. The retry
     (exponential back-off, database errors only) posts nothing twice."""
-    from billing_jobs.run import pipeline
+    from billing_jobs.run import stages as run_stages
     from billing_jobs.core.errors import DatabaseError
 
     env = seeded
     with env.engine.connect() as conn:
         before = dict(conn.execute(sa.text("SELECT customer_id, balance_micros FROM customers")).all())
-    real, calls = pipeline.settle_stage, []
+    real, calls = run_stages.settle_stage, []
 
     def flaky(engine, result, req, run_id):
         calls.append(req.mode)
@@ -373,7 +376,7 @@ def test_settle_retried_after_a_database_error_posts_once(dag_module, seeded, mo
             raise DatabaseError("posting failed: server closed the connection (test)")
         return out
 
-    monkeypatch.setattr(pipeline, "settle_stage", flaky)
+    monkeypatch.setattr(run_stages, "settle_stage", flaky)
     dr, states = _run(D, {"simulate": False})
     _assert_succeeded(dr, states)
     assert states[("settle", -1)][1] == 2 and calls == ["post", "post"]
@@ -393,7 +396,7 @@ def test_settle_retried_after_a_database_error_posts_once(dag_module, seeded, mo
 
 @pytest.mark.slow
 def test_a_failed_task_marks_the_run_failed(dag_module, sqlite_env, monkeypatch):
-    from billing_jobs.run import pipeline
+    from billing_jobs.run import stages as run_stages
 
     billing_env = sqlite_env
     _seed(billing_env)
@@ -401,7 +404,7 @@ def test_a_failed_task_marks_the_run_failed(dag_module, sqlite_env, monkeypatch)
     def broken(*args, **kwargs):
         raise RuntimeError("settle exploded (test)")
 
-    monkeypatch.setattr(pipeline, "settle_stage", broken)
+    monkeypatch.setattr(run_stages, "settle_stage", broken)
     dr, states = _run(D, {"simulate": False})
     assert str(dr.state) == "failed"
     assert str(states[("settle", -1)][0]) == "failed"
@@ -422,17 +425,17 @@ def test_a_post_failing_after_it_wrote_says_what_it_posted(dag_module, sqlite_en
     """settle wrote the ledger, then failed for good (not a database error): the failed run's
     report and record say what the database holds for the run (the same lifecycle as the
     command line, run_lifecycle.close_attempt), never 'not_posted' for a posted line."""
-    from billing_jobs.run import pipeline
+    from billing_jobs.run import stages as run_stages
 
     billing_env = sqlite_env
     _seed(billing_env)
-    real = pipeline.settle_stage
+    real = run_stages.settle_stage
 
     def wrote_then_failed(engine, result, req, run_id):
         real(engine, result, req, run_id)
         raise RuntimeError("settle exploded after posting (test)")
 
-    monkeypatch.setattr(pipeline, "settle_stage", wrote_then_failed)
+    monkeypatch.setattr(run_stages, "settle_stage", wrote_then_failed)
     dr, states = _run(D, {"simulate": False})
     assert str(dr.state) == "failed"
     folder = _folder(dag_module, D, dr)

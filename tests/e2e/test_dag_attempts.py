@@ -23,7 +23,8 @@ import pytest
 import sqlalchemy as sa
 
 from billing_jobs.staged import stages as staged_run
-from billing_jobs.run.pipeline import RunRequest, run_billing
+from billing_jobs.run.local import run_billing
+from billing_jobs.run.request import RunRequest
 
 D = date(2027, 1, 31)
 RUN_ID = "backfill__2027-01-31T02:30:00+00:00"
@@ -220,6 +221,6 @@ def test_hand_offs_on_s3_compatible_storage(env, s3_server, monkeypatch):
                  "gated/due_lines.parquet", "settled/dtypes.json", "workers/shard-0.json"):
         assert prefix + part in keys, part
     assert not (folder / "snapshots").exists()  # nothing handed off through the local disk
-    cli = run_billing(env.url, RunRequest(run_date=D, out_dir=env.tmp / "cli"))
+    cli = run_billing(env.engine, RunRequest(run_date=D, out_dir=env.tmp / "cli"))
     pd.testing.assert_frame_equal(_charges(folder), _charges(cli.report_dir))
     assert _summary(folder)["totals"] == _summary(cli.report_dir)["totals"]

@@ -11,7 +11,8 @@ import time
 from datetime import date
 from pathlib import Path
 
-from billing_jobs.run.pipeline import RunRequest, run_billing
+from billing_jobs.run.local import run_billing
+from billing_jobs.run.request import RunRequest
 from billing_jobs.store.db import make_engine
 
 
@@ -31,7 +32,7 @@ def post_night(url: str, run_date: str, out: str, go: str | None = None,
             time.sleep(0.002)
     req = RunRequest(run_date=date.fromisoformat(run_date), simulate=False,
                      out_dir=Path(out + ".report"), started_by="test")
-    outcome = run_billing(None, req, engine=engine)
+    outcome = run_billing(engine, req)
     lines = outcome.result.due_lines
     Path(out).write_text(json.dumps({
         "status": outcome.status, "message": outcome.message,

@@ -11,7 +11,8 @@ import pytest
 import sqlalchemy as sa
 
 from billing_jobs.core.errors import UsageError
-from billing_jobs.run.pipeline import RunRequest, run_billing
+from billing_jobs.run.local import run_billing
+from billing_jobs.run.request import RunRequest
 from billing_jobs.ingest.importer import import_csv
 from billing_jobs.store.db import make_engine, upgrade
 from billing_jobs.corrections.adjust import adjust
@@ -43,9 +44,8 @@ def setup_db(db_url: str, tmp_path: Path):
 
 
 def post(engine, tmp_path, day=D):
-    outcome = run_billing(None, RunRequest(run_date=day, simulate=False,
-                                           out_dir=tmp_path / f"r{day}_{len(list(tmp_path.iterdir()))}"),
-                          engine=engine)
+    outcome = run_billing(engine, RunRequest(run_date=day, simulate=False,
+                                           out_dir=tmp_path / f"r{day}_{len(list(tmp_path.iterdir()))}"))
     assert outcome.ok, outcome.message
     assert balance_mismatches(engine) == []
     return outcome
@@ -165,8 +165,7 @@ def test_post_refuses_a_balance_beyond_the_bound(db_url, tmp_path):
     engine = setup_db(db_url, tmp_path)
     sql(engine, "UPDATE customers SET balance_micros = -8999999990000000, "
                 "opening_balance_micros = -8999999990000000")
-    outcome = run_billing(None, RunRequest(run_date=D, simulate=False, out_dir=tmp_path / "r"),
-                          engine=engine)
+    outcome = run_billing(engine, RunRequest(run_date=D, simulate=False, out_dir=tmp_path / "r"))
     assert not outcome.ok and "customer C1" in outcome.message and "bound" in outcome.message
     assert balance(engine) == -8_999_999_990_000_000 and nets(engine) == {}
     assert balance_mismatches(engine) == []

@@ -18,14 +18,15 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from billing_jobs.run.pipeline import RunRequest, backfill, run_billing
+from billing_jobs.run.local import backfill, run_billing
+from billing_jobs.run.request import RunRequest
 from billing_jobs.store.db import make_engine, upgrade
 from billing_jobs.corrections.reverse import reverse
 from billing_jobs.ingest.importer import import_csv
 from tests.store.free_minute_poster import post_night
 
 _CTX = multiprocessing.get_context("forkserver")
-_CTX.set_forkserver_preload(["billing_jobs.run.pipeline", "tests.store.free_minute_poster"])
+_CTX.set_forkserver_preload(["billing_jobs.run.local", "tests.store.free_minute_poster"])
 
 PACKAGES = ("package_id,name,type,cost,retail,setup_cost,setup_retail,currency,frequency,"
             "free_minutes,destination,minimum_spend,minimum_days,free_minutes_mode\n"
@@ -70,7 +71,7 @@ def fm_db(db_url, tmp_path):
 def _post(engine, day: str, tmp_path: Path, simulate=False):
     req = RunRequest(run_date=date.fromisoformat(day), simulate=simulate,
                      out_dir=tmp_path / f"r-{day}-{simulate}-{time.monotonic_ns()}")
-    return run_billing(None, req, engine=engine)
+    return run_billing(engine, req)
 
 
 def _state(engine) -> dict:
@@ -193,13 +194,15 @@ def test_backfill_carries_the_counters_from_night_to_night(fm_db, tmp_path):
     # calls on 5 and 6 Jan; a simulated backfill 6..8 Jan must not consume 5 Jan twice
     import_csv(fm_db, "usage", _write(tmp_path / "u2.csv", _calls(
         [("C1-D6", "C1", "2027-01-06T10:00:00Z", "442071234567", 60, "0.06")])))
-    sims = backfill(None, date(2027, 1, 6), date(2027, 1, 8), simulate=True, engine=fm_db,
-                    out_parent=tmp_path / "bf", customer_ids=["C1"])
+    sims = backfill(fm_db, RunRequest(run_date=date(2027, 1, 6), simulate=True,
+                                      out_dir=tmp_path / "bf", customer_ids=["C1"]),
+                    date(2027, 1, 8))
     credits = [(o.result.due_lines.loc[o.result.due_lines["kind"] == "free_minutes_credit",
                                        "amount"].tolist()) for o in sims]
     assert credits == [[-720_000], [], []]  # 7 Jan: C1-D6 finds the bundle used up
-    posts = backfill(None, date(2027, 1, 6), date(2027, 1, 8), simulate=False, engine=fm_db,
-                     out_parent=tmp_path / "bf2", customer_ids=["C1"])
+    posts = backfill(fm_db, RunRequest(run_date=date(2027, 1, 6), simulate=False,
+                                       out_dir=tmp_path / "bf2", customer_ids=["C1"]),
+                     date(2027, 1, 8))
     assert all(o.ok for o in posts)
     st = _state(fm_db)
     assert st["credits"] == [("C1", "2027-01-05", -720_000, 0, "charge")]
@@ -253,7 +256,7 @@ def test_another_date_consuming_meanwhile_defers_the_credit_never_doubles(fm_db,
     of 5 Jan as late calls; the backfill's post then credits nothing for them (deferred)."""
     import uuid
 
-    from billing_jobs.run.pipeline import compute_stage, load_stage
+    from billing_jobs.run.stages import compute_stage, load_stage
     from billing_jobs.store.post import post_result
 
     req = RunRequest(run_date=date(2027, 1, 6), simulate=False)

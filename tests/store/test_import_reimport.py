@@ -21,7 +21,8 @@ from billing_jobs.core.errors import ImportFailed
 from billing_jobs.demo.sample_data import generate, write_csv
 from billing_jobs.ingest import balances as balances_mod
 from billing_jobs.ingest.importer import import_csv, import_file
-from billing_jobs.run.pipeline import RunRequest, run_billing
+from billing_jobs.run.local import run_billing
+from billing_jobs.run.request import RunRequest
 from billing_jobs.store.db import make_engine, upgrade
 from billing_jobs.store.ledger_invariant import balance_mismatches
 from tests.store.helpers import balances
@@ -51,8 +52,8 @@ def posted_demo(db_url, tmp_path):
     paths = write_csv(frames, tmp_path / "sample")
     for entity in ("customers", "packages", "assignments", "usage"):
         import_csv(engine, entity, paths[entity])
-    outcome = run_billing(None, RunRequest(run_date=NIGHT, simulate=False,
-                                           out_dir=tmp_path / "report"), engine=engine)
+    outcome = run_billing(engine, RunRequest(run_date=NIGHT, simulate=False,
+                                             out_dir=tmp_path / "report"))
     assert outcome.ok, outcome.message
     yield engine, paths["customers"]
     engine.dispose()

@@ -149,7 +149,8 @@ def test_a_stored_id_breaking_the_text_rules_is_rejected_at_run_time(db_url, tmp
 
     import sqlalchemy as sa
 
-    from billing_jobs.run.pipeline import RunRequest, run_billing
+    from billing_jobs.run.local import run_billing
+    from billing_jobs.run.request import RunRequest
 
     engine = fresh_engine(db_url)
     ok = tmp_path / "ok.csv"
@@ -160,8 +161,8 @@ def test_a_stored_id_breaking_the_text_rules_is_rejected_at_run_time(db_url, tmp
         for value in bad:
             conn.execute(sa.text("INSERT INTO customers (customer_id, name, currency) "
                                  "VALUES (:c, 'x', 'EUR')"), {"c": value})
-    out = run_billing(None, RunRequest(run_date=date(2027, 1, 1), simulate=True,
-                                       out_dir=tmp_path / "r"), engine=engine)
+    out = run_billing(engine, RunRequest(run_date=date(2027, 1, 1), simulate=True,
+                                       out_dir=tmp_path / "r"))
     assert out.ok, out.message
     with open(out.report_dir / "rejected.csv", newline="", encoding="utf-8") as fh:
         got = {r["id"]: r["reason"] for r in csv.DictReader(fh) if r["entity"] == "customers"}

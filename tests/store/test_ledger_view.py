@@ -6,7 +6,8 @@ from __future__ import annotations
 import csv
 from datetime import date
 
-from billing_jobs.run.pipeline import RunRequest, run_billing
+from billing_jobs.run.local import run_billing
+from billing_jobs.run.request import RunRequest
 from billing_jobs.ingest.importer import import_csv
 
 from tests.store.helpers import fresh_engine
@@ -29,8 +30,8 @@ def test_already_posted_shows_the_ledger_and_names_the_difference(db_url, tmp_pa
     for entity, text in files.items():
         (tmp_path / f"{entity}.csv").write_text(text)
         import_csv(engine, entity, tmp_path / f"{entity}.csv")
-    first = run_billing(None, RunRequest(run_date=date(2027, 1, 1), simulate=False,
-                                         out_dir=tmp_path / "r1"), engine=engine)
+    first = run_billing(engine, RunRequest(run_date=date(2027, 1, 1), simulate=False,
+                                         out_dir=tmp_path / "r1"))
     assert first.ok
     # a new price, quantity and customer are imported after the post
     (tmp_path / "p2.csv").write_text(PKG.format(price="3.00"))
@@ -38,8 +39,8 @@ def test_already_posted_shows_the_ledger_and_names_the_difference(db_url, tmp_pa
     import_csv(engine, "packages", tmp_path / "p2.csv")
     import_csv(engine, "assignments", tmp_path / "a2.csv")
     for simulate in (True, False):
-        out = run_billing(None, RunRequest(run_date=date(2027, 1, 1), simulate=simulate,
-                                           out_dir=tmp_path / f"r-{simulate}"), engine=engine)
+        out = run_billing(engine, RunRequest(run_date=date(2027, 1, 1), simulate=simulate,
+                                           out_dir=tmp_path / f"r-{simulate}"))
         assert out.ok, out.message
         line, = _rows(out.report_dir / "charges.csv")
         assert (line["customer_id"], line["quantity"], line["amount"], line["status"]) == (

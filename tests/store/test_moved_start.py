@@ -13,7 +13,8 @@ import pytest
 import sqlalchemy as sa
 
 from billing_jobs.core.errors import UsageError
-from billing_jobs.run.pipeline import RunRequest, run_billing
+from billing_jobs.run.local import run_billing
+from billing_jobs.run.request import RunRequest
 from billing_jobs.ingest.importer import import_csv
 from billing_jobs.corrections.rebill import rebill
 
@@ -42,8 +43,8 @@ def _setup(db_url, tmp_path, start="2027-01-15"):
 
 
 def _post(engine, tmp_path, day, simulate=False):
-    out = run_billing(None, RunRequest(run_date=day, simulate=simulate,
-                                       out_dir=tmp_path / f"r-{day}-{simulate}"), engine=engine)
+    out = run_billing(engine, RunRequest(run_date=day, simulate=simulate,
+                                       out_dir=tmp_path / f"r-{day}-{simulate}"))
     assert out.ok, out.message
     return out
 

@@ -1,0 +1,60 @@
+"""`billing-jobs demo`: a realistic sample in the embedded database, one date simulated."""
+
+from __future__ import annotations
+
+import tempfile
+from datetime import date
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from billing_jobs.cli.options import (DbOption, err, out, parse_date, print_outcome,
+                                      upgraded_engine)
+from billing_jobs.core.errors import UsageError
+
+DEMO_DATE = date(2026, 11, 30)
+
+
+def demo(
+    db: DbOption = None,
+    date_: Annotated[str, typer.Option("--date", metavar="YYYY-MM-DD",
+                                       help="date to simulate")] = DEMO_DATE.isoformat(),
+    force: Annotated[bool, typer.Option(
+        "--force", help="write the sample even into a database holding other rows")] = False,
+) -> None:
+    """Fill the embedded database with a realistic sample and simulate one date."""
+    # heavy: pandas, SQLAlchemy, the billing rules; keeps --version fast
+    from billing_jobs.demo.guard import foreign_rows
+    from billing_jobs.demo.sample_data import generate, write_csv
+    from billing_jobs.ingest.importer import import_csv
+    from billing_jobs.run.local import run_billing
+    from billing_jobs.run.request import RunRequest
+
+    run_date = parse_date(date_, "--date")
+    engine = upgraded_engine(db)
+    frames = generate(customers=40, assignments=300, calls=5000, seed=7, as_of=run_date)
+    foreign = foreign_rows(engine, frames)
+    if foreign and not force:
+        where = engine.url.render_as_string(hide_password=True)
+        raise UsageError(f"demo: {where} holds rows the demo did not create ({'; '.join(foreign)}): "
+                         "the demo never mixes its sample customers into such a database; give "
+                         "another --db, or add --force to write the sample there anyway")
+    with err.status("importing the demo sample"):
+        with tempfile.TemporaryDirectory() as tmp:
+            paths = write_csv(frames, Path(tmp))
+            for entity in ("customers", "packages", "assignments", "usage"):
+                # with --force, a sample customer whose balance moved is set back by an
+                # adjustment row (the ledger still explains every balance)
+                import_csv(engine, entity, paths[entity], set_balances=force)
+    out.print(f"demo data: {', '.join(f'{len(v)} {k}' for k, v in frames.items())}")
+    req = RunRequest(run_date=run_date, simulate=True, started_by="demo")
+    with err.status(f"simulating {run_date}"):
+        outcome = run_billing(engine, req)
+    print_outcome(outcome)
+    if not outcome.ok:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(demo)
