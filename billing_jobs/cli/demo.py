@@ -44,8 +44,9 @@ def demo(
         with tempfile.TemporaryDirectory() as tmp:
             paths = write_csv(frames, Path(tmp))
             for entity in ("customers", "packages", "assignments", "usage"):
-                # with --force, a sample customer whose balance moved is set back by an
-                # adjustment row (the ledger still explains every balance)
+                # with --force, a sample customer whose sample balance differs from the value
+                # its last import set is adjusted by the difference; balances billing moved
+                # are kept
                 import_csv(engine, entity, paths[entity], set_balances=force)
     out.print(f"demo data: {', '.join(f'{len(v)} {k}' for k, v in frames.items())}")
     req = RunRequest(run_date=run_date, simulate=True, started_by="demo")

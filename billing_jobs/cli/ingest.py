@@ -18,12 +18,13 @@ def import_(
     usage: Annotated[Optional[Path], typer.Option(metavar="FILE", help="usage (call records) CSV")] = None,
     set_balances: Annotated[bool, typer.Option(
         "--set-balances",
-        help="write a changed balance of an existing customer as an adjustment ledger row "
-             "(without it such a file is refused)")] = False,
+        help="adjust each existing customer whose balance in the file differs from the value "
+             "its last import set, by that difference (one adjustment ledger row each, "
+             "printed); without it such a file is refused")] = False,
     db: DbOption = None,
 ) -> None:
     """Insert or update rows by id from CSV files; each file is all-or-nothing."""
-    from billing_jobs.ingest.importer import import_csv  # heavy: pandas; keeps --version fast
+    from billing_jobs.ingest.importer import import_file  # heavy: pandas; keeps --version fast
 
     files = [("customers", customers), ("packages", packages), ("assignments", assignments),
              ("usage", usage)]
@@ -36,9 +37,13 @@ def import_(
             raise UsageError(f"--{entity}: file not found: {path}")
         doing = f"importing {entity} from {path}"
         with err.status(doing) as status:
-            n = import_csv(engine, entity, path, set_balances=set_balances, progress=lambda rows: (
-                status.update(f"{doing}: {rows:,} rows checked and written, not yet committed")))
-        out.print(f"{entity}: {n} rows imported from {path}")
+            result = import_file(engine, entity, path, set_balances=set_balances,
+                                 progress=lambda rows: status.update(
+                                     f"{doing}: {rows:,} rows checked and written, "
+                                     "not yet committed"))
+        out.print(f"{entity}: {result.rows} rows imported from {path}", markup=False)
+        for change in result.balance_changes:
+            out.print(change.sentence(), markup=False)
 
 
 def upgrade_db(db: DbOption = None) -> None:

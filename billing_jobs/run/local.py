@@ -9,7 +9,7 @@ from datetime import date, datetime, timedelta, timezone
 
 import pandas as pd
 
-from billing_jobs.calc import BillingInputs, BillingResult
+from billing_jobs.core.frames import BillingInputs, BillingResult
 from billing_jobs.calc.free_minutes import advance_state
 from billing_jobs.core.errors import BillingError
 from billing_jobs.core.frames import empty_frame

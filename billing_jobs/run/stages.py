@@ -10,9 +10,10 @@ from contextlib import nullcontext
 import pandas as pd
 import sqlalchemy as sa
 
-from billing_jobs.calc import BillingInputs, BillingResult, compute_billing
+from billing_jobs.calc.billing import compute_billing
+from billing_jobs.core.frames import BillingInputs, BillingResult
 from billing_jobs.checks import gate, validate_inputs
-from billing_jobs.checks.rules import interactive
+from billing_jobs.checks.evaluator import interactive
 from billing_jobs.core.errors import StrictRejection, UsageError
 from billing_jobs.run.request import RunRequest, Timings
 from billing_jobs.store.db import db_errors, read_connection

@@ -39,7 +39,7 @@ def test_demo_refuses_after_a_post_into_its_database(tmp_path, capsys, monkeypat
     assert posted > 0
     assert main(["demo", "--db", url]) == 2
     assert f"{posted} ledger row(s) (the demo never posts)" in capsys.readouterr().err
-    # forced: the sample's balances are set back by adjustment rows, the ledger explains them
+    # forced: balances billing moved are kept (the sample's values are what the last import set); the ledger explains them
     assert main(["demo", "--db", url, "--force"]) == 0
     engine = sa.create_engine(url)
     assert balance_mismatches(engine) == []
