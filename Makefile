@@ -22,6 +22,8 @@ demo: $(STAMP)
 	$(BIN)/billing-jobs demo
 
 test: $(STAMP)
+	# the layers first (pyproject.toml [tool.importlinter]): imports point down only
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q tests
 
 docs: $(STAMP)
