@@ -39,7 +39,8 @@ def compute_billing(inputs: BillingInputs, run_date, tz: str = "UTC",
     Free minutes (calc/free_minutes.py) are consumed first: their credit lines join the due
     lines, and minimum-spend spend is each call's charge net of its covered part."""
     run_day = day_number(run_date)
-    book = build_book(inputs.assignments, inputs.packages, inputs.customers)
+    book = build_book(inputs.assignments, inputs.packages, inputs.customers, inputs.versions,
+                      inputs.changes)
 
     usage = inputs.usage
     day_of_call = call_days(usage["start_time"], tz) if len(usage) else np.zeros(0, dtype="int64")
@@ -55,6 +56,7 @@ def compute_billing(inputs: BillingInputs, run_date, tz: str = "UTC",
         n_codes = len(customer_ids)
         committed = np.zeros(n_codes + 1, dtype=bool)  # the extra slot stands for -1
         committed[book.customer_code[book.minimum_spend]] = True
+        committed[book.terms.customer_codes_of(book.minimum_spend)] = True  # transfers
         known = committed[np.where(call_customer >= 0, call_customer, n_codes)]
         net = usage["charge"].to_numpy(dtype="int64")[known]
         if len(free.covered_by_call):  # looked up for the summed calls only
