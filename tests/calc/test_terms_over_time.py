@@ -276,3 +276,94 @@ def test_minimum_spend_of_a_transfer_sums_each_holders_calls():
     inputs = _committed(1, [change(1, "2027-11-16", customer_id="C2")], usage=calls)
     # 30.00 committed - (3 + 4)
     assert _by_customer(bill(inputs, "2027-12-01")) == [("C2", "minimum_spend", 23_000_000)]
+
+
+# --------------------------------------------------------------------------- free minutes
+
+def _minutes(changes=(), prorate=True, usage=()):
+    pkg = package("P1", type="free_minutes", free_minutes=100, prorate=prorate)
+    inputs = make_inputs([customer("C1"), customer("C2")], [pkg],
+                         [assignment(start="2027-10-01")], usage)
+    return with_terms(inputs, changes=changes)
+
+
+def _run(inputs, first, last):
+    """Post every night from `first` to `last`, the free-minute state carried; results by day."""
+    import dataclasses
+
+    from billing_jobs.calc.free_minutes import advance_state
+
+    inputs = dataclasses.replace(inputs)
+    out = {}
+    for day in pd.date_range(first, last, freq="D"):
+        result = compute_billing(inputs, day.date(), "UTC")
+        inputs.counters, inputs.consumed = advance_state(
+            inputs.counters, inputs.consumed, result.consumption, result.grant_counters)
+        out[day.date().isoformat()] = result
+    return out
+
+
+def _cuts(result):
+    return sorted((r.customer_id, r.assignment_id, _iso(r.period_start), _iso(r.period_end),
+                   int(r.seconds)) for r in result.grant_cuts.itertuples())
+
+
+def _util(result):
+    return sorted((r.customer_id, r.assignment_id, _iso(r.period_start), _iso(r.period_end),
+                   int(r.seconds_granted), int(r.seconds_used))
+                  for r in result.utilisation.itertuples())
+
+
+def test_free_minute_quantity_change_mid_period_cuts_and_grants():
+    calls = [call("U1", at="2027-11-05T10:00:00Z", duration_s=600),
+             call("U2", at="2027-11-12T10:00:00Z", duration_s=1200)]
+    inputs = _minutes([change(1, "2027-11-11", quantity=3)], usage=calls)
+    nights_ = _run(inputs, "2027-11-01", "2027-11-13")
+    assert grants(nights_["2027-11-01"]) == [("C1", "A1", "2027-11-01", "2027-12-01", 6000)]
+    # 6000 s x 10/30 = 2000 s to 11-11; 3 x 6000 s x 20/30 = 12000 s from 11-11
+    assert grants(nights_["2027-11-11"]) == [("C1", "A1", "2027-11-11", "2027-12-01", 12000)]
+    assert _cuts(nights_["2027-11-11"]) == [("C1", "A1", "2027-11-01", "2027-11-11", 2000)]
+    assert _util(nights_["2027-11-11"]) == [("C1", "A1", "2027-11-01", "2027-11-11", 2000, 600)]
+    assert _util(nights_["2027-11-13"]) == [("C1", "A1", "2027-11-11", "2027-12-01", 12000, 1200)]
+    assert all(not len(r.grant_cuts) for d, r in nights_.items() if d != "2027-11-11")
+    assert grants(bill(inputs, "2027-12-01")) == [("C1", "A1", "2027-12-01", "2028-01-01", 18000)]
+
+
+def test_a_cut_grant_never_gives_less_than_it_gave():
+    calls = [call("U1", at="2027-11-05T10:00:00Z", duration_s=3000)]
+    inputs = _minutes([change(1, "2027-11-11", quantity=3)], usage=calls)
+    nights_ = _run(inputs, "2027-11-06", "2027-11-11")
+    assert _cuts(nights_["2027-11-11"]) == [("C1", "A1", "2027-11-01", "2027-11-11", 3000)]
+
+
+def test_free_minutes_transfer_new_grant_on_the_new_customer():
+    calls = [call("U1", "C2", at="2027-11-20T10:00:00Z", duration_s=60)]
+    inputs = _minutes([change(1, "2027-11-16", customer_id="C2")], usage=calls)
+    nights_ = _run(inputs, "2027-11-15", "2027-11-21")
+    # 6000 x 15/30: the old grant to 11-16 (C1) and a new one from it (C2)
+    assert grants(nights_["2027-11-16"]) == [("C2", "A1", "2027-11-16", "2027-12-01", 3000)]
+    assert _cuts(nights_["2027-11-16"]) == [("C1", "A1", "2027-11-01", "2027-11-16", 3000)]
+    assert _util(nights_["2027-11-21"]) == [("C2", "A1", "2027-11-16", "2027-12-01", 3000, 60)]
+
+
+def test_free_minutes_without_prorate_old_grant_runs_to_its_end():
+    inputs = _minutes([change(1, "2027-11-11", quantity=3)], prorate=False)
+    nights_ = _run(inputs, "2027-11-01", "2027-12-01")
+    assert all(not len(r.grant_cuts) for r in nights_.values())
+    assert [g for r in nights_.values() for g in grants(r)] == [
+        ("C1", "A1", "2027-11-01", "2027-12-01", 6000),
+        ("C1", "A1", "2027-12-01", "2028-01-01", 18000)]
+
+
+def test_free_minutes_cancel_with_prorate_cuts_and_grants_nothing_more():
+    inputs = _minutes([change(1, "2027-11-11", cancel=True)])
+    nights_ = _run(inputs, "2027-11-10", "2027-12-02")
+    assert _cuts(nights_["2027-11-11"]) == [("C1", "A1", "2027-11-01", "2027-11-11", 2000)]
+    assert [g for r in nights_.values() for g in grants(r)] == []
+
+
+def test_free_minute_override_change_is_priced_with_the_override():
+    inputs = _minutes([change(1, "2027-11-11", free_minutes=30)])
+    assert grants(bill(inputs, "2027-11-11")) == [
+        ("C1", "A1", "2027-11-11", "2027-12-01", 1200)]  # 30 min x 60 x 20/30
+    assert lines(bill(inputs, "2027-11-11")) == []  # same money terms: no change lines
