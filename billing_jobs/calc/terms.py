@@ -179,10 +179,12 @@ def _segments(rows: pd.DataFrame, pkg_ids: np.ndarray, customer_ids: np.ndarray,
             "customer": cust.where(cust.notna(), None).to_numpy(),
         })
         base = pd.concat([base, changes], ignore_index=True)
-    seg = base.sort_values(["row", "day", "raw", "order"], kind="stable").reset_index(drop=True)
-    filled = seg.groupby("row", sort=False)[["qty", "package", "override", "customer"]].ffill()
-    seg[["qty", "package", "override", "customer"]] = filled
-    seg = seg.drop_duplicates(["row", "day"], keep="last").reset_index(drop=True)
+        seg = base.sort_values(["row", "day", "raw", "order"], kind="stable").reset_index(
+            drop=True)
+        filled = seg.groupby("row", sort=False)[["qty", "package", "override", "customer"]].ffill()
+        seg[["qty", "package", "override", "customer"]] = filled
+        base = seg.drop_duplicates(["row", "day"], keep="last").reset_index(drop=True)
+    seg = base  # without changes: one segment per row, already in row order
     seg["customer_code"] = codes_of(seg["customer"].astype(str), customer_ids)
     return seg
 
