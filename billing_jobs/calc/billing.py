@@ -12,7 +12,7 @@ from billing_jobs.calc.calendar import NEVER, OPEN, from_days, to_days
 from billing_jobs.calc.charges import due_lines_on, sort_lines
 from billing_jobs.calc.free_minutes import free_minutes_on
 from billing_jobs.core.frames import BillingInputs, BillingResult
-from billing_jobs.calc.grants import grants_on, hold_overlapping
+from billing_jobs.calc.grants import apply_cuts, grant_cuts, grants_on, hold_overlapping
 from billing_jobs.calc.usage import PeriodSpend, SpendIndex, call_days
 
 
@@ -39,15 +39,19 @@ def compute_billing(inputs: BillingInputs, run_date, tz: str = "UTC",
     Free minutes (calc/free_minutes.py) are consumed first: their credit lines join the due
     lines, and minimum-spend spend is each call's charge net of its covered part."""
     run_day = day_number(run_date)
-    book = build_book(inputs.assignments, inputs.packages, inputs.customers)
+    book = build_book(inputs.assignments, inputs.packages, inputs.customers, inputs.versions,
+                      inputs.changes)
 
     usage = inputs.usage
     day_of_call = call_days(usage["start_time"], tz) if len(usage) else np.zeros(0, dtype="int64")
     customer_ids = np.sort(inputs.customers["customer_id"].to_numpy(dtype=object))
     call_customer = customer_codes(usage["customer_id"], customer_ids)
 
+    # the stored grants as the cuts of changes up to this date leave them (SPEC 10)
+    cuts = grant_cuts(book)
+    granted = apply_cuts(inputs.granted, cuts, run_day)
     free = free_minutes_on(book, run_day, usage, day_of_call, inputs.counters, inputs.consumed,
-                           inputs.granted)
+                           granted)
 
     spend_index = None
     if book.minimum_spend.any() and len(usage):
@@ -55,6 +59,7 @@ def compute_billing(inputs: BillingInputs, run_date, tz: str = "UTC",
         n_codes = len(customer_ids)
         committed = np.zeros(n_codes + 1, dtype=bool)  # the extra slot stands for -1
         committed[book.customer_code[book.minimum_spend]] = True
+        committed[book.terms.customer_codes_of(book.minimum_spend)] = True  # transfers
         known = committed[np.where(call_customer >= 0, call_customer, n_codes)]
         net = usage["charge"].to_numpy(dtype="int64")[known]
         if len(free.covered_by_call):  # looked up for the summed calls only
@@ -66,7 +71,7 @@ def compute_billing(inputs: BillingInputs, run_date, tz: str = "UTC",
         spend_index = PeriodSpend(spend, customer_ids)
 
     # a grant overlapping a live stored grant of its assignment is held (#17 item 2)
-    grants, held_grants = hold_overlapping(grants_on(book, run_day), inputs.granted)
+    grants, held_grants = hold_overlapping(grants_on(book, run_day), granted)
     return BillingResult(
         due_lines=sort_lines([due_lines_on(book, run_day, spend_index, book.customer_code),
                               free.credit_lines]),
@@ -76,4 +81,19 @@ def compute_billing(inputs: BillingInputs, run_date, tz: str = "UTC",
         extended_ends=extended_ends(book),
         consumption=free.consumption,
         grant_counters=free.grant_counters,
+        grant_cuts=cuts_on(cuts, free.grant_counters, run_day),
     )
+
+
+def cuts_on(cuts: pd.DataFrame, grant_counters: pd.DataFrame, run_day: int) -> pd.DataFrame:
+    """The grant cuts the post of `run_day` applies, each never below the seconds its grant
+    had given by then (its counter after the date)."""
+    mine = cuts[to_days(cuts["run_date"].to_numpy()) == run_day].reset_index(drop=True)
+    if not len(mine) or not len(grant_counters):
+        return mine
+    key = pd.MultiIndex.from_arrays([grant_counters["assignment_id"].astype(str),
+                                     pd.to_datetime(grant_counters["period_start"])])
+    at = key.get_indexer(pd.MultiIndex.from_arrays([mine["assignment_id"].astype(str),
+                                                    pd.to_datetime(mine["period_start"])]))
+    used = np.where(at >= 0, grant_counters["seconds_used"].to_numpy(dtype="int64")[at], 0)
+    return mine.assign(seconds=np.maximum(mine["seconds"].to_numpy(dtype="int64"), used))

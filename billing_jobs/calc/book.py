@@ -19,6 +19,7 @@ from billing_jobs.calc.calendar import (
     parse_match_days,
     to_days,
 )
+from billing_jobs.calc.terms import Terms, build_terms
 from billing_jobs.core.money import minor_digits_series
 
 
@@ -52,12 +53,29 @@ class Book:
     prorate: np.ndarray
     free_minutes_type: np.ndarray
     minutes: np.ndarray  # total free minutes per period (override or package x quantity)
+    terms: Terms  # terms over time (SPEC 10): versions of packages, changes of assignments
+
+    @property
+    def stop(self) -> np.ndarray:
+        """The first day without service: effective_end + 1, or a cancel's day (OPEN)."""
+        return self.terms.stop
 
     def __len__(self) -> int:
         return len(self.rows)
 
 
-def build_book(assignments: pd.DataFrame, packages: pd.DataFrame, customers: pd.DataFrame) -> Book:
+def voided(assignments: pd.DataFrame, changes: pd.DataFrame | None) -> np.ndarray:
+    """Mask of the assignments a `void` change row withdraws entirely (SPEC 10)."""
+    if changes is None or not len(changes):
+        return np.zeros(len(assignments), dtype=bool)
+    gone = changes["assignment_id"][changes["void"].to_numpy(dtype=bool)].astype(str)
+    return assignments["assignment_id"].astype(str).isin(gone).to_numpy()
+
+
+def build_book(assignments: pd.DataFrame, packages: pd.DataFrame, customers: pd.DataFrame,
+               versions: pd.DataFrame | None = None, changes: pd.DataFrame | None = None) -> Book:
+    """The book of the assignments (a voided one is left out: it produces nothing)."""
+    assignments = assignments[~voided(assignments, changes)]
     pkg = packages.rename(columns={"name": "package_name", "currency": "package_currency",
                                    "free_minutes": "package_free_minutes"})
     pkg = pkg.assign(match_mask=parse_match_days(pkg["frequency_match"]).to_numpy())
@@ -78,17 +96,23 @@ def build_book(assignments: pd.DataFrame, packages: pd.DataFrame, customers: pd.
                        package_minutes * qty,
                        override.fillna(0).to_numpy(dtype="int64"))
     customer_ids = np.sort(customers["customer_id"].to_numpy(dtype=object))
+    cal = Calendars.build(freq, start, match)
+    eff_end = effective_end(start, end, min_days)
+    prorate = rows["prorate"].to_numpy(dtype=bool)
+    minimum_spend = rows["minimum_spend"].to_numpy(dtype=bool)
     return Book(
         rows=rows,
         customer_code=customer_codes(rows["customer_id"], customer_ids),
-        cal=Calendars.build(freq, start, match),
+        cal=cal,
         start=start,
         end=end,
-        eff_end=effective_end(start, end, min_days),
+        eff_end=eff_end,
         digits=minor_digits_series(rows["currency"]).to_numpy(),
         qty=qty,
-        minimum_spend=rows["minimum_spend"].to_numpy(dtype=bool),
-        prorate=rows["prorate"].to_numpy(dtype=bool),
+        minimum_spend=minimum_spend,
+        prorate=prorate,
         free_minutes_type=(rows["type"] == "free_minutes").to_numpy(),
         minutes=minutes,
+        terms=build_terms(rows, cal, start, eff_end, prorate, minimum_spend, packages,
+                          customer_ids, versions, changes, customer_codes),
     )

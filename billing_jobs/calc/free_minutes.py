@@ -28,7 +28,7 @@ from billing_jobs.core.frames import (CONSUMED_COLUMNS, CONSUMPTION_COLUMNS, COU
                                       UTILISATION_COLUMNS, empty_frame)
 from billing_jobs.core.money import minor_digits_series, round_to_minor
 from billing_jobs.core.vocab import GRANT_KEY, LineKind
-from billing_jobs.calc.grant_periods import grant_periods, grant_seconds
+from billing_jobs.calc.grant_periods import grant_periods, grant_pieces
 from billing_jobs.calc.grants import overlapped_by_granted
 
 #: A call record that arrives late is still consumed when its day is at most this many days
@@ -118,6 +118,12 @@ def free_minutes_on(book: Book, run_day: int, usage: pd.DataFrame, call_day: np.
         np.zeros(0, dtype=bool)
     own_rows = consumed[own]  # what a post of this date already recorded
     grants = _with_use_before(grants, gkey, counters, own_rows)
+    if "_cut" in grants.columns:  # a cut grant never gives less than it already gave
+        cut = grants["_cut"].fillna(False).to_numpy(dtype=bool)
+        grants["seconds"] = np.where(cut, np.maximum(grants["seconds"].to_numpy("int64"),
+                                                     grants["seconds_used"].to_numpy("int64")),
+                                     grants["seconds"].to_numpy("int64"))
+        grants = grants.drop(columns="_cut")
     a_row = pd.Series(np.arange(len(book)), index=book.rows["assignment_id"].astype(str).to_numpy())
     new = _new_consumption(grants, own_rows, consumed, usage, call_day, x)
     if len(new):  # report-only packages: counters move, nothing is credited
@@ -137,15 +143,17 @@ def _grants_of_window(book: Book, fm: np.ndarray, lo: int, run_day: int,
                       granted: pd.DataFrame | None) -> pd.DataFrame:
     """Every grant period holding a day of [lo, run_day - 1], on the stored grants' calendar."""
     g_a, g_start, g_end = grant_periods(book, fm, np.full(fm.size, lo, dtype="int64"), run_day)
+    g_a, g_start, g_end, seconds, cut, terms = grant_pieces(book, g_a, g_start, g_end, run_day)
     rows = book.rows
     grants = pd.DataFrame({
         "_row": g_a,
-        "customer_id": rows["customer_id"].to_numpy(dtype=object)[g_a],
+        "customer_id": terms.customer_id,
         "assignment_id": rows["assignment_id"].to_numpy(dtype=object)[g_a],
         "period_start": from_days(g_start),
         "period_end": from_days(g_end),
-        "destination": rows["destination"].fillna("").to_numpy(dtype=object)[g_a],
-        "seconds": grant_seconds(book, g_a, g_start),
+        "destination": terms.destination,
+        "seconds": seconds,
+        "_cut": cut,
     })
     return _granted_calendar(grants, granted, rows)
 

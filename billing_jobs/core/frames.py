@@ -52,6 +52,11 @@ VERSION_COLUMNS = ["package_id", "effective_from", "cost", "retail", "setup_cost
 #: changes of an assignment from a date (SPEC 10): NULL/NA fields are unchanged
 CHANGE_COLUMNS = ["change_id", "assignment_id", "effective_from", "quantity", "package_id",
                   "free_minutes", "customer_id", "cancel", "void"]
+#: a grant cut by a change from a date (SPEC 10): the grant keyed (assignment_id,
+#: period_start) now ends on period_end (the change's day) with `seconds` (never below its
+#: used seconds); `run_date` is the change's day, whose post applies it
+GRANT_CUT_COLUMNS = ["run_date", "customer_id", "assignment_id", "period_start", "period_end",
+                     "seconds"]
 GRANT_COUNTER_COLUMNS = ["customer_id", "assignment_id", "period_start", "period_end",
                          "seconds_granted", "seconds_used_before", "seconds_used",
                          "credited_before", "credited"]
@@ -164,6 +169,7 @@ class BillingResult:
         default_factory=lambda: empty_frame(GRANT_COUNTER_COLUMNS))
     differences: pd.DataFrame = field(default_factory=lambda: empty_frame(DIFFERENCE_COLUMNS))
     held_grants: pd.DataFrame = field(default_factory=lambda: empty_frame(HELD_GRANT_COLUMNS))
+    grant_cuts: pd.DataFrame = field(default_factory=lambda: empty_frame(GRANT_CUT_COLUMNS))
 
 
 @dataclass

@@ -298,3 +298,54 @@ def utilisation_cases(draw):
                           duration_s=draw(st.sampled_from([0, 30, 60, 90, 150, 301]))))
     tz = draw(st.sampled_from(TIMEZONES))
     return (make_inputs([customer("C1", currency)], packages, assignments, calls), run_date, tz)
+
+
+# --------------------------------------------------------------------------- terms over time
+
+def version(package_id="P1", effective_from="2027-12-01", *, cost="0", retail="0",
+            setup_cost="0", setup_retail="0", free_minutes=0) -> dict:
+    """A price version of a package (SPEC 10), in force from `effective_from`."""
+    return {"package_id": package_id, "effective_from": effective_from, "cost": _money(cost),
+            "retail": _money(retail), "setup_cost": _money(setup_cost),
+            "setup_retail": _money(setup_retail), "free_minutes": free_minutes}
+
+
+def change(change_id=1, effective_from="2027-11-10", assignment_id="A1", *, quantity=None,
+           package_id=None, free_minutes=None, customer_id=None, cancel=False,
+           void=False) -> dict:
+    """A change of an assignment from a date (SPEC 10); None fields are unchanged."""
+    return {"change_id": change_id, "assignment_id": assignment_id,
+            "effective_from": effective_from, "quantity": quantity, "package_id": package_id,
+            "free_minutes": free_minutes, "customer_id": customer_id, "cancel": cancel,
+            "void": void}
+
+
+def with_terms(inputs: BillingInputs, versions=(), changes=()) -> BillingInputs:
+    """`inputs` with price versions and assignment changes (the contract's dtypes)."""
+    import dataclasses
+
+    from billing_jobs.core.frames import CHANGE_COLUMNS, VERSION_COLUMNS
+
+    versions, changes = list(versions), list(changes)
+    ver = pd.DataFrame({
+        "package_id": pd.Series([v["package_id"] for v in versions], dtype="str"),
+        "effective_from": _dates([v["effective_from"] for v in versions]),
+        **{m: pd.Series([v[m] for v in versions], dtype="int64")
+           for m in ("cost", "retail", "setup_cost", "setup_retail", "free_minutes")},
+    }, columns=VERSION_COLUMNS)
+
+    def nullable(key):
+        return pd.Series([pd.NA if c[key] is None else c[key] for c in changes], dtype="Int64")
+
+    chg = pd.DataFrame({
+        "change_id": pd.Series([c["change_id"] for c in changes], dtype="int64"),
+        "assignment_id": pd.Series([c["assignment_id"] for c in changes], dtype="str"),
+        "effective_from": _dates([c["effective_from"] for c in changes]),
+        "quantity": nullable("quantity"),
+        "package_id": pd.Series([c["package_id"] for c in changes], dtype="object"),
+        "free_minutes": nullable("free_minutes"),
+        "customer_id": pd.Series([c["customer_id"] for c in changes], dtype="object"),
+        "cancel": pd.Series([c["cancel"] for c in changes], dtype="bool"),
+        "void": pd.Series([c["void"] for c in changes], dtype="bool"),
+    }, columns=CHANGE_COLUMNS)
+    return dataclasses.replace(inputs, versions=ver, changes=chg)
