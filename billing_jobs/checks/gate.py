@@ -28,7 +28,12 @@ from billing_jobs.checks.evaluator import evaluate
 from billing_jobs.checks.rules import Rule
 from billing_jobs.core.money import MAX_MICROS, MICRO_DIGITS, minor_digits_series
 from billing_jobs.core.errors import GateError
-from billing_jobs.core.vocab import DUE_KINDS, GRANT_KEY, POSTING_KEY, LineKind
+from billing_jobs.core.vocab import CREDIT_KINDS, DUE_KINDS, GRANT_KEY, POSTING_KEY, LineKind
+
+#: lines whose period_start may lie past the service window's end: a free-minute credit covers
+#: late calls of a period that has ended; a change line splits a period billed before a cancel
+#: moved the end into it (SPEC 10)
+_WINDOW_FREE = (LineKind.FREE_MINUTES_CREDIT, LineKind.CHANGE_CREDIT, LineKind.CHANGE_CHARGE)
 
 EXAMPLES = 5
 MAX_UNITS = MAX_MICROS // 1_000_000
@@ -73,19 +78,31 @@ def _window(frame: pd.DataFrame, inputs) -> tuple[np.ndarray, np.ndarray, np.nda
     eff_end = np.where(open_end, end, np.maximum(end, min_end))
     ps = frame["period_start"].astype("datetime64[s]").to_numpy()
     inside = known & ~np.isnat(ps) & (ps >= start) & (open_end | (ps <= eff_end))
-    same_customer = known & (frame["customer_id"].astype(str).to_numpy() == cust)
+    line_customer = frame["customer_id"].astype(str).to_numpy()
+    same_customer = known & ((line_customer == cust) | _transferred_to(frame, inputs))
     return known, same_customer, inside
+
+
+def _transferred_to(frame: pd.DataFrame, inputs) -> np.ndarray:
+    """Lines on a customer a recorded change moved the assignment to (SPEC 10 transfers)."""
+    changes = getattr(inputs, "changes", None)
+    if changes is None or not len(changes) or not changes["customer_id"].notna().any():
+        return np.zeros(len(frame), dtype=bool)
+    moved = changes[changes["customer_id"].notna()]
+    pairs = pd.MultiIndex.from_arrays([moved["assignment_id"].astype(str),
+                                       moved["customer_id"].astype(str)])
+    keys = pd.MultiIndex.from_arrays([frame["assignment_id"].astype(str),
+                                      frame["customer_id"].astype(str)])
+    return keys.isin(pairs)
 
 
 def _window_rules(check: pd.DataFrame, frame: pd.DataFrame, inputs, what: str) -> list[Rule]:
     known, same_customer, inside = _window(frame, inputs)
     check["assignment__known"] = known
     check["customer__matches"] = same_customer | ~known
-    # a credit line covers calls consumed on its date, possibly late calls of a period that
-    # has ended: its period_start (the day before the run date) may lie past the window
-    credit = (frame["kind"].astype(str) == LineKind.FREE_MINUTES_CREDIT).to_numpy() \
+    free = frame["kind"].astype(str).isin(_WINDOW_FREE).to_numpy() \
         if "kind" in frame.columns else np.zeros(len(frame), dtype=bool)
-    check["window__inside"] = inside | ~known | credit
+    check["window__inside"] = inside | ~known | free
     return [
         Rule(f"every {what} belongs to a validated assignment", "true", "assignment__known"),
         Rule(f"{what} customer is the assignment's customer", "true", "customer__matches"),
@@ -123,10 +140,10 @@ def _line_rules(lines: pd.DataFrame, inputs) -> tuple[pd.DataFrame, list[Rule]]:
                       value_set=DUE_KINDS))
     digits = minor_digits_series(check["currency"].fillna("")).to_numpy()
     # credits are <= 0: their amount is checked as its opposite (same range and minor unit)
-    credit = (check["kind"] == LineKind.FREE_MINUTES_CREDIT).fillna(False).to_numpy(dtype=bool)
+    credit = check["kind"].isin(CREDIT_KINDS).fillna(False).to_numpy(dtype=bool)
     amount = pd.to_numeric(lines["amount"], errors="coerce")
     check["credit__sign"] = ~credit | (amount.fillna(0) <= 0).to_numpy(dtype=bool)
-    rules.append(Rule(f"{LineKind.FREE_MINUTES_CREDIT} amount <= 0", "true", "credit__sign"))
+    rules.append(Rule(f"{'/'.join(CREDIT_KINDS)} amount <= 0", "true", "credit__sign"))
     signed = lines.assign(amount=lines["amount"].where(~credit, -amount)) if credit.any() \
         else lines
     rules += _money_checks(check, signed, "amount", digits)
