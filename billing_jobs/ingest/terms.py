@@ -250,7 +250,7 @@ def _fixed_equal(column: str, a, b) -> bool:
 
 
 def import_versions(conn: sa.Connection, versions: pd.DataFrame, header: set[str],
-                    name: str, by: str, validate) -> int:
+                    name: str, by: str, validate, correct: bool = False) -> int:
     """Check and write the version rows `versions` (typed packages.csv rows with
     effective_from, indexed by CSV row) after the file's package rows were written; return
     how many versions were added or changed. `validate(frame) -> [messages]` is the file's
@@ -282,10 +282,11 @@ def import_versions(conn: sa.Connection, versions: pd.DataFrame, header: set[str
             checked[column] = [stored[str(p)][column] for p in checked["package_id"]]
     for _day_, group in checked.groupby("effective_from", sort=True):
         _refuse(name, validate(group), "nothing imported")
-    return _write_versions(conn, versions, name, by)
+    return _write_versions(conn, versions, name, by, correct)
 
 
-def _write_versions(conn: sa.Connection, versions: pd.DataFrame, name: str, by: str) -> int:
+def _write_versions(conn: sa.Connection, versions: pd.DataFrame, name: str, by: str,
+                    correct: bool) -> int:
     existing: dict[tuple[str, date], dict] = {}
     for chunk in _chunks(versions["package_id"]):
         for r in conn.execute(sa.select(versions_t).where(
@@ -299,9 +300,19 @@ def _write_versions(conn: sa.Connection, versions: pd.DataFrame, name: str, by: 
         old = existing.get((pid, day))
         if old is not None and all(int(old[k]) == terms[k] for k in terms):
             continue  # the same version again: nothing to do
+        used = _posted(conn, ledger_t.c.package_id, [pid],
+                       ledger_t.c.period_start >= day).get(pid, [])
+        if old is None and used and not correct:
+            # a new version dated before posted periods would reprice them: a correction
+            later = [d for (p, d) in existing if p == pid and d > day]
+            repriced = [s for s, _e, _k in used if not later or s < min(later)]
+            if repriced:
+                refused.append(
+                    f"row {row} (package_id {pid!r}): a version from {day} would reprice "
+                    f"{_periods(repriced)}; a change from a date starts after the posted "
+                    f"periods - {_CORRECT}")
+                continue
         if old is not None:
-            used = _posted(conn, ledger_t.c.package_id, [pid],
-                           ledger_t.c.period_start >= day).get(pid, [])
             if used:
                 refused.append(
                     f"row {row} (package_id {pid!r}): the version from {day} priced "
