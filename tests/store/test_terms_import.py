@@ -332,3 +332,45 @@ def test_the_import_files_own_columns_are_documented():
     doc = (Path(__file__).resolve().parents[2] / "docs" / "contracts.md").read_text()
     for entity in ("packages", "changes"):
         assert file_row(entity) in doc.splitlines()
+
+
+# ----------------------------------------------------------------------------- history
+
+def test_history_lists_versions_and_changes_in_effective_order(billed, tmp_path):
+    import json
+
+    from billing_jobs.core.errors import UsageError
+    from billing_jobs.store.history import assignment_history, package_history
+
+    engine = billed
+    # recorded out of order: the history is in effective order
+    import_file(engine, "packages", _packages(tmp_path, SEAT.replace(",4,", ",7,") +
+                                              ",2027-02-01", name="feb.csv"))
+    import_file(engine, "packages", _packages(tmp_path, SEAT.replace(",4,", ",6,") +
+                                              ",2026-12-01", name="dec.csv"))
+    import_file(engine, "changes", _csv(tmp_path, "later.csv", CHANGES_HEADER,
+                                        "A1,2027-01-01,,P2,,C2,"))
+    import_file(engine, "changes", _csv(tmp_path, "earlier.csv", CHANGES_HEADER,
+                                        "A1,2026-12-10,8,,,,"))
+    import_file(engine, "assignments", _assignments(
+        tmp_path, "A1,C1,P1,5,2026-10-01,2026-11-15,true"))
+    history = package_history(engine, "P1")
+    json.dumps(history)  # plain data
+    assert history["package"]["retail"] == "4" and history["package"]["currency"] == "EUR"
+    assert [(v["effective_from"], v["changes"], v["source"]) for v in history["versions"]] == [
+        ("2026-12-01", {"retail": {"old": "4", "new": "6"}}, "dec.csv"),
+        ("2027-02-01", {"retail": {"old": "6", "new": "7"}}, "feb.csv")]
+    assert all("@" in v["recorded_by"] and v["recorded_at"] for v in history["versions"])
+    history = assignment_history(engine, "A1")
+    json.dumps(history)
+    assert history["assignment"]["quantity"] == 5
+    assert [(c["effective_from"], c["kind"], c["changes"], c["source"])
+            for c in history["changes"]] == [
+        ("2026-11-16", "cancel", {}, "assignments.csv"),
+        ("2026-12-10", "change", {"quantity": {"old": 5, "new": 8}}, "earlier.csv"),
+        ("2027-01-01", "change", {"package_id": {"old": "P1", "new": "P2"},
+                                  "customer_id": {"old": "C1", "new": "C2"}}, "later.csv")]
+    with pytest.raises(UsageError, match="no assignment 'A9'"):
+        assignment_history(engine, "A9")
+    with pytest.raises(UsageError, match="no package 'P9'"):
+        package_history(engine, "P9")
