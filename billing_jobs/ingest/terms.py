@@ -178,8 +178,10 @@ def assignment_terms(conn: sa.Connection, frame: pd.DataFrame, name: str, correc
     stored = _stored(conn, assignments_t, "assignment_id", frame["assignment_id"])
     rows = {str(v["assignment_id"]): (row, v) for row, v in zip(frame.index,
                                                                  frame.to_dict("records"))}
-    rows = {aid: rv for aid, rv in rows.items() if aid in stored}
-    if not rows:
+    rows = {aid: (row, v) for aid, (row, v) in rows.items()
+            if aid in stored and (_term_differences(v, stored[aid], ASSIGNMENT_TERMS)
+                                  or _end_earlier(v, stored[aid]))}
+    if not rows:  # no posted line to read for rows that change no term and no end
         return {}, [], []
     firsts = _first_dates(conn, changes_t.c.assignment_id, changes_t.c.effective_from, rows)
     posted = _posted(conn, ledger_t.c.assignment_id, rows)
@@ -201,9 +203,9 @@ def _ends_moved_earlier(conn, rows, stored, posted, name):
     said: list[str] = []
     cancelled = _first_cancels(conn, rows)
     for aid, (row, values) in rows.items():
-        new_end, old_end = _day(values["end_date"]), _day(stored[aid]["end_date"])
-        if new_end is None or (old_end is not None and new_end >= old_end):
+        if not _end_earlier(values, stored[aid]):
             continue
+        new_end, old_end = _day(values["end_date"]), _day(stored[aid]["end_date"])
         cancel_from = new_end + timedelta(days=1)
         after = [(s, e) for s, e, k in posted.get(aid, [])
                  if k != LineKind.SETUP and (e is None or e > cancel_from)]
@@ -218,6 +220,11 @@ def _ends_moved_earlier(conn, rows, stored, posted, name):
                     f"{old_end or 'open'} to {new_end} with posted lines after it: recorded as "
                     f"a cancel from {cancel_from} (the assignment keeps its end)")
     return keep, cancels, said
+
+
+def _end_earlier(values: dict, stored: dict) -> bool:
+    new_end, old_end = _day(values["end_date"]), _day(stored["end_date"])
+    return new_end is not None and (old_end is None or new_end < old_end)
 
 
 def _first_cancels(conn: sa.Connection, ids) -> dict[str, date]:
