@@ -632,8 +632,10 @@ def validate_inputs(raw) -> tuple[BillingInputs, pd.DataFrame]:
     rejected = rejected.drop_duplicates(ignore_index=True)
     rejected = rejected.astype({"entity": str, "id": str, "reason": str})
     rejected = rejected[REJECTED_COLUMNS]
-    # the stored free-minute state is the engine's own output (CHECKed tables): passed on
-    state = {name: getattr(raw, name) for name in ("counters", "consumed", "granted", "versions", "changes")
+    # the stored free-minute state is the engine's own output (CHECKed tables), and versions and
+    # changes were checked when they were recorded: passed on
+    state = {name: getattr(raw, name)
+             for name in ("counters", "consumed", "granted", "versions", "changes")
              if getattr(raw, name, None) is not None}
     return BillingInputs(customers=customers, packages=packages, assignments=assignments,
                          usage=usage, **state), rejected
