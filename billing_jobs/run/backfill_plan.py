@@ -31,8 +31,10 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from billing_jobs.core.frames import BillingInputs
 from billing_jobs.calc.usage import needed_calls, usage_needs
+from billing_jobs.checks import validate_inputs
+from billing_jobs.core.frames import BillingInputs
+from billing_jobs.store.load import USAGE_LOOKBACK_DAYS, held_assignments, load_range
 
 
 @dataclass
@@ -47,9 +49,6 @@ class BackfillPlan:
 def plan_backfill(engine: sa.Engine, first: date, last: date,
                   customer_ids: Sequence[str] | None = None) -> BackfillPlan:
     """Load the range's inputs once and validate them once."""
-    from billing_jobs.checks import validate_inputs
-    from billing_jobs.store.load import load_range
-
     raw = load_range(engine, first, last, customer_ids)
     clean, rejected = validate_inputs(raw)
     return BackfillPlan(first, last, raw, clean, rejected)
@@ -65,7 +64,9 @@ def night(plan: BackfillPlan, day: date) -> tuple[BillingInputs, pd.DataFrame]:
     if not plan.first <= day <= plan.last:
         raise ValueError(f"{day} is outside the backfill range {plan.first} .. {plan.last}")
     raw = plan.raw
-    needs = usage_needs(raw.customers, raw.packages, _held(raw), _day(day), _lookback())
+    needs = usage_needs(raw.customers, raw.packages,
+                        held_assignments(raw.assignments, raw.changes), _day(day),
+                        USAGE_LOOKBACK_DAYS)
     raw_in = needed_calls(raw.usage, needs, day)
     usage = plan.clean.usage[needed_calls(plan.clean.usage, needs, day)].reset_index(drop=True)
     rej = plan.rejected
@@ -80,16 +81,3 @@ def night(plan: BackfillPlan, day: date) -> tuple[BillingInputs, pd.DataFrame]:
                            versions=plan.clean.versions, changes=plan.clean.changes)
     return inputs, rej
 
-
-def _held(raw: BillingInputs) -> pd.DataFrame:
-    """The assignments under every customer and package they hold over time, as the loader
-    reads usage needs for them (store.load.held_assignments)."""
-    from billing_jobs.store.load import held_assignments
-
-    return held_assignments(raw.assignments, raw.changes)
-
-
-def _lookback() -> int:
-    from billing_jobs.store.load import USAGE_LOOKBACK_DAYS
-
-    return USAGE_LOOKBACK_DAYS
