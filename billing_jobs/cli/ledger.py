@@ -73,7 +73,9 @@ def adjust_cmd(
     customer: Annotated[str, typer.Option("--customer", help="customer id")],
     amount: Annotated[str, typer.Option("--amount", help="decimal; > 0 debit, < 0 credit")],
     reason: Annotated[str, typer.Option("--reason", help="why (kept on the ledger row)")],
-    key: Annotated[Optional[str], typer.Option("--key", help="idempotency key of a deliberate further adjustment (default: from customer, amount, reason and day)")] = None,
+    key: Annotated[Optional[str], typer.Option(
+        "--key", help="idempotency key of a deliberate further adjustment (default: from "
+                      "customer, amount, reason and day)")] = None,
     post: Annotated[bool, typer.Option("--post", help="write it (default: show only)")] = False,
     db: DbOption = None,
 ) -> None:

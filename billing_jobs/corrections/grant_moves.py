@@ -77,7 +77,8 @@ def rebill_grants(conn: sa.Connection,
                   if window is None or period_overlaps(p, e, *window)}
         computed = {(str(r["assignment_id"]), r["period_start"]): r
                     for r in dated_records(grants)
-                    if window is None or period_overlaps(r["period_start"], r["period_end"], *window)}
+                    if window is None
+                    or period_overlaps(r["period_start"], r["period_end"], *window)}
         for key in sorted(stored - set(computed)):
             conn.execute(sa.text(
                 "UPDATE grants SET withdrawn_at = :t, withdrawn_by_run = :b "
