@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from typing import Annotated, List, Optional
+from zoneinfo import ZoneInfo
 
 import typer
 
-from billing_jobs.cli.options import out
+from billing_jobs.cli.options import out, zone
 from billing_jobs.core.errors import UsageError
 
 # no metavar, unlike options.DbOption: `--help` of these commands stays as it was
@@ -39,20 +40,24 @@ def _amount(text: str) -> int:
 
 
 def _show(written, what: str, simulate: bool) -> None:
-    from billing_jobs.core.money import format_minor  # heavy: pandas; keeps --version fast
+    """The rows written (or, simulating, that would be written), amounts as plain decimals in
+    the currency's minor unit. Text from data (ids, reasons) is printed as typed, never read
+    as markup (#28 point 1): a command that committed always gets to say what it wrote."""
+    from billing_jobs.corrections.rows import amount_text  # heavy: pandas; keeps --version fast
 
     verb = "would write" if simulate else "wrote"
     count = len(written.rows) if simulate else written.count
-    out.print(f"{what}: {verb} {count} row(s)")
+    out.print(f"{what}: {verb} {count} row(s)", markup=False)
     for row, done in zip(written.rows, written.written):
         if not simulate and not done:
             continue
+        status = f"would be {row['status']}" if simulate else row["status"]
         out.print(f"  {row['customer_id']}  {row['assignment_id'] or '-'}  {row['kind']}  "
                   f"{row['period_start']}  rev {row['revision']}  {row['entry']}  "
-                  f"{format_minor(int(row['amount_micros']), row['currency'])} {row['currency']}"
-                  f"  {row['status']}  {row['reason']}")
+                  f"{amount_text(int(row['amount_micros']), row['currency'])} {row['currency']}"
+                  f"  {status}  {row['reason']}", markup=False)
     for note in getattr(written, "notes", []):
-        out.print(f"  {note}")
+        out.print(f"  {note}", markup=False)
 
 
 def _engine(db):
@@ -68,18 +73,28 @@ def adjust_cmd(
     customer: Annotated[str, typer.Option("--customer", help="customer id")],
     amount: Annotated[str, typer.Option("--amount", help="decimal; > 0 debit, < 0 credit")],
     reason: Annotated[str, typer.Option("--reason", help="why (kept on the ledger row)")],
-    key: Annotated[Optional[str], typer.Option("--key", help="idempotency key: retries are safe")] = None,
+    key: Annotated[Optional[str], typer.Option(
+        "--key", help="idempotency key of a deliberate further adjustment (default: from "
+                      "customer, amount, reason and day)")] = None,
     post: Annotated[bool, typer.Option("--post", help="write it (default: show only)")] = False,
     db: DbOption = None,
 ) -> None:
     """A manual debit or credit of a customer, once per idempotency key."""
     from billing_jobs.corrections.adjust import adjust  # heavy: pandas; keeps --version fast
 
-    written = adjust(_engine(db), customer, _amount(amount), reason, idempotency_key=key, post=post)
+    today = datetime.now(ZoneInfo(zone(None))).date()  # the billing time zone's day
+    written = adjust(_engine(db), customer, _amount(amount), reason, idempotency_key=key,
+                     post=post, on=today, minor_unit_only=True)
     _show(written, "adjust", not post)
-    out.print(f"idempotency key: {written.rows[0]['idempotency_key']}")
-    if post and not written.count:
-        out.print("already written under this key: nothing changed")
+    used = written.rows[0]["idempotency_key"]
+    if not post:
+        out.print(f"idempotency key: {used} (adding --post posts under it, once)", markup=False)
+    elif written.count:
+        out.print(f"idempotency key: {used} (a retry writes nothing)", markup=False)
+    else:
+        out.print(f"idempotency key: {used}", markup=False)
+        out.print("already written under this key: nothing changed (a deliberate second "
+                  "adjustment needs its own --key)", markup=False)
 
 
 def rebill_cmd(

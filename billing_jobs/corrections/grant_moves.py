@@ -27,7 +27,7 @@ import sqlalchemy as sa
 
 from billing_jobs.core.errors import UsageError
 from billing_jobs.core.vocab import KeySpace, correction_key
-from billing_jobs.corrections.rows import dated_records
+from billing_jobs.corrections.rows import dated_records, period_overlaps
 from billing_jobs.store import bulk
 
 #: the grants' dates, read as dates on both databases
@@ -52,17 +52,20 @@ def _live(conn, assignment_id: str) -> list[tuple[date, date | None, int, str]]:
     return [(p, e, int(s), str(c)) for p, e, s, c in rows]
 
 
-def rebill_grants(conn: sa.Connection, plans: list[tuple[date, pd.DataFrame, bool]],
+def rebill_grants(conn: sa.Connection,
+                  plans: list[tuple[date, pd.DataFrame, bool, tuple[date, date] | None]],
                   first: date, last: date, customer_ids, tz: str) -> list[str]:
-    """Bring the live grants of each (date, computed grants, date was posted) of `plans` to
-    what current data computes; return one line per change and per minute that could not
-    move (see the module docstring). Runs inside the caller's transaction."""
+    """Bring the live grants of each (date, computed grants, date was posted, window) of
+    `plans` to what current data computes; with a window (a date outside the range whose
+    periods overlap it), only the grants whose period overlaps the window. Return one line per
+    change and per minute that could not move (see the module docstring). Runs inside the
+    caller's transaction."""
     stamp = bulk.now_value(conn)
     notes: list[str] = []
     withdrawn: list[tuple[str, date]] = []
     wanted: list[dict] = []
-    for day, grants, posted in plans:
-        sql = ("SELECT assignment_id, period_start FROM grants WHERE run_date = :d "
+    for day, grants, posted, window in plans:
+        sql = ("SELECT assignment_id, period_start, period_end FROM grants WHERE run_date = :d "
                "AND withdrawn_at IS NULL")
         params: dict = {"d": day}
         stmt = sa.text(sql)
@@ -70,9 +73,12 @@ def rebill_grants(conn: sa.Connection, plans: list[tuple[date, pd.DataFrame, boo
             stmt = sa.text(sql + " AND customer_id IN :cs").bindparams(
                 sa.bindparam("cs", expanding=True))
             params["cs"] = list(customer_ids)
-        stored = {(str(a), p) for a, p in conn.execute(stmt.columns(**_DATES), params).all()}
+        stored = {(str(a), p) for a, p, e in conn.execute(stmt.columns(**_DATES), params).all()
+                  if window is None or period_overlaps(p, e, *window)}
         computed = {(str(r["assignment_id"]), r["period_start"]): r
-                    for r in dated_records(grants)}
+                    for r in dated_records(grants)
+                    if window is None
+                    or period_overlaps(r["period_start"], r["period_end"], *window)}
         for key in sorted(stored - set(computed)):
             conn.execute(sa.text(
                 "UPDATE grants SET withdrawn_at = :t, withdrawn_by_run = :b "

@@ -7,6 +7,12 @@ The correction's idempotency key is derived from the key, the revision it takes,
 corrects and the target, so concurrent rebills that computed the same difference collide on the
 unique key and only one writes; a rerun sees net == target. What the ledger holds for a date's
 keys is read in one query per date (store/ledger.py `key_states`), never key by key.
+
+A range covers every period that overlaps it (#30 point 5): besides the billing dates of the
+range, rebill recomputes each billing date outside it whose posted lines or grants have a period
+overlapping the range (a change or an end moved into the middle of a period billed earlier is
+found by `--from` the change date), and corrects there only the keys whose period overlaps the
+range. A setup line (no end) is a period of its one start day.
 """
 
 from __future__ import annotations
@@ -20,11 +26,12 @@ from billing_jobs.core.errors import UsageError
 from billing_jobs.core.vocab import (KeySpace, LedgerEntry, LineKind, RunMode, RunStatus,
                                      correction_key)
 from billing_jobs.corrections.grant_moves import rebill_grants
-from billing_jobs.corrections.rows import Written, ledger_records, line_fields, write
+from billing_jobs.corrections.rows import (Written, amount_text, ledger_records, line_fields,
+                                          period_overlaps, write)
 from billing_jobs.run.request import RunRequest
 from billing_jobs.run.stages import compute_stage, load_stage
 from billing_jobs.store import ledger
-from billing_jobs.store.db import db_errors
+from billing_jobs.store.db import db_errors, read_connection
 from billing_jobs.store.overlaps import overlapped_by
 
 
@@ -39,10 +46,15 @@ def rebill(engine: sa.Engine, first: date, last: date, customer_ids: list[str] |
     migration 0007). A simulation does the same in a transaction it rolls back."""
     if last < first:
         raise UsageError(f"rebill: --to {last} is before --from {first}")
+    before, after = _overlapping_dates(engine, first, last, customer_ids)
+    days = [*before, *(first + timedelta(days=i) for i in range((last - first).days + 1)),
+            *after]
+    #: None: every key of the date; else only keys whose period overlaps the range
+    window = {d: (first, last) for d in (*before, *after)}
     plans: list[tuple[date, list[dict]]] = []
     grant_plans: list[tuple[date, pd.DataFrame]] = []
     zone = None
-    for day in (first + timedelta(days=i) for i in range((last - first).days + 1)):
+    for day in days:
         req = RunRequest(run_date=day, simulate=True, customer_ids=customer_ids,
                          **({"tz": tz} if tz else {}))
         zone = req.tz
@@ -55,11 +67,12 @@ def rebill(engine: sa.Engine, first: date, last: date, customer_ids: list[str] |
     all_rows: list[dict] = []
     all_written: list[bool] = []
     with db_errors(engine, f"rebilling {first} to {last}"), engine.begin() as conn:
-        _lock(conn, plans, first, last, customer_ids)
+        _lock(conn, plans, days[0], days[-1], customer_ids)
         n = 0  # writes so far (the fault hook correct_mid:<n> counts them)
         for lowering in (True, False):
             for day, lines in plans:
-                rows = [r for r in _corrections_of_day(conn, day, lines, customer_ids)
+                rows = [r for r in _corrections_of_day(conn, day, lines, customer_ids,
+                                                       window.get(day))
                         if not lowering or r["amount_micros"] < 0]
                 if not lowering:
                     _refuse_overlaps(conn, rows, first, last)
@@ -67,12 +80,42 @@ def rebill(engine: sa.Engine, first: date, last: date, customer_ids: list[str] |
                     n += 1
                     all_rows += rows
                     all_written += write(conn, rows, n)
-        notes = rebill_grants(conn, [(d, g, _posted_day(conn, d)) for d, g in grant_plans],
+        notes = rebill_grants(conn, [(d, g, _posted_day(conn, d), window.get(d))
+                                     for d, g in grant_plans],
                               first, last, customer_ids, zone or "UTC")
+        extra = [*before, *after]
+        if extra:
+            notes.insert(0, f"billing date(s) {', '.join(d.isoformat() for d in extra)} "
+                            f"recomputed too: their periods overlap {first} to {last}")
         if simulate:
             conn.rollback()
             return Written(all_rows, [False] * len(all_rows), notes)
     return Written(all_rows, all_written, notes)
+
+
+_OVERLAPPING = ("SELECT DISTINCT run_date FROM {table} WHERE (run_date < :f OR run_date > :l) "
+                "AND ((period_end IS NULL AND period_start BETWEEN :f AND :l) "
+                "OR (period_end IS NOT NULL AND period_start <= :l AND period_end > :f))")
+
+
+def _overlapping_dates(engine: sa.Engine, first: date, last: date,
+                       customer_ids: list[str] | None) -> tuple[list[date], list[date]]:
+    """The billing dates before and after [first, last] whose posted lines (ledger charges) or
+    grants have a period overlapping it."""
+    found: set[date] = set()
+    with read_connection(engine) as conn:
+        for table, extra in (("ledger", f" AND entry = '{LedgerEntry.CHARGE}' "
+                                        "AND assignment_id IS NOT NULL"), ("grants", "")):
+            sql = _OVERLAPPING.format(table=table) + extra
+            params: dict = {"f": first, "l": last}
+            if customer_ids:
+                sql += " AND customer_id IN :cs"
+                params["cs"] = list(customer_ids)
+            stmt = sa.text(sql)
+            if customer_ids:
+                stmt = stmt.bindparams(sa.bindparam("cs", expanding=True))
+            found.update(conn.execute(stmt.columns(run_date=sa.Date), params).scalars())
+    return sorted(d for d in found if d < first), sorted(d for d in found if d > last)
 
 
 def _lock(conn: sa.Connection, plans: list[tuple[date, list[dict]]], first: date, last: date,
@@ -115,10 +158,12 @@ def _refuse_overlaps(conn: sa.Connection, rows: list[dict], first: date, last: d
 
 
 def _corrections_of_day(conn: sa.Connection, day: date, lines: list[dict],
-                        customer_ids: list[str] | None) -> list[dict]:
+                        customer_ids: list[str] | None,
+                        window: tuple[date, date] | None = None) -> list[dict]:
     """The correction rows that bring each posting key of `day` to what `lines` (the computed
     lines, ledger names) says is due, given what the ledger holds now (inside the caller's
-    transaction): the keys computed, and the keys the date's posted lines hold."""
+    transaction): the keys computed, and the keys the date's posted lines hold; with `window`
+    (a date outside the range), only the keys whose period overlaps it."""
     computed = {(str(r["assignment_id"]), str(r["kind"]), r["period_start"]): r for r in lines}
     held = ("SELECT assignment_id, kind, period_start FROM ledger WHERE run_date = :d "
             f"AND entry = '{LedgerEntry.CHARGE}'")
@@ -141,18 +186,24 @@ def _corrections_of_day(conn: sa.Connection, day: date, lines: list[dict],
         if state is not None and state.reversed:
             continue  # reversed = not posted (docs/ledger.md): the next post charges it
         line = computed.get(key)
+        if window is not None:
+            src = line if line is not None else state.original
+            if not period_overlaps(src["period_start"], src["period_end"], *window):
+                continue
         net, rev = (state.net, state.revision) if state is not None else (0, -1)
         target = int(line["amount_micros"]) if line is not None else 0
         if target == net:
             continue
-        why = ("no longer due with current data (assignment deleted, invalid or moved)"
-               if line is None else f"current data says {target} micros")
         source = line if line is not None else state.original
+        cur = source["currency"]
+        why = ("no longer due with current data (assignment deleted, invalid or moved)"
+               if line is None else f"current data says {amount_text(target, cur)} {cur}")
         rows.append(dict(
             line_fields(source), run_id=tag,
             run_date=(state.original if state is not None else line)["run_date"],
             amount_micros=target - net, revision=rev + 1, entry=LedgerEntry.CORRECTION,
-            reason=(f"rebill of {day}: key ({key[0]}, {key[1]}, {key[2]}) held {net} micros, "
+            reason=(f"rebill of {day}: key ({key[0]}, {key[1]}, {key[2]}) held "
+                    f"{amount_text(net, cur)} {cur}, "
                     + why),
             reverses_run_id=None,
             idempotency_key=correction_key(KeySpace.REBILL, *key, f"r{rev + 1}",

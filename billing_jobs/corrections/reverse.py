@@ -8,7 +8,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from billing_jobs.core.errors import UsageError
-from billing_jobs.core.vocab import KeySpace, LedgerEntry, RunMode, correction_key
+from billing_jobs.core.vocab import KeySpace, LedgerEntry, LineKind, RunMode, correction_key
 from billing_jobs.corrections.rows import Written, line_fields, write
 from billing_jobs.store import bulk, ledger
 from billing_jobs.store.db import db_errors
@@ -33,6 +33,10 @@ def reverse(engine: sa.Engine, run_id: str, simulate: bool = True) -> Written:
                      reason=f"reversal of run {run_id}", reverses_run_id=run_id,
                      idempotency_key=correction_key(KeySpace.REVERSE, run_id, *key))
                 for key, s in sorted(states.items()) if s.net != 0]
+        taken = _taken_keys(conn, run_id)
+        for r in rows:  # a key an adjust took before user keys had a namespace (#28 point 7)
+            if r["idempotency_key"] in taken:
+                r["idempotency_key"] += f":r{r['revision']}"
         if simulate:
             conn.rollback()
             return Written(rows, [False] * len(rows))
@@ -47,6 +51,17 @@ def reverse(engine: sa.Engine, run_id: str, simulate: bool = True) -> Written:
                              "WHERE run_id = :r AND reversed_at IS NULL"),
                      {"t": stamp, "b": tag, "r": run_id})
     return Written(rows, written)
+
+
+def _taken_keys(conn: sa.Connection, run_id: str) -> set[str]:
+    """The reversal keys of `run_id` that adjustment rows hold: before user keys had their own
+    namespace, `adjust --key reverse:<run>:...` stored such a key raw. Those keys take the
+    revision as a suffix (still once: the revision is unique per posting key)."""
+    prefix = correction_key(KeySpace.REVERSE, run_id, "")
+    like = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    return set(conn.execute(sa.text(
+        "SELECT idempotency_key FROM ledger WHERE kind = :k AND idempotency_key LIKE :p "
+        "ESCAPE '\\'"), {"k": LineKind.ADJUSTMENT, "p": like}).scalars())
 
 
 _RUN_PART = ("FROM call_credits c WHERE c.run_id = :r AND c.assignment_id = "

@@ -7,7 +7,7 @@ The CLI (billing_jobs/cli/views.py) formats them; nothing here writes.
 from __future__ import annotations
 
 import json
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
@@ -117,42 +117,52 @@ def runs(engine: sa.Engine, report_root: Path, last: int | None = 20) -> list[di
 
 
 def unposted(engine: sa.Engine, today: date | None = None) -> list[dict]:
-    """Billing dates with no succeeded post run for all customers, each with a reason.
+    """Billing dates with no standing post for all customers, up to the day before `today`
+    (default: today, UTC; the CLI gives today in the billing time zone), each with a reason.
 
-    The series is `store.runs.unposted_dates`: from the first succeeded full post (no customer
-    filter) up to the day before the later of `today` (default: today, UTC) and the day after
-    the last succeeded full post - so a gap between posted dates always shows. The reason says
-    whether a post of that date failed, posted only some customers, or never ran.
+    The series starts at the first succeeded full post (no customer filter, reversed or not):
+    every later date before `today` that has no succeeded full post (`store.runs.unposted_dates`),
+    and every date whose full posts were reversed with no full post after the reversal
+    (#30 point 6: `reverse --run` makes the date unposted, so the worklist brings it back).
+    Never a date after `today` (#30 point 4: a mistyped post in 2099 does not list the decades
+    before it). The reason says whether a post of the date failed, posted only some customers,
+    was reversed, or never ran.
     """
     today = today or datetime.now(timezone.utc).date()
+    dates = set(unposted_dates(engine, today))
     with db_errors(engine, "reading the run history"), read_connection(engine) as conn:
-        latest = conn.execute(sa.select(sa.func.max(runs_t.c.run_date)).where(
-            runs_t.c.mode == RunMode.POST, runs_t.c.status == RunStatus.SUCCEEDED,
-            runs_t.c.customer_filter.is_(None))).scalar()
-    if latest is None:
-        return []
-    before = max(today, latest + timedelta(days=1))
-    dates = unposted_dates(engine, before)
+        full = conn.execute(sa.select(runs_t.c.run_date, runs_t.c.started_at,
+                                      runs_t.c.reversed_at, runs_t.c.reversed_by_run)
+                            .where(runs_t.c.mode == RunMode.POST,
+                                   runs_t.c.status == RunStatus.SUCCEEDED,
+                                   runs_t.c.customer_filter.is_(None),
+                                   runs_t.c.run_date < today)).all()
+    reversed_by = _reversed_dates(full)
+    dates |= set(reversed_by)
     if not dates:
         return []
+    dates_sorted = sorted(dates)
     with db_errors(engine, "reading the run history"), read_connection(engine) as conn:
         tried = conn.execute(sa.select(runs_t.c.run_date, runs_t.c.status, runs_t.c.customer_filter,
                                        runs_t.c.message)
-                             .where(runs_t.c.mode == RunMode.POST, runs_t.c.run_date >= dates[0],
-                                    runs_t.c.run_date <= dates[-1])
+                             .where(runs_t.c.mode == RunMode.POST,
+                                    runs_t.c.run_date >= dates_sorted[0],
+                                    runs_t.c.run_date <= dates_sorted[-1])
                              .order_by(runs_t.c.started_at)).all()
     by_date: dict[date, list] = {}
     for d, status, filt, message in tried:
         by_date.setdefault(d, []).append((status, filt, message))
     out = []
-    for d in dates:
+    for d in dates_sorted:
         attempts = by_date.get(d, [])
         partial = sorted({c for s, f, _ in attempts if s == RunStatus.SUCCEEDED and f
                           for c in json.loads(f)})
         failed = [((m or "").strip().splitlines() or ["no message"])[0] for s, _, m in attempts
                   if s == RunStatus.FAILED]
         running = [s for s, _, _ in attempts if s == RunStatus.RUNNING]
-        if partial:
+        if d in reversed_by:
+            reason = f"posted, then reversed ({reversed_by[d]}): post the date again"
+        elif partial:
             reason = f"posted for {', '.join(partial)} only, not for all customers"
         elif failed:
             reason = f"post run failed ({len(failed)}x): {failed[-1]}"
@@ -161,4 +171,24 @@ def unposted(engine: sa.Engine, today: date | None = None) -> list[dict]:
         else:
             reason = "no post run"
         out.append({"run_date": d, "reason": reason, "post_attempts": len(attempts)})
+    return out
+
+
+def _reversed_dates(full_posts) -> dict[date, str]:
+    """{date: the reversal's run id} of the dates whose succeeded full posts (run_date,
+    started_at, reversed_at, reversed_by_run) were reversed, with no full post started after
+    the latest reversal (a post that started before it found the keys posted and wrote
+    nothing, so it does not post the date again)."""
+    by_date: dict[date, list] = {}
+    for d, started, rev_at, rev_by in full_posts:
+        by_date.setdefault(d, []).append((_ts(started), _ts(rev_at), rev_by))
+    out = {}
+    for d, posts in by_date.items():
+        undone = [(at, by) for _s, at, by in posts if at is not None]
+        if not undone:
+            continue
+        last_at, last_by = max(undone, key=lambda x: x[0])
+        if not any(at is None and started is not None and started > last_at
+                   for started, at, _b in posts):
+            out[d] = last_by
     return out

@@ -4,12 +4,26 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
 import sqlalchemy as sa
 
 from billing_jobs.cli.app import main
 from billing_jobs.cli.views import money
 from tests.e2e.test_cli import billing_db  # noqa: F401 - the CLI test's imported carrier
+
+
+def today_is(monkeypatch, day: str) -> None:
+    """The CLI's clock says `day` (the billing time zone's today): `unposted` lists dates before
+    it only (#30 point 4), so a test of 2027 dates sets a 2027 today."""
+    import billing_jobs.cli.views as cli_views
+
+    class _Clock(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return datetime.fromisoformat(f"{day}T12:00:00").replace(tzinfo=tz)
+
+    monkeypatch.setattr(cli_views, "datetime", _Clock)
 
 
 def _json(capsys, *args) -> list:
@@ -27,6 +41,7 @@ def _table(capsys, *args) -> str:
 def test_views_after_a_post_an_adjustment_and_a_gap(billing_db, tmp_path, monkeypatch, capsys):
     db = ("--db", billing_db)
     monkeypatch.setenv("BILLING_REPORT_DIR", str(tmp_path / "reports"))
+    today_is(monkeypatch, "2027-01-04")  # the dates below are the past
     assert _json(capsys, "unposted", "--json", *db) == []  # nothing ever posted
     assert main(["run", *db, "--date", "2027-01-01", "--post"]) == 0
 
