@@ -43,7 +43,7 @@ def _show(written, what: str, simulate: bool) -> None:
     """The rows written (or, simulating, that would be written), amounts as plain decimals in
     the currency's minor unit. Text from data (ids, reasons) is printed as typed, never read
     as markup (#28 point 1): a command that committed always gets to say what it wrote."""
-    from billing_jobs.corrections.rows import amount_text  # heavy: pandas; keeps --version fast
+    from billing_jobs.core.money import format_amount  # heavy: pandas; keeps --version fast
 
     verb = "would write" if simulate else "wrote"
     count = len(written.rows) if simulate else written.count
@@ -54,7 +54,7 @@ def _show(written, what: str, simulate: bool) -> None:
         status = f"would be {row['status']}" if simulate else row["status"]
         out.print(f"  {row['customer_id']}  {row['assignment_id'] or '-'}  {row['kind']}  "
                   f"{row['period_start']}  rev {row['revision']}  {row['entry']}  "
-                  f"{amount_text(int(row['amount_micros']), row['currency'])} {row['currency']}"
+                  f"{format_amount(int(row['amount_micros']), row['currency'])} {row['currency']}"
                   f"  {status}  {row['reason']}", markup=False)
     for note in getattr(written, "notes", []):
         out.print(f"  {note}", markup=False)

@@ -165,3 +165,10 @@ def format_minor_series(micros: pd.Series, currencies: pd.Series) -> pd.Series:
             out[sel] = whole[sel] + "." + frac6[sel].str[:d]
     return (pd.Series(sign, index=m.index) + out).astype(str)
 
+
+def format_amount(micros: int, currency: str) -> str:
+    """An amount as an operator reads it in a message: a plain decimal in the currency's minor
+    unit (`-5.00`, `334`), every digit kept when it is finer than that unit (never rounded
+    away, so a message never hides a wrong amount)."""
+    step = 10 ** max(0, MICRO_DIGITS - minor_digits(currency))
+    return format_minor(micros, currency) if int(micros) % step == 0 else format_micros(micros)

@@ -25,9 +25,10 @@ from datetime import date, datetime, timezone
 import sqlalchemy as sa
 
 from billing_jobs.core.errors import UsageError
-from billing_jobs.core.money import MICRO_DIGITS, format_micros, format_minor, minor_digits
+from billing_jobs.core.money import (MICRO_DIGITS, format_amount, format_micros, format_minor,
+                                     minor_digits)
 from billing_jobs.core.vocab import KeySpace, LedgerEntry, LineKind, LineStatus, correction_key
-from billing_jobs.corrections.rows import Written, amount_text, write
+from billing_jobs.corrections.rows import Written, write
 from billing_jobs.store import ledger
 from billing_jobs.store.db import db_errors, read_connection
 
@@ -93,11 +94,11 @@ def check_minor_unit(amount_micros: int, currency: str, what: str = "--amount") 
 
 def adjust(engine: sa.Engine, customer_id: str, amount_micros: int, reason: str,
            idempotency_key: str | None = None, post: bool = False,
-           on: date | None = None, minor_unit_only: bool = False) -> Written:
+           on: date | None = None, minor_unit_only: bool = True) -> Written:
     """A manual debit (amount > 0) or credit (< 0) on day `on` (default: today, UTC; the CLI
     gives today in the billing time zone). Simulate (default) returns the row only, with the
     key a post would use. `minor_unit_only` refuses an amount finer than the customer's
-    currency's minor unit (the CLI sets it)."""
+    currency's minor unit (off only for tests of sub-unit ledger rows)."""
     if not reason or not reason.strip():
         raise UsageError("adjust: --reason must say why")
     if amount_micros == 0:
@@ -142,4 +143,4 @@ def _same(old, customer_id: str, amount_micros: int, key: str) -> None:
     """A key already used for another customer or amount is refused, naming them."""
     if old[0] != customer_id or int(old[1]) != amount_micros:
         raise UsageError(f"adjust: key {key!r} was already used for customer {old[0]} amount "
-                         f"{amount_text(int(old[1]), old[2])} {old[2]}; nothing written")
+                         f"{format_amount(int(old[1]), old[2])} {old[2]}; nothing written")

@@ -23,10 +23,11 @@ import pandas as pd
 import sqlalchemy as sa
 
 from billing_jobs.core.errors import UsageError
+from billing_jobs.core.money import format_amount
 from billing_jobs.core.vocab import (KeySpace, LedgerEntry, LineKind, RunMode, RunStatus,
                                      correction_key)
 from billing_jobs.corrections.grant_moves import rebill_grants
-from billing_jobs.corrections.rows import (Written, amount_text, ledger_records, line_fields,
+from billing_jobs.corrections.rows import (Written, ledger_records, line_fields,
                                           period_overlaps, write)
 from billing_jobs.run.request import RunRequest
 from billing_jobs.run.stages import compute_stage, load_stage
@@ -197,13 +198,13 @@ def _corrections_of_day(conn: sa.Connection, day: date, lines: list[dict],
         source = line if line is not None else state.original
         cur = source["currency"]
         why = ("no longer due with current data (assignment deleted, invalid or moved)"
-               if line is None else f"current data says {amount_text(target, cur)} {cur}")
+               if line is None else f"current data says {format_amount(target, cur)} {cur}")
         rows.append(dict(
             line_fields(source), run_id=tag,
             run_date=(state.original if state is not None else line)["run_date"],
             amount_micros=target - net, revision=rev + 1, entry=LedgerEntry.CORRECTION,
             reason=(f"rebill of {day}: key ({key[0]}, {key[1]}, {key[2]}) held "
-                    f"{amount_text(net, cur)} {cur}, "
+                    f"{format_amount(net, cur)} {cur}, "
                     + why),
             reverses_run_id=None,
             idempotency_key=correction_key(KeySpace.REBILL, *key, f"r{rev + 1}",

@@ -18,7 +18,6 @@ import sqlalchemy as sa
 
 from billing_jobs.core.errors import BillingError
 from billing_jobs.core.faults import crash_point
-from billing_jobs.core.money import MICRO_DIGITS, format_micros, format_minor, minor_digits
 from billing_jobs.core.vocab import LineStatus
 from billing_jobs.store import ledger
 from billing_jobs.store.tables import stored_name
@@ -49,13 +48,6 @@ def line_fields(src: Mapping) -> dict:
         unit_price_micros=int(src["unit_price_micros"] or 0), cost_micros=0,
         currency=src["currency"], auto_decrement=auto,
         status=LineStatus.POSTED if auto else LineStatus.INVOICED)
-
-
-def amount_text(micros: int, currency: str) -> str:
-    """An amount as an operator reads it: a plain decimal in the currency's minor unit
-    (`-5.00`, `334`), every digit kept when it is finer than that unit (never rounded away)."""
-    step = 10 ** max(0, MICRO_DIGITS - minor_digits(currency))
-    return format_minor(micros, currency) if int(micros) % step == 0 else format_micros(micros)
 
 
 def period_overlaps(start, end, first, last) -> bool:

@@ -27,7 +27,7 @@ from typing import Callable, Iterable, Iterator, Mapping
 import sqlalchemy as sa
 
 from billing_jobs.core.errors import BillingError
-from billing_jobs.core.money import BALANCE_BOUND_MICROS
+from billing_jobs.core.money import BALANCE_BOUND_MICROS, format_amount
 from billing_jobs.core.vocab import LedgerEntry, LineStatus
 from billing_jobs.store import bulk
 from billing_jobs.store.tables import Money, ledger
@@ -99,16 +99,19 @@ def _check_bounds(conn: sa.Connection, moves: list[tuple[str, int]], refused: Re
     for start in range(0, len(moves), _CHUNK):
         chunk = moves[start:start + _CHUNK]
         rows = conn.exec_driver_sql(
-            "SELECT customer_id, balance_micros FROM customers WHERE customer_id IN ("
+            "SELECT customer_id, balance_micros, currency FROM customers WHERE customer_id IN ("
             + ", ".join([p] * len(chunk)) + ")", tuple(c for c, _ in chunk)).all()
-        have = {str(c): int(b) for c, b in rows}
+        have = {str(c): int(b) for c, b, _ in rows}
+        currency = {str(c): str(cur) for c, _, cur in rows}
         for customer, amount in chunk:
             if must_exist and customer not in have:
                 raise refused(f"customer {customer}: not found")
             new = have.get(customer, 0) - amount
             if abs(new) > BALANCE_BOUND_MICROS:
-                raise refused(f"customer {customer}: balance would become {new} micros, beyond "
-                              f"the bound +/-{BALANCE_BOUND_MICROS} micros (9e9 units)")
+                cur = currency.get(customer, "")
+                raise refused(f"customer {customer}: balance would become "
+                              f"{format_amount(new, cur)} {cur}, beyond the bound of "
+                              f"{format_amount(BALANCE_BOUND_MICROS, cur)} either way")
 
 
 # ----------------------------------------------------------------------------- posted keys

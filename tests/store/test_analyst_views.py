@@ -16,8 +16,8 @@ def test_views_show_exact_decimals(db_url, tmp_path):
     path = tmp_path / "customers.csv"
     path.write_text("customer_id,name,currency,balance\nC1,Alice,EUR,100\nC2,Bob,EUR,-0.000001\n")
     import_csv(engine, "customers", path)
-    adjust(engine, "C1", 12_345_678, "a debit of 12.345678", post=True)
-    adjust(engine, "C2", -1_000_000_000_001, "a credit", post=True)
+    adjust(engine, "C1", 12_345_678, "a debit of 12.345678", post=True, minor_unit_only=False)
+    adjust(engine, "C2", -1_000_000_000_001, "a credit", post=True, minor_unit_only=False)
     with engine.connect() as conn:
         bal = {r.customer_id: (Decimal(str(r.balance)), Decimal(str(r.opening_balance)), r.currency)
                for r in conn.execute(sa.text("SELECT * FROM v_balances"))}
