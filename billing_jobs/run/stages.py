@@ -65,6 +65,8 @@ def report_context(inputs: BillingInputs | None, engine=None, posted: bool = Fal
     ctx: dict = {}
     if inputs is not None:
         ctx["customers"] = inputs.customers[["customer_id", "name"]].copy()
+        if "currency" in inputs.customers.columns:  # amounts in each customer's minor unit
+            ctx["currencies"] = inputs.customers[["customer_id", "currency"]].copy()
         cols = [c for c in ("package_id", "name", "description", "frequency")
                 if c in inputs.packages.columns]
         ctx["packages"] = inputs.packages[cols].copy()
