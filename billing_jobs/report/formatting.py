@@ -140,7 +140,11 @@ def rounded_money(micros, currencies) -> np.ndarray:
     cur = pd.Series(np.asarray(currencies, dtype=object)).fillna("").astype(str)
     digits = minor_digits_series(cur).to_numpy()
     rounded = np.sign(m) * round_to_minor(np.abs(m), digits)
-    return format_money(pd.Series(rounded, dtype="int64"), cur)
+    text = format_money(pd.Series(rounded, dtype="int64"), cur)
+    unknown = (cur == "").to_numpy()
+    if unknown.any():  # no currency known: the exact value, never a guessed minor unit
+        text[unknown] = format_micros_series(pd.Series(m[unknown]))
+    return text
 
 
 def utilisation_text(utilisation: pd.DataFrame, currencies=None) -> pd.DataFrame:

@@ -318,8 +318,11 @@ def customer_currencies(customer_ids: pd.Series, context: dict | None,
     customer_id, currency), else from the run's lines (a package's currency is its
     customer's); '' when neither knows it."""
     known: dict = {}
-    if len(lines):
-        known.update(zip(lines["customer_id"].astype(str), lines["currency"].astype(str)))
+    if not len(customer_ids):
+        return np.array([], dtype=object)
+    if len(lines):  # one pair per customer (a million lines: a few thousand customers)
+        pairs = lines[["customer_id", "currency"]].drop_duplicates("customer_id")
+        known.update(zip(pairs["customer_id"].astype(str), pairs["currency"].astype(str)))
     ref = (context or {}).get("currencies")
     if ref is not None and len(ref):
         known.update(zip(ref["customer_id"].astype(str), ref["currency"].astype(str)))

@@ -229,3 +229,10 @@ def test_package_labels_fall_back_to_the_id(names):
     from billing_jobs.report.charts import package_labels
 
     assert package_labels(["P1"], names) == ["P1"]
+
+
+def test_an_amount_of_unknown_currency_stays_exact_rather_than_guessed():
+    from billing_jobs.report.formatting import rounded_money
+
+    assert list(rounded_money([3_486_295, 3_486_295, -5_000], ["JPY", "", "EUR"])) == [
+        "3", "3.486295", "-0.01"]
