@@ -177,6 +177,15 @@ def test_forecast_after_posted_nights_agrees_with_the_runs_of_its_dates(db_url, 
     # calls the two posted nights credited (27, 28 Nov and the late window) are not again
     assert {r["run_date"] for r in credits} == {"2026-11-30", "2026-12-01"}
     assert all(r["amount"].startswith("-") for r in credits)
+    # a forecast that starts on a posted night: that night shows the ledger's lines, and the
+    # nights after it are the same as above (the posted consumption is not taken again)
+    out2 = tmp_path / "fc2"
+    assert main(["forecast", "--days", "3", "--from", "2026-11-29", "--out", str(out2),
+                 "--db", db_url]) == 0
+    again = _rows(out2 / "upcoming_charges.csv")
+    assert {r["status"] for r in again if r["run_date"] == "2026-11-29"} == {"already_posted"}
+    assert sorted(_key(r) for r in again if r["run_date"] != "2026-11-29") == sorted(
+        _key(r) for r in forecast_rows if r["run_date"] in ("2026-11-30", "2026-12-01"))
     ran: list = []
     for day in ("2026-11-30", "2026-12-01", "2026-12-02", "2026-12-03"):
         sim = tmp_path / f"sim-{day}"
