@@ -133,7 +133,10 @@ def total(series: pd.Series) -> int:
 
 
 def margin_pct(revenue: int, margin: int) -> str | None:
-    if revenue == 0:
+    """The margin as a share of the revenue; None (not shown) when the revenue is not
+    positive: a share of a negative total (credits exceeding the charges) reads as nonsense,
+    e.g. "(100.3%)" for a margin of -3.02 on -3.01 (#30 item 14)."""
+    if revenue <= 0:
         return None
     pct = Decimal(margin) * 100 / Decimal(revenue)
     return str(pct.quantize(Decimal("0.1"), rounding=ROUND_HALF_UP))

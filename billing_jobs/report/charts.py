@@ -180,7 +180,25 @@ def _bar_pair(fig: dict, frame: pd.DataFrame, label_col: str, currency: str, cel
         _add(fig, trace, cell)
 
 
-def amount_by_package(agg: Aggregates) -> dict | None:
+#: a package name longer than this is cut (with …) in a bar label
+PACKAGE_LABEL_CHARS = 40
+
+
+def package_labels(package_ids, names: dict | None) -> list[str]:
+    """'name (id)' for a package with a name (#30 item 14), the id alone otherwise; ids are
+    unique, so the labels are too (one bar each)."""
+    out = []
+    for pid in package_ids:
+        pid = str(pid)
+        name = str((names or {}).get(pid) or "").strip()
+        if len(name) > PACKAGE_LABEL_CHARS:
+            name = name[:PACKAGE_LABEL_CHARS - 1] + "…"
+        out.append(f"{name} ({pid})" if name and name != pid else pid)
+    return out
+
+
+def amount_by_package(agg: Aggregates, names: dict | None = None) -> dict | None:
+    """`names`: package_id -> name, shown beside the id on each bar."""
     currencies = agg.currencies[:MAX_CURRENCY_PANELS]
     if not currencies:
         return None
@@ -194,8 +212,9 @@ def amount_by_package(agg: Aggregates) -> dict | None:
             # would dwarf the ones an analyst looks at
             title = (f"{cur}: top {TOP_PACKAGES} of {len(rows)} packages by amount "
                      f"(other {len(rest)}: {format_minor(sum(rest['amount']), cur)} {cur})")
-        panels.append((cur, title.replace("&", "&amp;").replace("<", "&lt;"),
-                       rows.head(TOP_PACKAGES)))
+        top = rows.head(TOP_PACKAGES)
+        top = top.assign(package=package_labels(top["package_id"], names))
+        panels.append((cur, title.replace("&", "&amp;").replace("<", "&lt;"), top))
     heights = [max(2, len(p)) * 34 + 40 for _, _, p in panels]
     gap = 70  # px between panels: tick labels + next subplot title
     total_h = sum(heights) + gap * (len(panels) - 1)
@@ -204,7 +223,7 @@ def amount_by_package(agg: Aggregates) -> dict | None:
                 vertical_spacing=gap / total_h if len(panels) > 1 else 0.0)
     for i, (cur, _, frame) in enumerate(panels, start=1):
         cell = _cell(i, 1, 1)
-        _bar_pair(fig, frame, "package_id", cur, cell, first=(i == 1), horizontal=True)
+        _bar_pair(fig, frame, "package", cur, cell, first=(i == 1), horizontal=True)
         _yaxis(fig, cell).update(autorange="reversed", automargin=True)
     return _layout(fig, total_h + 80)
 

@@ -4,6 +4,7 @@ target, then renamed into place (a run's report and a forecast's alike)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -11,11 +12,32 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where the system says it (Linux
+    /proc/self/status); elsewhere set and restored at once."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def temporary_beside(out_dir: Path) -> Path:
-    """A new empty folder next to `out_dir` (same file system, so the rename is atomic)."""
+    """A new empty folder next to `out_dir` (same file system, so the rename is atomic).
+
+    `mkdtemp` makes it 0700 whatever the umask; it becomes the report folder, so it gets the
+    mode any folder made under the umask gets (0755 under umask 022, #30 item 14): the
+    report is as readable as the files in it."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    os.chmod(tmp, 0o777 & ~current_umask())
+    return tmp
 
 
 def move_into_place(tmp: Path, out_dir: Path) -> Path:

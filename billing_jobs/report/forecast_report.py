@@ -19,7 +19,7 @@ from billing_jobs.core.money import format_minor, format_minor_series
 from billing_jobs.core.frames import Forecast
 from billing_jobs.core.vocab import LineStatus
 from billing_jobs.report.folders import building, finish
-from billing_jobs.report.formatting import format_dates, format_micros_series
+from billing_jobs.report.formatting import format_bools, format_dates, format_micros_series
 from billing_jobs.report.html import _env
 from billing_jobs.report.writer import _write_csv
 
@@ -72,9 +72,9 @@ def line_table(fc: Forecast) -> pd.DataFrame:
         "unit_price": format_micros_series(lines["unit_price"]),  # exact: 333.5 JPY stays 333.5
         "amount": _money(lines["amount"], lines["currency"]),
         "currency": lines["currency"].astype(str),
-        "auto_decrement": lines["auto_decrement"].astype(bool),
+        "auto_decrement": format_bools(lines["auto_decrement"]),  # true/false as charges.csv
         "status": lines["status"].astype(str),
-        "provisional": lines["provisional"].astype(bool),
+        "provisional": format_bools(lines["provisional"]),
     }, columns=LINE_CSV_COLUMNS)
 
 

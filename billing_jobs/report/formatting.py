@@ -12,7 +12,8 @@ import pandas as pd
 
 from billing_jobs.core.frames import (DUE_LINE_COLUMNS, GRANT_COLUMNS, UTILISATION_COLUMNS,
                                        column_dtype)
-from billing_jobs.core.money import MICRO_DIGITS, MICROS, format_minor_series
+from billing_jobs.core.money import (MICRO_DIGITS, MICROS, format_minor_series,
+                                     minor_digits_series, round_to_minor)
 
 CHARGES_COLUMNS = DUE_LINE_COLUMNS + ["status"]
 GRANTS_COLUMNS = GRANT_COLUMNS + ["status"]
@@ -98,7 +99,7 @@ def _ints(values: pd.Series) -> np.ndarray:
 
 #: money columns shown in the row's currency minor unit, and in plain micros-as-decimal
 _IN_CURRENCY = {"amount", "cost", "ledger_amount"}
-_AS_DECIMAL = {"unit_price", "covered"}
+_AS_DECIMAL = {"unit_price"}  # a price, exact (333.5 JPY a seat stays 333.5)
 
 
 def _as_text(frame: pd.DataFrame, columns: list[str], **special) -> pd.DataFrame:
@@ -129,11 +130,32 @@ def grants_text(grants: pd.DataFrame) -> pd.DataFrame:
     return _as_text(grants, GRANTS_COLUMNS)
 
 
-def utilisation_text(utilisation: pd.DataFrame) -> pd.DataFrame:
+def rounded_money(micros, currencies) -> np.ndarray:
+    """Amounts that are not yet rounded (covered charge, credited micros), rounded once, half
+    up, to the currency's minor unit and written in it, like every amount of the report
+    (#30 item 7): 3486295 micros EUR -> '3.49', JPY -> '3'."""
+    m = np.asarray(micros, dtype="int64")
+    if m.size == 0:
+        return np.array([], dtype=object)
+    cur = pd.Series(np.asarray(currencies, dtype=object)).fillna("").astype(str)
+    digits = minor_digits_series(cur).to_numpy()
+    rounded = np.sign(m) * round_to_minor(np.abs(m), digits)
+    text = format_money(pd.Series(rounded, dtype="int64"), cur)
+    unknown = (cur == "").to_numpy()
+    if unknown.any():  # no currency known: the exact value, never a guessed minor unit
+        text[unknown] = format_micros_series(pd.Series(m[unknown]))
+    return text
+
+
+def utilisation_text(utilisation: pd.DataFrame, currencies=None) -> pd.DataFrame:
+    """`currencies`: each row's currency (its customer's); `credited` is written in its minor
+    unit (the covered charge of the period, rounded once)."""
     granted = np.asarray(utilisation["seconds_granted"], dtype="int64")
     used = np.asarray(utilisation["seconds_used"], dtype="int64")
+    if currencies is None:
+        currencies = np.full(len(utilisation), "", dtype=object)
     return _as_text(utilisation, UTILISATION_CSV_COLUMNS,
-                    credited=format_micros_series(_credited(utilisation)),
+                    credited=rounded_money(_credited(utilisation), currencies),
                     minutes_granted=minutes_text(granted), minutes_used=minutes_text(used),
                     minutes_left=minutes_text(np.maximum(granted - used, 0)))
 
@@ -168,14 +190,18 @@ def differences_text(differences: pd.DataFrame | None) -> pd.DataFrame:
     return _as_text(differences, DIFFERENCES_CSV_COLUMNS)
 
 
-def free_minutes_text(consumption: pd.DataFrame) -> pd.DataFrame:
-    """One row per consumed call part: its grant, seconds, covered charge (exact, before the
-    credit line's rounding) and whether it was a late call."""
+def free_minutes_text(consumption: pd.DataFrame, currencies=None) -> pd.DataFrame:
+    """One row per consumed call part: its grant, seconds, covered charge (in the currency's
+    minor unit, rounded once per part; the credit line rounds the exact sum of the parts once)
+    and whether it was a late call. `currencies`: each row's currency."""
     if len(consumption) == 0:
         return pd.DataFrame({c: pd.Series([], dtype=object) for c in FREE_MINUTES_CSV_COLUMNS})
+    if currencies is None:
+        currencies = np.full(len(consumption), "", dtype=object)
     t = pd.to_datetime(consumption["start_time"], utc=True)
     return _as_text(consumption, FREE_MINUTES_CSV_COLUMNS,
-                    start_time=t.dt.strftime("%Y-%m-%dT%H:%M:%SZ").to_numpy(dtype=object))
+                    start_time=t.dt.strftime("%Y-%m-%dT%H:%M:%SZ").to_numpy(dtype=object),
+                    covered=rounded_money(consumption["covered"], currencies))
 
 
 def rejected_text(rejected: pd.DataFrame) -> pd.DataFrame:

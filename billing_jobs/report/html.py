@@ -109,9 +109,18 @@ def _figure_html(fig: dict, div_id: str, nonce: str) -> Markup:
     return Markup(html)
 
 
-def _charts(agg: Aggregates, counts: dict, nonce: str) -> list[dict]:
+def _package_names(context: dict | None) -> dict:
+    ref = (context or {}).get("packages")
+    if ref is None or "name" not in ref.columns:
+        return {}
+    return dict(zip(ref["package_id"].astype(str), ref["name"].fillna("").astype(str)))
+
+
+def _charts(agg: Aggregates, counts: dict, nonce: str, context: dict | None = None
+            ) -> list[dict]:
     specs = [
-        ("chart-package", "Amount by package", "wide", charts.amount_by_package(agg),
+        ("chart-package", "Amount by package", "wide",
+         charts.amount_by_package(agg, _package_names(context)),
          "No charge lines in this run."),
         ("chart-kind", "Amount by kind", "wide", charts.amount_by_kind(agg),
          "No charge lines in this run."),
@@ -163,6 +172,7 @@ def render_html(summary: dict, agg: Aggregates, charges: pd.DataFrame, grants: p
         "extended": table_payload(ext, source="summary.json (extended_ends)"),
     }
     nonce = nonce or secrets.token_urlsafe(18)
+    figures = _charts(agg, counts, nonce, context)
     context = {
         "nonce": nonce,
         "stage_names": STAGE_NAMES,
@@ -170,7 +180,7 @@ def render_html(summary: dict, agg: Aggregates, charges: pd.DataFrame, grants: p
         "run": summary["run"],
         "counts": counts,
         "currencies": agg.currencies,
-        "charts": _charts(agg, counts, nonce),
+        "charts": figures,
         "used_pct": used_pct,
         "tables": {k: script_json(v) for k, v in tables.items()},
         "table_meta": tables,

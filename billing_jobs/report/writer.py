@@ -8,13 +8,14 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from billing_jobs.core.frames import BillingResult
-from billing_jobs.core.vocab import NEW_STATUSES, LineStatus, RunMode, RunStatus
+from billing_jobs.core.vocab import NEW_STATUSES, LineKind, LineStatus, RunMode, RunStatus
 from billing_jobs.report import aggregate as agg_mod
 from billing_jobs.report import explain
 from billing_jobs.report.formatting import (
@@ -120,7 +121,9 @@ def _write_csv(frame: pd.DataFrame, path: Path) -> None:
 
 
 def build_summary(run_info: dict, lines, grants, util, rejected, extended, timings: dict,
-                  agg: agg_mod.Aggregates) -> dict:
+                  agg: agg_mod.Aggregates, differing: pd.DataFrame | None = None) -> dict:
+    """`differing`: the already posted keys whose current data differs from the ledger
+    (`ledger_differences`), named in the outcome sentence."""
     run = _run_block(run_info)
     totals, margin = agg_mod.totals_json(agg)
     return {
@@ -130,7 +133,7 @@ def build_summary(run_info: dict, lines, grants, util, rejected, extended, timin
         "status": run.get("status"),
         "message": run.get("message"),
         "run": run,
-        "outcome": outcome_block(agg, run),
+        "outcome": outcome_block(agg, run, differing),
         "counts": agg.counts,
         "totals": totals,
         "margin": margin,
@@ -181,7 +184,7 @@ def build_report(run_info: dict, result: BillingResult | None, rejected: pd.Data
     lines = agg_mod.normalise_lines(result, mode)
     grants = agg_mod.normalise_grants(result, mode)
     util = agg_mod.normalise_utilisation(result)
-    extended = agg_mod.normalise_extended(result)
+    extended = billed_extended(agg_mod.normalise_extended(result), lines)
     rejected = agg_mod.normalise_rejected(rejected)
 
     consumption = getattr(result, "consumption", None) if result is not None else None
@@ -191,17 +194,21 @@ def build_report(run_info: dict, result: BillingResult | None, rejected: pd.Data
     tables = {
         "charges.csv": charges_text(lines),
         "grants.csv": grants_text(grants),
-        "utilisation.csv": utilisation_text(util),
+        "utilisation.csv": utilisation_text(
+            util, customer_currencies(util["customer_id"], context, lines)),
         "free_minutes.csv": free_minutes_text(
-            consumption if consumption is not None
-            else pd.DataFrame(columns=FREE_MINUTES_CSV_COLUMNS)),
+            consumption, customer_currencies(consumption["customer_id"], context, lines))
+        if consumption is not None and len(consumption)
+        else free_minutes_text(pd.DataFrame(columns=FREE_MINUTES_CSV_COLUMNS)),
         "differences.csv": differences_text(differences),
         "rejected.csv": rejected_text(rejected),
         "balances.csv": balances,
     }
 
     agg = agg_mod.aggregate(lines, grants, util, rejected, extended)
-    summary = build_summary(run_info, lines, grants, util, rejected, extended, timings or {}, agg)
+    differing = ledger_differences(differences, lines)
+    summary = build_summary(run_info, lines, grants, util, rejected, extended, timings or {}, agg,
+                            differing)
     _name_customers(summary, context)
     summary["balances"] = {"customers": int(len(balances))}
     diff_txt = tables["differences.csv"]
@@ -256,6 +263,71 @@ def write_report(out_dir: Path, run_info: dict, result: BillingResult | None,
     summary = write_files(build_report(run_info, result, rejected, timings, context), out_dir)
     (out_dir / "summary.json").write_text(summary_text(summary), encoding="utf-8")
     return out_dir
+
+
+def billed_extended(extended: pd.DataFrame, lines: pd.DataFrame) -> pd.DataFrame:
+    """The assignments the package's minimum days extended that this date bills past their
+    end date (#30 item 9): a line of the assignment whose period runs past the end date
+    (period_end, exclusive, after end_date + 1 day) or has no end (a setup fee, an open
+    period). An extended assignment with no such line is not this date's news."""
+    if not len(extended) or not len(lines):
+        return extended.iloc[0:0]
+    end = pd.to_datetime(lines["period_end"])
+    ends = pd.Series(pd.to_datetime(extended["end_date"]).to_numpy(),
+                     index=extended["assignment_id"].astype(str).to_numpy())
+    ends = ends[~ends.index.duplicated()]
+    own_end = pd.to_datetime(pd.Series(
+        ends.reindex(lines["assignment_id"].astype(str).to_numpy()).to_numpy()))
+    past = (own_end.notna().to_numpy()
+            & (end.isna().to_numpy()
+               | (end.to_numpy() > (own_end + pd.Timedelta(days=1)).to_numpy())))
+    billed = set(lines["assignment_id"].astype(str).to_numpy()[past])
+    return extended[extended["assignment_id"].astype(str).isin(billed)]
+
+
+def ledger_differences(differences: pd.DataFrame | None, lines: pd.DataFrame) -> pd.DataFrame:
+    """The rows of `differences` that are keys this run found already posted (the ledger holds
+    other values than current data computes): not the held lines and grants of a moved start
+    (`overlaps_posted`, said in the sentence already). Each row gets the `run_date` of its
+    line, for the rebill range."""
+    from billing_jobs.core.frames import DIFFERENCE_COLUMNS
+
+    empty = pd.DataFrame(columns=[*DIFFERENCE_COLUMNS, "run_date"])
+    if differences is None or not len(differences) or not len(lines):
+        return empty
+    old = lines[lines["status"].astype(str) == LineStatus.ALREADY_POSTED]
+    if not len(old):
+        return empty
+    key = ["assignment_id", "kind", "period_start"]
+
+    def keyed(frame: pd.DataFrame) -> pd.DataFrame:
+        return frame.assign(assignment_id=frame["assignment_id"].astype(str),
+                            kind=frame["kind"].astype(str),
+                            period_start=pd.to_datetime(frame["period_start"]).astype(
+                                "datetime64[s]"))
+
+    days = keyed(old)[[*key, "run_date"]].drop_duplicates(key)
+    out = keyed(differences.reset_index(drop=True)).merge(days, on=key, how="inner")
+    return out.sort_values(["run_date", "assignment_id", "kind", "period_start"],
+                           kind="stable").reset_index(drop=True)
+
+
+def customer_currencies(customer_ids: pd.Series, context: dict | None,
+                        lines: pd.DataFrame) -> np.ndarray:
+    """Each customer's currency: from the run's customers (`context["currencies"]`:
+    customer_id, currency), else from the run's lines (a package's currency is its
+    customer's); '' when neither knows it."""
+    known: dict = {}
+    if not len(customer_ids):
+        return np.array([], dtype=object)
+    if len(lines):  # one pair per customer (a million lines: a few thousand customers)
+        pairs = lines[["customer_id", "currency"]].drop_duplicates("customer_id")
+        known.update(zip(pairs["customer_id"].astype(str), pairs["currency"].astype(str)))
+    ref = (context or {}).get("currencies")
+    if ref is not None and len(ref):
+        known.update(zip(ref["customer_id"].astype(str), ref["currency"].astype(str)))
+    ids = pd.Series(np.asarray(customer_ids, dtype=object)).astype(str)
+    return ids.map(known).fillna("").to_numpy(dtype=object)
 
 
 def _name_customers(summary: dict, context: dict | None) -> None:
@@ -330,8 +402,11 @@ def _amounts_text(amounts: dict) -> str:
     return ", ".join(f"{a} {c}" for c, a in amounts.items()) if amounts else "0"
 
 
-def outcome_block(agg: agg_mod.Aggregates, run: dict) -> dict:
-    """What the run did, in counts and exact amounts per currency, and in one sentence."""
+def outcome_block(agg: agg_mod.Aggregates, run: dict,
+                  differing: pd.DataFrame | None = None) -> dict:
+    """What the run did, in counts and exact amounts per currency, and in one sentence.
+    `differing` (`ledger_differences`): posted keys current data no longer agrees with; the
+    sentence names them and the correction (#30 item 12)."""
     from billing_jobs.core.money import format_minor
 
     mode = str(run.get("mode") or RunMode.SIMULATE)
@@ -365,6 +440,7 @@ def outcome_block(agg: agg_mod.Aggregates, run: dict) -> dict:
         "already_posted_amounts": old_amounts, "not_posted_lines": not_lines,
         "not_posted_amounts": not_amounts, "new_micros": micros,
         "overlaps_posted_lines": held_lines, "overlaps_posted_amounts": held_amounts,
+        "differing": differing_block(differing),
     }
     reason = str(run.get("message") or "").strip() or "of an unknown error"
     if status == RunStatus.FAILED:
@@ -404,10 +480,64 @@ def outcome_block(agg: agg_mod.Aggregates, run: dict) -> dict:
                  f"{'it overlaps' if held_grants == 1 else 'they overlap'} a live grant of the "
                  "same assignment (moved start date?); differences.csv names the rebill that "
                  "moves it")
+    if block["differing"]["lines"]:
+        text += "; " + block["differing"]["text"]
     if sim:
         text += "; nothing was written to the database"
     block["sentence"] = text
     return block
+
+
+#: how many differing keys the sentence names (the rest: differences.csv)
+NAMED_DIFFERENCES = 3
+
+
+def _difference_text(row) -> str:
+    """'A1 recurring from 2027-01-01: the ledger holds 2.00 EUR (C1, quantity 1), current
+    data gives 6.00 EUR (C2, quantity 2)'."""
+    from billing_jobs.core.money import format_minor
+
+    cur = str(row.currency)
+    start = pd.Timestamp(row.period_start).date().isoformat()
+    ledger = [f"{format_minor(int(row.ledger_amount), cur)} {cur}"]
+    now = [f"{format_minor(int(row.amount), cur)} {cur}"]
+    if str(row.ledger_customer_id) != str(row.customer_id):
+        ledger.append(f"customer {row.ledger_customer_id}")
+        now.append(f"customer {row.customer_id}")
+    if int(row.ledger_quantity) != int(row.quantity):
+        ledger.append(f"quantity {int(row.ledger_quantity)}")
+        now.append(f"quantity {int(row.quantity)}")
+
+    def side(parts):
+        return parts[0] + (f" ({', '.join(parts[1:])})" if len(parts) > 1 else "")
+
+    return (f"{row.assignment_id} {row.kind} from {start}: the ledger holds {side(ledger)}, "
+            f"current data gives {side(now)}")
+
+
+def differing_block(differing: pd.DataFrame | None) -> dict:
+    """The posted keys whose current data differs from the ledger, for the sentence and the
+    top of the page: how many, the first few named, and the command that corrects them."""
+    if differing is None or not len(differing):
+        return {"lines": 0, "text": "", "keys": [], "rebill": "", "credits": 0}
+    n = len(differing)
+    credit = (differing["kind"].astype(str) == LineKind.FREE_MINUTES_CREDIT).to_numpy()
+    named = [_difference_text(r) for r in differing.head(NAMED_DIFFERENCES).itertuples()]
+    text = (f"{_n(n, 'posted line')} {'differs' if n == 1 else 'differ'} from current data: "
+            + "; ".join(named)
+            + (f"; and {n - NAMED_DIFFERENCES} more" if n > NAMED_DIFFERENCES else "")
+            + " (differences.csv)")
+    rebill = ""
+    if (~credit).any():
+        days = pd.to_datetime(differing.loc[~credit, "run_date"])
+        rebill = (f"billing-jobs rebill --from {days.min().date().isoformat()} "
+                  f"--to {days.max().date().isoformat()}")
+        text += f": run `{rebill}` to see the difference, then with --post to post it"
+    if credit.any():
+        text += ((" and" if rebill else ":") + f" {_n(int(credit.sum()), 'free-minute credit')}"
+                 " follow the recorded consumption: reverse the run and post again, or adjust")
+    return {"lines": n, "text": text, "keys": named, "rebill": rebill,
+            "credits": int(credit.sum())}
 
 
 def _held_text(lines: int, amounts: dict, verb: str) -> str:

@@ -6,6 +6,13 @@ date alone would use, and asks the ledger which of those lines are posted alread
 (read-only, the simulation's check). Nothing is written to the database: a forecast is
 not a run, it has no run record and it can never post.
 
+Free minutes (docs/free_minutes.md): the forecast starts from the free-minute state the
+database holds (grant counters, the calls already credited, the live grants: read by
+`plan_backfill`, as for a backfill) and carries it from date to date in memory
+(`calc.free_minutes.advance_state`), as a simulated backfill does: each date consumes only
+the calls no posted run and no earlier forecast date consumed, so no call is credited twice
+and each date shows what its post will write once the dates before it are posted.
+
 What a forecast cannot know: calls not made yet. A minimum-spend line of a period that is
 still open is computed from the calls recorded so far, so it is the most the shortfall can
 be (`provisional` True); every other line (setup, recurring, prorated) is exact for the data
@@ -21,6 +28,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from billing_jobs.calc.billing import compute_billing
+from billing_jobs.calc.free_minutes import advance_state
 from billing_jobs.core.vocab import LineStatus
 from billing_jobs.core.frames import (BillingResult, DUE_LINE_COLUMNS, Forecast, GRANT_COLUMNS,
                                       empty_frame)
@@ -39,9 +47,14 @@ def forecast(engine: sa.Engine, first: date, days: int, tz: str = "UTC",
     last = first + timedelta(days=days - 1)
     plan = plan_backfill(engine, first, last, customer_ids)
     lines, grants = [], []
+    # free minutes, carried date to date: stored counters, credited calls, live grants
+    counters, consumed, granted = plan.clean.counters, plan.clean.consumed, plan.clean.granted
     for day in pd.date_range(first, last, freq="D"):
         inputs, _ = night(plan, day.date())
+        inputs.counters, inputs.consumed, inputs.granted = counters, consumed, granted
         result = compute_billing(inputs, day.date(), tz)
+        counters, consumed = advance_state(counters, consumed, result.consumption,
+                                           result.grant_counters)
         lines.append(result.due_lines)
         grants.append(result.grants)
     all_lines = _concat(lines, DUE_LINE_COLUMNS)

@@ -59,12 +59,21 @@ def settle_stage(engine, result: BillingResult, req: RunRequest, run_id: str) ->
     return post_result(engine, result, simulate=req.simulate, run_id=run_id)
 
 
+def currency_context(inputs: BillingInputs | None) -> dict:
+    """Each customer's currency, so that the report writes every amount (the credited and
+    covered charge of free minutes too) in its minor unit (#30 item 7)."""
+    if inputs is None or "currency" not in inputs.customers.columns:
+        return {}
+    return {"currencies": inputs.customers[["customer_id", "currency"]].copy()}
+
+
 def report_context(inputs: BillingInputs | None, engine=None, posted: bool = False) -> dict:
     """Names for the report (customers, packages) and, after a post, each customer's balance
     as the database holds it now (balance_after, int micros)."""
     ctx: dict = {}
     if inputs is not None:
         ctx["customers"] = inputs.customers[["customer_id", "name"]].copy()
+        ctx.update(currency_context(inputs))
         cols = [c for c in ("package_id", "name", "description", "frequency")
                 if c in inputs.packages.columns]
         ctx["packages"] = inputs.packages[cols].copy()

@@ -383,7 +383,7 @@ def report(db_url: str | None, settled: str | Path, run_dir: str | Path | None =
     work = _attempt_work(db_url, settled, run_dir)
     m = _manifest_at(work)
     req = _request(m)
-    _, rejected = snapshots.load_inputs(storage_path(m["inputs"]))
+    inputs, rejected = snapshots.load_inputs(storage_path(m["inputs"]))
     timings = Timings(load_timings(work))
     timings["total_before_report"] = round(sum(timings.values()), 4)
     with database(db_url) as engine:
@@ -397,7 +397,8 @@ def report(db_url: str | None, settled: str | Path, run_dir: str | Path | None =
             unposted, posting_now = seen["unposted"], seen.get("posting_now", [])
         attempt = Attempt(req, m["billing_run_id"], snapshots.load_result(storage_path(settled)),
                           rejected, _run_info(m, req, RunStatus.SUCCEEDED, "", unposted,
-                                              posting_now), timings)
+                                              posting_now), timings,
+                          context=run_stages.currency_context(inputs))
         with timings.stage("report"):
             closed = lifecycle.close_attempt(engine, attempt, ReportPlace(
                 Path(m["run_dir"]), into_existing=True, raise_report_error=True))
@@ -418,8 +419,9 @@ def record_failure(db_url: str | None, run_dir: str | Path, message: str) -> Non
     work = work_dir(run_dir)
     m = _manifest_at(work)
     req = _request(m)
+    inputs = None
     try:
-        _, rejected = snapshots.load_inputs(storage_path(m["inputs"]))
+        inputs, rejected = snapshots.load_inputs(storage_path(m["inputs"]))
     except FileNotFoundError:
         rejected = empty_frame(snapshots.REJECTED_COLUMNS)
     try:
@@ -433,7 +435,7 @@ def record_failure(db_url: str | None, run_dir: str | Path, message: str) -> Non
     with database(db_url) as engine:
         attempt = Attempt(req, m["billing_run_id"], result, rejected,
                           _run_info(m, req, RunStatus.FAILED, message, []), load_timings(work),
-                          post_attempted=True)
+                          context=run_stages.currency_context(inputs), post_attempted=True)
         closed = lifecycle.close_attempt(engine, attempt, ReportPlace(Path(m["run_dir"]),
                                                                       into_existing=True))
     for problem in (closed.report_error, closed.closing_error):

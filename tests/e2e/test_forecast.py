@@ -134,3 +134,83 @@ def test_forecast_page_opens_offline_without_errors(db_url, billing_db, tmp_path
         page.screenshot(path=str(ARTIFACTS / "forecast.png"), full_page=True)
         browser.close()
     assert errors == [] and requested == []
+
+
+# ------------------------------------------------------------------ free minutes (#30 item 1)
+
+SAMPLE_AS_OF = "2026-11-30"  # the sample's calls cover the 30 days up to here
+
+
+@pytest.fixture(scope="module")
+def sample_dir(tmp_path_factory):
+    from datetime import date
+
+    from billing_jobs.demo.sample_data import write_sample
+
+    out = tmp_path_factory.mktemp("fm_sample")
+    write_sample(out, 30, 220, 2_500, seed=7, as_of=date.fromisoformat(SAMPLE_AS_OF))
+    return out
+
+
+def _key(r) -> tuple:
+    return (r["run_date"], r["customer_id"], r["assignment_id"], r["kind"], r["period_start"],
+            r["amount"], r["currency"])
+
+
+def test_forecast_after_posted_nights_agrees_with_the_runs_of_its_dates(db_url, sample_dir,
+                                                                       tmp_path):
+    """Two nights posted, then a 4-day forecast: each forecast date holds exactly the lines
+    `run --date D` simulates for it (kind, key, amount, free-minute credits included), with
+    the dates before it posted as the nightly runs will post them; no call credited twice."""
+    assert main(["import", "--db", db_url,
+                 *[a for n in ("customers", "packages", "assignments", "usage")
+                   for a in (f"--{n}", str(sample_dir / f"{n}.csv"))]]) == 0
+    assert main(["backfill", "--from", "2026-11-28", "--to", "2026-11-29", "--post",
+                 "--db", db_url, "--out", str(tmp_path / "bf")]) == 0
+    out = tmp_path / "fc"
+    assert main(["forecast", "--days", "4", "--from", "2026-11-30", "--out", str(out),
+                 "--db", db_url]) == 0
+    forecast_rows = _rows(out / "upcoming_charges.csv")
+    assert {r["status"] for r in forecast_rows} == {"upcoming"}
+    credits = [r for r in forecast_rows if r["kind"] == "free_minutes_credit"]
+    # the calls of 29 and 30 November are credited by the posts of 30 Nov and 1 Dec; the
+    # calls the two posted nights credited (27, 28 Nov and the late window) are not again
+    assert {r["run_date"] for r in credits} == {"2026-11-30", "2026-12-01"}
+    assert all(r["amount"].startswith("-") for r in credits)
+    # a forecast that starts on a posted night: that night shows the ledger's lines, and the
+    # nights after it are the same as above (the posted consumption is not taken again)
+    out2 = tmp_path / "fc2"
+    assert main(["forecast", "--days", "3", "--from", "2026-11-29", "--out", str(out2),
+                 "--db", db_url]) == 0
+    again = _rows(out2 / "upcoming_charges.csv")
+    assert {r["status"] for r in again if r["run_date"] == "2026-11-29"} == {"already_posted"}
+    assert sorted(_key(r) for r in again if r["run_date"] != "2026-11-29") == sorted(
+        _key(r) for r in forecast_rows if r["run_date"] in ("2026-11-30", "2026-12-01"))
+    ran: list = []
+    for day in ("2026-11-30", "2026-12-01", "2026-12-02", "2026-12-03"):
+        sim = tmp_path / f"sim-{day}"
+        assert main(["run", "--date", day, "--db", db_url, "--out", str(sim)]) == 0
+        simulated = _rows(sim / "charges.csv")
+        assert {r["status"] for r in simulated} <= {"simulated"}
+        assert sorted(map(_key, simulated)) == sorted(
+            _key(r) for r in forecast_rows if r["run_date"] == day), day
+        ran += simulated
+        assert main(["run", "--date", day, "--post", "--db", db_url,
+                     "--out", str(tmp_path / f"post-{day}")]) == 0
+    assert len(ran) == len(forecast_rows)
+    engine = sa.create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            twice = conn.execute(sa.text(
+                "SELECT call_id FROM call_credits GROUP BY call_id, assignment_id, period_start "
+                "HAVING COUNT(*) > 1")).all()
+            consumed_on = conn.execute(sa.text(
+                "SELECT call_id FROM call_credits GROUP BY call_id "
+                "HAVING COUNT(DISTINCT consumed_on) > 1")).all()
+            posted_credits = conn.execute(sa.text(
+                "SELECT COUNT(*) FROM ledger WHERE kind = 'free_minutes_credit' "
+                "AND run_date >= '2026-11-30'")).scalar_one()
+    finally:
+        engine.dispose()
+    assert twice == [] and consumed_on == []
+    assert posted_credits == len(credits)  # what the forecast said is what was credited
