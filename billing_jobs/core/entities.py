@@ -47,6 +47,39 @@ OPTIONAL_HEADER = {
     "usage": set(),
 }
 
+#: Terms over time (SPEC 10). Columns an import FILE carries beyond its entity's own: they are
+#: not columns of the entity's table nor of the engine's frame. packages.csv `effective_from`:
+#: a row with it is a version of the package's money terms in force from that date
+#: (package_versions); a row without it is the package itself, as before.
+FILE_EXTRA_KINDS: dict[str, dict[str, str]] = {"packages": {"effective_from": "ndate"}}
+#: changes.csv: changes of assignments from a date (assignment_changes); an empty cell is
+#: unchanged. Not an engine input entity: the engine reads the changes as
+#: `BillingInputs.changes` (core/frames.py CHANGE_COLUMNS).
+CHANGE_FILE_KINDS: dict[str, str] = {
+    "assignment_id": "rtext", "effective_from": "date", "quantity": "nint",
+    "package_id": "ntext", "free_minutes": "nint", "customer_id": "ntext",
+    "cancel": "bool0", "void": "bool0",
+}
+#: Every import file's columns: an entity's own plus its extras, and changes.csv.
+FILE_KINDS: dict[str, dict[str, str]] = {
+    **{entity: {**kinds, **FILE_EXTRA_KINDS.get(entity, {})}
+       for entity, kinds in ENTITY_KINDS.items()},
+    "changes": CHANGE_FILE_KINDS,
+}
+#: An import file's columns that may be missing from its header.
+FILE_OPTIONAL_HEADER: dict[str, set[str]] = {
+    **{entity: OPTIONAL_HEADER[entity] | set(FILE_EXTRA_KINDS.get(entity, {}))
+       for entity in ENTITY_KINDS},
+    "changes": set(CHANGE_FILE_KINDS) - {"assignment_id", "effective_from"},
+}
+#: A package's money terms: what a version sets; the rest of a version row must match the
+#: package (VERSION_FIXED).
+VERSION_TERMS = ("cost", "retail", "setup_cost", "setup_retail", "free_minutes")
+VERSION_FIXED = ("name", "type", "currency", "frequency", "frequency_match", "destination",
+                 "minimum_spend", "minimum_days", "prorate")
+#: An assignment's terms a change may set from a date (besides cancel and void).
+ASSIGNMENT_TERMS = ("quantity", "package_id", "free_minutes", "customer_id")
+
 #: The kinds by the type a frame holds them in (calc/frames.py dtypes).
 INT_KINDS = frozenset({"money", "money0", "smoney", "int", "int0"})
 NULLABLE_INT_KINDS = frozenset({"nint"})
@@ -87,10 +120,37 @@ def contract_row(entity: str) -> str:
     return f"| `{entity}` | {cells} |"
 
 
+def file_row(entity: str) -> str:
+    """The row of docs/contracts.md's import-file table for `entity`: the file's columns beyond
+    the entity's own (changes.csv: all of them), as the importer parses them."""
+    kinds = FILE_EXTRA_KINDS.get(entity, CHANGE_FILE_KINDS if entity == "changes" else {})
+    cells = ", ".join(f"{c} ({FILE_COLUMN_DOC.get((entity, c), KIND_DOC[k])})"
+                      for c, k in kinds.items())
+    return f"| `{entity}.csv` | {cells} |"
+
+
+#: How docs/contracts.md shows an import file's own columns (file_row).
+FILE_COLUMN_DOC = {
+    ("packages", "effective_from"): "date, empty: the package itself; given: a version of "
+                                    "its money terms from that date",
+    ("changes", "effective_from"): "date YYYY-MM-DD, required",
+    ("changes", "package_id"): "str, empty: unchanged",
+    ("changes", "customer_id"): "str, empty: unchanged",
+    ("changes", "quantity"): "int >= 1, empty: unchanged",
+    ("changes", "free_minutes"): "int >= 0, empty: unchanged",
+    ("changes", "cancel"): "bool, empty: false",
+    ("changes", "void"): "bool, empty: false",
+}
+
+
 def render_contracts(text: str) -> str:
-    """`text` (docs/contracts.md) with each entity's row rendered from the declaration."""
+    """`text` (docs/contracts.md) with each entity's row and each import file's row rendered
+    from the declaration."""
     for entity in ENTITY_KINDS:
         text = re.sub(rf"^\| `{entity}` \| .+ \|$", lambda _m: contract_row(entity), text,
+                      count=1, flags=re.M)
+    for entity in [*FILE_EXTRA_KINDS, "changes"]:
+        text = re.sub(rf"^\| `{entity}\.csv` \| .+ \|$", lambda _m: file_row(entity), text,
                       count=1, flags=re.M)
     return text
 

@@ -20,7 +20,7 @@ from billing_jobs.checks.inputs import MAX_UNITS
 from billing_jobs.core.errors import ImportFailed
 from billing_jobs.core.frames import ENTITY_COLUMNS, ENTITY_KEYS, BillingInputs, empty_frame
 from billing_jobs.core.money import MAX_MICROS
-from billing_jobs.ingest.source import Source, column_text, raw_chunks, read_header
+from billing_jobs.ingest.source import Source, key_text, raw_chunks, read_header
 from billing_jobs.store.load import reference_tables
 
 
@@ -73,13 +73,14 @@ class FileIds:
     hashes send the file through a second read that names the rows (and tells a real repeat
     from a hash collision, which passes). A one-chunk file keeps nothing."""
 
-    def __init__(self, key: str) -> None:
+    def __init__(self, key: str, entity: str = "") -> None:
         self.key = key
+        self.entity = entity  # a package's versions share its id (source.ROW_KEY_PARTS)
         self.first: pa.Array | None = None  # hashed only once a second chunk comes
         self.hashes: list[np.ndarray] = []
 
     def add(self, table: pa.Table) -> None:
-        ids = table.column(self.key)
+        ids = key_text(table, self.entity, self.key)
         if self.first is None and not self.hashes:
             self.first = ids
             return
@@ -96,18 +97,18 @@ class FileIds:
         repeated = np.unique(every[1:][every[1:] == every[:-1]])
         del every
         if len(repeated):
-            _raise_repeated_id(name, source, self.key, repeated, chunk_rows)
+            _raise_repeated_id(name, source, self.entity, self.key, repeated, chunk_rows)
 
 
-def _raise_repeated_id(name: str, source: Source, key: str, repeated: np.ndarray,
-                       chunk_rows: int) -> None:
+def _raise_repeated_id(name: str, source: Source, entity: str, key: str,
+                       repeated: np.ndarray, chunk_rows: int) -> None:
     """Second read: the rows whose id hash is in `repeated`; ImportFailed at the first row
     repeating an earlier row's id (a hash collision between different ids passes)."""
     header = read_header(name, source.head())
     rows: list[np.ndarray] = []
     values: list[np.ndarray] = []
     for first_row, table in raw_chunks(name, source, header, chunk_rows):
-        ids = column_text(table, key)
+        ids = key_text(table, entity, key)
         hit = np.isin(_id_hashes(ids), repeated)
         rows.append(np.flatnonzero(hit) + first_row)
         values.append(ids.filter(pa.array(hit)).to_numpy(zero_copy_only=False))
@@ -117,9 +118,11 @@ def _raise_repeated_id(name: str, source: Source, key: str, repeated: np.ndarray
         return
     first_row_of = found.groupby("id")["row"].min()
     row, value = int(again["row"].iloc[0]), again["id"].iloc[0]
+    shown, _, date = str(value).partition("\x1f")
     raise ImportFailed(
-        f"{name} row {row} (row 1 is the header), column {key}: duplicate id {value!r} "
-        f"(first on row {int(first_row_of[value])})"
+        f"{name} row {row} (row 1 is the header), column {key}: duplicate id {shown!r}"
+        + (f" from {date!r}" if date else "") +
+        f" (first on row {int(first_row_of[value])})"
         + (f"; {len(again) - 1} more problem(s) in the file" if len(again) > 1 else ""))
 
 

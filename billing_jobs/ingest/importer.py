@@ -37,12 +37,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import pandas as pd
+import pyarrow as pa
 import sqlalchemy as sa
 
-from billing_jobs.core.entities import ENTITY_KINDS
+from billing_jobs.core.entities import ENTITY_KINDS, FILE_KINDS
 from billing_jobs.core.errors import ImportFailed
 from billing_jobs.core.frames import ENTITY_KEYS
 from billing_jobs.ingest.balances import BalanceChange, existing_balance_rule
+from billing_jobs.ingest.changes import check_changes, record_changes, recorded_by
 from billing_jobs.ingest.file_rules import (
     CustomerCharges,
     FileIds,
@@ -50,7 +53,9 @@ from billing_jobs.ingest.file_rules import (
     referenced_tables,
 )
 from billing_jobs.ingest.parse import parsed_chunks
-from billing_jobs.ingest.source import IMPORT_CHUNK_ROWS, Source
+from billing_jobs.ingest.source import IMPORT_CHUNK_ROWS, Source, read_header
+from billing_jobs.ingest.terms import (assignment_terms, import_versions, record_cancels,
+                                       refuse_repriced_packages)
 from billing_jobs.ingest.write import write_rows
 from billing_jobs.store.db import db_errors
 
@@ -60,35 +65,44 @@ SPECS = ENTITY_KINDS  # the entity declaration (billing_jobs/core/entities.py)
 @dataclass(frozen=True)
 class Imported:
     """What an import wrote: its data rows (inserted or updated) and, for customers, the
-    existing customers whose balance it adjusted (`--set-balances`), in file order."""
+    existing customers whose balance it adjusted (`--set-balances`), in file order; for
+    packages the price versions added or changed; the assignment changes recorded (a changes
+    file, or the cancels of ends moved earlier), and one sentence per such cancel (`notes`,
+    for the CLI to print)."""
 
     rows: int
     balance_changes: tuple[BalanceChange, ...] = ()
+    versions: int = 0
+    changes: int = 0
+    notes: tuple[str, ...] = ()
 
 
 def import_csv(engine: sa.Engine, entity: str, path: str | os.PathLike, *,
                set_balances: bool = False, chunk_rows: int = IMPORT_CHUNK_ROWS,
-               progress: Callable[[int], None] | None = None) -> int:
+               progress: Callable[[int], None] | None = None, correct: bool = False) -> int:
     """`import_file(...).rows`: the number of data rows written."""
     return import_file(engine, entity, path, set_balances=set_balances, chunk_rows=chunk_rows,
-                       progress=progress).rows
+                       progress=progress, correct=correct).rows
 
 
 def import_file(engine: sa.Engine, entity: str, path: str | os.PathLike, *,
                 set_balances: bool = False, chunk_rows: int = IMPORT_CHUNK_ROWS,
-                progress: Callable[[int], None] | None = None) -> Imported:
-    """Import one CSV file of `entity` (customers/packages/assignments/usage).
+                progress: Callable[[int], None] | None = None,
+                correct: bool = False) -> Imported:
+    """Import one CSV file of `entity` (customers/packages/assignments/usage, or changes:
+    changes of assignments from a date, SPEC 10).
 
     Returns the data rows written (inserted or updated) and the balance changes written by
     `set_balances` (ingest/balances.py). Raises ImportFailed, with nothing written, when the
     file is malformed, or holds a changed balance of an existing customer without
-    `set_balances`. `chunk_rows` rows are parsed, checked and written at a time, all in one
+    `set_balances`, or changes terms posted lines were priced with without `correct`
+    (ingest/terms.py). `chunk_rows` rows are parsed, checked and written at a time, all in one
     transaction; `progress(rows)` is told the rows written so far (not yet committed) after
     each chunk.
     """
-    if entity not in SPECS:
+    if entity not in FILE_KINDS:
         raise ImportFailed(
-            f"unknown entity {entity!r} (expected one of: {', '.join(SPECS)})"
+            f"unknown entity {entity!r} (expected one of: {', '.join(FILE_KINDS)})"
         )
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")
@@ -97,26 +111,82 @@ def import_file(engine: sa.Engine, entity: str, path: str | os.PathLike, *,
     source = Source(path)
     chunks = parsed_chunks(entity, source, chunk_rows)
     first = next(chunks)  # a one-chunk file is parsed before any transaction opens
+    if entity == "changes":
+        return _import_changes(engine, name, itertools.chain([first], chunks), progress)
+    header = set(read_header(name, source.head()))
     references = referenced_tables(engine, entity)
-    ids = FileIds(ENTITY_KEYS[entity])
+    ids = FileIds(ENTITY_KEYS[entity], entity)
     charges = CustomerCharges() if entity == "usage" else None
     written = 0
     changes: list[BalanceChange] = []
+    versions: list[pd.DataFrame] = []
+    cancels: list[dict] = []
+    notes: list[str] = []
+    by = recorded_by()
     with db_errors(engine, f"importing {name}"):
         with engine.begin() as conn:
             for frame, table in itertools.chain([first], chunks):
+                ids.add(table)
+                if entity == "packages" and "effective_from" in header:
+                    # a row with effective_from is a version: written after the packages
+                    is_version = frame["effective_from"].notna().to_numpy()
+                    versions.append(frame[is_version])
+                    frame, table = frame[~is_version], table.filter(pa.array(~is_version))
                 errors = business_rule_errors(entity, frame, references)
                 if errors:
                     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
                     raise ImportFailed(f"{name}: {errors[0]}{more}")
-                ids.add(table)
                 if charges is not None:
                     charges.add(name, frame)
                 if entity == "customers":
                     changes += existing_balance_rule(conn, frame, path, set_balances)
+                if entity == "packages" and not correct:
+                    refuse_repriced_packages(conn, frame, name)
+                if entity == "assignments":
+                    keep, cancelling, said = assignment_terms(conn, frame, name, correct)
+                    table = _keep_ends(table, keep)
+                    cancels += cancelling
+                    notes += said
                 write_rows(conn, entity, table)
                 written += len(frame)
                 if progress is not None:
                     progress(written)
             ids.check(name, source, chunk_rows)  # before the commit: a repeat rolls back
-    return Imported(written, tuple(changes))
+            added = 0
+            if versions:
+                version_rows = pd.concat(versions)
+                added = import_versions(
+                    conn, version_rows, header, name, by,
+                    lambda group: business_rule_errors(entity, group, references))
+                written += len(version_rows)
+            notes = record_cancels(conn, cancels, notes, name, by)
+    return Imported(written, tuple(changes), versions=added, changes=len(notes),
+                    notes=tuple(notes))
+
+
+def _keep_ends(table: pa.Table, keep: dict) -> pa.Table:
+    """The rows' end_date, except the assignments in `keep`, which keep the stored end."""
+    if not keep:
+        return table
+    ids = table.column("assignment_id").to_pylist()
+    ends = [keep[a] if a in keep else e
+            for a, e in zip(ids, table.column("end_date").to_pylist())]
+    at = table.column_names.index("end_date")
+    return table.set_column(at, "end_date", pa.array(ends, type=pa.date32()))
+
+
+def _import_changes(engine: sa.Engine, name: str, chunks,
+                    progress: Callable[[int], None] | None) -> Imported:
+    """A changes file (SPEC 10): every row checked like a command checks it
+    (ingest/changes.py), all or nothing; each change recorded once."""
+    frame = pd.concat([f for f, _t in chunks])
+    with db_errors(engine, f"importing {name}"):
+        with engine.begin() as conn:
+            problems = check_changes(conn, frame)
+            if problems:
+                more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+                raise ImportFailed(f"{name}: {problems[0]}{more}; nothing recorded")
+            recorded = record_changes(conn, frame, name, recorded_by())
+    if progress is not None:
+        progress(len(frame))
+    return Imported(len(frame), changes=recorded)

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 
 from billing_jobs.core import booleans
 from billing_jobs.core import text as text_rules
-from billing_jobs.core.entities import ENTITY_KINDS, REQUIRED_KINDS
+from billing_jobs.core.entities import FILE_KINDS, REQUIRED_KINDS
 from billing_jobs.core.errors import ImportFailed
 from billing_jobs.core.frames import ENTITY_KEYS
 from billing_jobs.core.money import (
@@ -34,12 +34,16 @@ from billing_jobs.core.money import (
 )
 from billing_jobs.ingest.source import (
     IMPORT_CHUNK_ROWS,
+    ROW_KEY_PARTS,
     Source,
     check_header,
     column_text,
     raw_chunks,
     read_header,
 )
+
+#: the column naming a row of each import file (changes.csv: the assignment it changes)
+FILE_KEYS = {**ENTITY_KEYS, "changes": "assignment_id"}
 
 #: Text bounds and forbidden characters: billing_jobs/core/text.py (#17 items 6 and 10)
 _CONTROL = text_rules.pattern(text_rules.CONTROL)
@@ -65,7 +69,7 @@ def parsed_chunks(entity: str, source: Source,
     rule checks) and the arrow table that is written."""
     name = source.name
     header = read_header(name, source.head())
-    spec = ENTITY_KINDS[entity]
+    spec = FILE_KINDS[entity]
     check_header(name, entity, header)
     for first_row, table in raw_chunks(name, source, header, chunk_rows):
         yield parse_chunk(name, entity, table, spec, first_row)
@@ -174,7 +178,9 @@ def parse_chunk(name: str, entity: str, table: pa.Table, spec: dict[str, str],
             raise AssertionError(kind)
         arrays[col], frame[col] = parser(col, kind, raw, empty, problems)
         if kind == "id":
-            _check_duplicate_ids(col, raw, ~empty, rows, problems)
+            part = ROW_KEY_PARTS.get(entity)
+            _check_duplicate_ids(col, raw, ~empty, rows, problems,
+                                 column_text(table, part) if part in spec else None)
     problems.raise_first(name, list(spec), _row_id(entity, table, first_row))
     typed = pd.DataFrame({c: frame[c].reset_index(drop=True) for c in spec}, columns=list(spec))
     typed.index = pd.Index(rows, name="row")
@@ -185,7 +191,7 @@ def _row_id(entity: str, table: pa.Table, first_row: int) -> Callable[[int, str]
     """`(row, column) -> "package_id 'P1'"`: the row's id when the id cell itself is readable
     (not empty, no control or invisible character, NFC, not too long) and the problem is in
     another column (a problem in the id column shows the value itself)."""
-    key = ENTITY_KEYS[entity]
+    key = FILE_KEYS[entity]
 
     def id_of(row: int, column: str) -> str | None:
         if column == key:
@@ -304,15 +310,28 @@ _PARSERS = {
 
 
 def _check_duplicate_ids(col: str, raw: pa.Array, ok: np.ndarray, rows: np.ndarray,
-                         problems: _Problems) -> None:
-    """Ids repeated inside the file: each repeat after the first names the first's row."""
+                         problems: _Problems, part: pa.Array | None = None) -> None:
+    """Ids repeated inside the file: each repeat after the first names the first's row. With
+    `part` (a package's version date, ROW_KEY_PARTS) a row is the id and its part: a package
+    and its versions share the id."""
     n = len(raw)
-    if not n or pc.count_distinct(raw).as_py() >= n:
+    keys = raw if part is None else pc.binary_join_element_wise(raw, part, "\x1f")
+    if not n or pc.count_distinct(keys).as_py() >= n:
         return
-    ids = pd.Series(raw.to_pandas(), dtype=str)
+    ids = pd.Series(keys.to_pandas(), dtype=str)
     dup = ids.duplicated(keep="first").to_numpy() & ok
     first_row = pd.Series(rows, index=ids.to_numpy()).groupby(level=0).first()
-    problems.complain(col, dup, raw, lambda v: f"duplicate id {v!r} (first on row {first_row[v]})")
+    if part is None:
+        problems.complain(col, dup, raw,
+                          lambda v: f"duplicate id {v!r} (first on row {first_row[v]})")
+        return
+
+    def message(key: str) -> str:
+        value, _, date = key.partition("\x1f")
+        what = f"duplicate id {value!r}" + (f" from {date!r}" if date else "")
+        return f"{what} (first on row {first_row[key]})"
+
+    problems.complain(col, dup, keys, message)
 
 
 def _money_reason(value: str) -> str:

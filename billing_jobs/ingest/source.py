@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
-from billing_jobs.core.entities import ENTITY_KINDS, OPTIONAL_HEADER
+from billing_jobs.core.entities import FILE_KINDS, FILE_OPTIONAL_HEADER
 from billing_jobs.core.errors import ImportFailed
 from billing_jobs.core.text import shown
 
@@ -145,8 +145,8 @@ def read_header(name: str, data: bytes) -> list[str]:
 
 
 def check_header(name: str, entity: str, header: list[str]) -> None:
-    expected = list(ENTITY_KINDS[entity])
-    if not any(c in ENTITY_KINDS[entity] for c in header):
+    expected = list(FILE_KINDS[entity])
+    if not any(c in FILE_KINDS[entity] for c in header):
         # never echo the line: the file may not be a CSV of ours at all (or a secret)
         raise ImportFailed(
             f"{name}: row 1 is not a {entity} header: none of its {len(header)} cell(s) is a "
@@ -156,14 +156,14 @@ def check_header(name: str, entity: str, header: list[str]) -> None:
         if col in seen:
             raise ImportFailed(f"{name}: column {shown(col)} appears twice in the header")
         seen.add(col)
-    unknown = [c for c in header if c not in ENTITY_KINDS[entity]]
+    unknown = [c for c in header if c not in FILE_KINDS[entity]]
     if unknown:
         raise ImportFailed(
             f"{name}: unknown column(s) {', '.join(shown(c) for c in unknown[:5])}"
             f"{' ...' if len(unknown) > 5 else ''} in the header "
             f"(expected: {', '.join(expected)})"
         )
-    missing = [c for c in expected if c not in seen and c not in OPTIONAL_HEADER[entity]]
+    missing = [c for c in expected if c not in seen and c not in FILE_OPTIONAL_HEADER[entity]]
     if missing:
         raise ImportFailed(
             f"{name}: missing column(s) {', '.join(map(repr, missing))} in the header "
@@ -260,6 +260,29 @@ def _first_bad_record(source: Source, width: int) -> tuple[int, int] | None:
             if number > 1 and len(record) != width:
                 return number, len(record)
     return None
+
+
+#: The columns that, with a file's id, identify one of its rows: a package and the date of a
+#: version of its terms (SPEC 10) - the package itself when empty.
+ROW_KEY_PARTS = {"packages": "effective_from"}
+
+
+def key_text(table: pa.Table, entity: str, key: str) -> pa.Array:
+    """What identifies each row of `entity`'s file: its id, and for a package the date of the
+    version it is (`ROW_KEY_PARTS`), joined by U+001F (never in an id: a control character)."""
+    ids = _as_text(table, key)
+    part = ROW_KEY_PARTS.get(entity)
+    if part is None or part not in table.column_names:
+        return ids
+    return pc.binary_join_element_wise(ids, _as_text(table, part), "\x1f")
+
+
+def _as_text(table: pa.Table, col: str) -> pa.Array:
+    """A column as text (a parsed date as YYYY-MM-DD), '' for NULL, stripped."""
+    column = table.column(col).combine_chunks()
+    if not pa.types.is_string(column.type):
+        column = pc.fill_null(pc.cast(column, pa.string()), "")
+    return pc.utf8_trim_whitespace(column)
 
 
 def column_text(table: pa.Table, col: str) -> pa.Array:

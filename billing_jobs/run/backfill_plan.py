@@ -65,8 +65,7 @@ def night(plan: BackfillPlan, day: date) -> tuple[BillingInputs, pd.DataFrame]:
     if not plan.first <= day <= plan.last:
         raise ValueError(f"{day} is outside the backfill range {plan.first} .. {plan.last}")
     raw = plan.raw
-    needs = usage_needs(raw.customers, raw.packages, raw.assignments, _day(day),
-                        _lookback())
+    needs = usage_needs(raw.customers, raw.packages, _held(raw), _day(day), _lookback())
     raw_in = needed_calls(raw.usage, needs, day)
     usage = plan.clean.usage[needed_calls(plan.clean.usage, needs, day)].reset_index(drop=True)
     rej = plan.rejected
@@ -75,9 +74,19 @@ def night(plan: BackfillPlan, day: date) -> tuple[BillingInputs, pd.DataFrame]:
         ids_in = set(raw.usage["call_id"].astype(str).to_numpy()[raw_in])
         keep = ~is_call | rej["id"].astype(str).isin(ids_in).to_numpy()
         rej = rej[keep].reset_index(drop=True)
+    # the terms over time (SPEC 10) are the range's: the same for every date of it
     inputs = BillingInputs(customers=plan.clean.customers, packages=plan.clean.packages,
-                           assignments=plan.clean.assignments, usage=usage)
+                           assignments=plan.clean.assignments, usage=usage,
+                           versions=plan.clean.versions, changes=plan.clean.changes)
     return inputs, rej
+
+
+def _held(raw: BillingInputs) -> pd.DataFrame:
+    """The assignments under every customer and package they hold over time, as the loader
+    reads usage needs for them (store.load.held_assignments)."""
+    from billing_jobs.store.load import held_assignments
+
+    return held_assignments(raw.assignments, raw.changes)
 
 
 def _lookback() -> int:

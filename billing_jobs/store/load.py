@@ -12,6 +12,7 @@ does not parse); ids are str.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from operator import itemgetter
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Iterable, Sequence
@@ -25,16 +26,18 @@ from billing_jobs.core.entities import BOOL_KINDS, DATE_KINDS, ENTITY_KINDS, INT
 
 from billing_jobs.core.frames import (
     ASSIGNMENT_COLUMNS,
+    CHANGE_COLUMNS,
     CUSTOMER_COLUMNS,
     PACKAGE_COLUMNS,
     USAGE_COLUMNS,
+    VERSION_COLUMNS,
     BillingInputs,
 )
 from billing_jobs.calc.usage import needed_calls, usage_needs
 from billing_jobs.store import bulk
 from billing_jobs.store.db import db_errors, read_connection
 from billing_jobs.store.free_minute_state import read_state
-from billing_jobs.store.tables import stored_name
+from billing_jobs.store.tables import assignment_changes, package_versions, stored_name
 
 #: Usage older than this many days before the run date is not needed by default (a yearly
 #: minimum-spend period is at most 366 days; the rest is margin).
@@ -51,8 +54,12 @@ def load_inputs(
 ) -> BillingInputs:
     """Read customers, packages, assignments and usage for billing `run_date`.
 
-    `customer_ids` limits customers, assignments and usage to those customers (packages are
-    all read). Usage is read through the end of `run_date`:
+    `customer_ids` limits customers, assignments and usage to those customers (packages and
+    their versions are all read). An assignment a change moves between customers (a transfer,
+    SPEC 10) is read when its base row or any of its changes names one of them, with every
+    customer it names on either side (a `change_credit` lands on the old customer) and their
+    calls; `versions` and `changes` hold the price versions and the changes of the assignments
+    read. Usage is read through the end of `run_date`:
 
     * by default only the calls the date can use (`calc.usage.usage_needs`): per customer
       with a minimum-spend period ending on the date or a free-minute period holding the day
@@ -67,19 +74,22 @@ def load_inputs(
     ids = None if customer_ids is None else sorted({str(c) for c in customer_ids})
     hi = datetime.combine(run_date + timedelta(days=2), time(), tzinfo=timezone.utc)
     with db_errors(engine, "loading the billing inputs"), read_connection(engine) as conn:
-        customers, packages, assignments = _book(conn, ids)
+        book = _book(conn, ids)
+        customers, packages, assignments = book.customers, book.packages, book.assignments
+        ids = book.customer_ids
         if usage_since is not None:
             lo = datetime.combine(usage_since - timedelta(days=1), time(), tzinfo=timezone.utc)
             usage = _read_usage(conn, lo, hi, ids, None)
         else:
-            needs = usage_needs(customers, packages, assignments, _day(run_date),
+            needs = usage_needs(customers, packages, book.held(), _day(run_date),
                                 USAGE_LOOKBACK_DAYS)
             usage = _read_needed(conn, needs, run_date, hi, ids, len(customers))
             lo = _first_instant(needs)
         counters, consumed, granted = read_state(conn, run_date, lo, ids)
     return BillingInputs(customers=customers, packages=packages,
                          assignments=assignments, usage=usage,
-                         counters=counters, consumed=consumed, granted=granted)
+                         counters=counters, consumed=consumed, granted=granted,
+                         versions=book.versions, changes=book.changes)
 
 
 def load_range(engine: sa.Engine, first: date, last: date,
@@ -94,22 +104,154 @@ def load_range(engine: sa.Engine, first: date, last: date,
     ids = None if customer_ids is None else sorted({str(c) for c in customer_ids})
     hi = datetime.combine(last + timedelta(days=2), time(), tzinfo=timezone.utc)
     with db_errors(engine, "loading the billing inputs"), read_connection(engine) as conn:
-        customers, packages, assignments = _book(conn, ids)
-        needs = usage_needs(customers, packages, assignments, _day(first), USAGE_LOOKBACK_DAYS,
+        book = _book(conn, ids)
+        customers, packages, ids = book.customers, book.packages, book.customer_ids
+        needs = usage_needs(customers, packages, book.held(), _day(first), USAGE_LOOKBACK_DAYS,
                             last_day=_day(last))
         usage = _read_needed(conn, needs, last, hi, ids, len(customers))
         counters, consumed, granted = read_state(conn, first, _first_instant(needs), ids)
     return BillingInputs(customers=customers, packages=packages,
-                         assignments=assignments, usage=usage,
-                         counters=counters, consumed=consumed, granted=granted)
+                         assignments=book.assignments, usage=usage,
+                         counters=counters, consumed=consumed, granted=granted,
+                         versions=book.versions, changes=book.changes)
 
 
-def _book(conn: sa.Connection, ids: list[str] | None
-          ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Customers and assignments (of `ids`, or all) and every package."""
-    return (_customers(_select(conn, "customers", CUSTOMER_COLUMNS, "customer_id", ids)),
-            _packages(_select(conn, "packages", PACKAGE_COLUMNS, None, None)),
-            _assignments(_select(conn, "assignments", ASSIGNMENT_COLUMNS, "customer_id", ids)))
+@dataclass
+class _Book:
+    """The definitions a run reads: customers, packages, assignments, the packages' price
+    versions and the assignments' changes; `customer_ids` the customers read (None: all)."""
+
+    customers: pd.DataFrame
+    packages: pd.DataFrame
+    assignments: pd.DataFrame
+    versions: pd.DataFrame
+    changes: pd.DataFrame
+    customer_ids: list[str] | None
+
+    def held(self) -> pd.DataFrame:
+        """The assignments as usage needs read them: each row once per (customer, package)
+        it holds over time (`held_assignments`)."""
+        return held_assignments(self.assignments, self.changes)
+
+
+def _book(conn: sa.Connection, ids: list[str] | None) -> _Book:
+    """Customers and assignments (of `ids`, or all), every package and version, and the
+    changes of the assignments read. With `ids`, an assignment whose changes name one of
+    them is read too, and every customer its base row or changes name."""
+    packages = _packages(_select(conn, "packages", PACKAGE_COLUMNS, None, None))
+    versions = _versions(conn)
+    if ids is None:
+        assignments = _select(conn, "assignments", ASSIGNMENT_COLUMNS, None, None)
+        changes = _changes(conn, None)
+        return _Book(_customers(_select(conn, "customers", CUSTOMER_COLUMNS, None, None)),
+                     packages, _assignments(assignments), versions, changes, None)
+    moved = _moved_to(conn, ids)  # assignments a change moves to one of `ids`
+    assignments = _select(conn, "assignments", ASSIGNMENT_COLUMNS, "customer_id", ids)
+    extra = sorted(set(moved) - set(assignments["assignment_id"].astype(str)))
+    if extra:
+        more = _select(conn, "assignments", ASSIGNMENT_COLUMNS, "assignment_id", extra)
+        assignments = (pd.concat([assignments, more], ignore_index=True)
+                       .sort_values("assignment_id", kind="stable", ignore_index=True))
+    assignments = _assignments(assignments)
+    changes = _changes(conn, sorted(assignments["assignment_id"].astype(str)))
+    named = set(ids) | set(assignments["customer_id"].astype(str))
+    named |= {str(c) for c in changes["customer_id"] if c is not None}
+    customer_ids = sorted(named)
+    customers = _customers(_select(conn, "customers", CUSTOMER_COLUMNS, "customer_id",
+                                   customer_ids))
+    return _Book(customers, packages, assignments, versions, changes, customer_ids)
+
+
+def held_assignments(assignments: pd.DataFrame, changes: pd.DataFrame) -> pd.DataFrame:
+    """`assignments` plus, per change of customer or package, a copy of the assignment row
+    under the customer and package in force from that change on (each change applied on top
+    of the earlier ones, in effective order): what `calc.usage.usage_needs` reads, so the
+    calls of every customer and package an assignment holds over time are read (a superset:
+    the needs are per customer, from the first day any of its rows needs)."""
+    if changes.empty or assignments.empty:
+        return assignments
+    moves = changes[changes["customer_id"].notna() | changes["package_id"].notna()]
+    if moves.empty:
+        return assignments
+    moves = moves.sort_values(["assignment_id", "effective_from", "change_id"], kind="stable")
+    base = assignments.set_index(assignments["assignment_id"].astype(str))
+    rows = []
+    for aid, group in moves.groupby("assignment_id", sort=False):
+        if aid not in base.index:
+            continue
+        row = base.loc[aid]
+        customer, package = row["customer_id"], row["package_id"]
+        for change in group.itertuples(index=False):
+            customer = change.customer_id if change.customer_id is not None else customer
+            package = change.package_id if change.package_id is not None else package
+            rows.append((aid, customer, package))
+    if not rows:
+        return assignments
+    held = pd.DataFrame(rows, columns=["assignment_id", "customer_id", "package_id"])
+    copies = assignments.drop(columns=["customer_id", "package_id"]).merge(
+        held, on="assignment_id", how="inner")[assignments.columns]
+    return pd.concat([assignments, copies], ignore_index=True)
+
+
+def _moved_to(conn: sa.Connection, ids: list[str]) -> list[str]:
+    """The assignments a change names one of the customers `ids` on."""
+    c = assignment_changes.c
+    found: set[str] = set()
+    for chunk in _chunks(ids):
+        if chunk:
+            found.update(conn.execute(sa.select(c.assignment_id).distinct()
+                                      .where(c.customer_id.in_(chunk))).scalars())
+    return sorted(found)
+
+
+def _versions(conn: sa.Connection) -> pd.DataFrame:
+    """Every package's price versions (VERSION_COLUMNS; money int64 micros), by package and
+    date."""
+    v = package_versions.c
+    rows = conn.execute(sa.select(
+        v.package_id, v.effective_from, v.cost_micros, v.retail_micros, v.setup_cost_micros,
+        v.setup_retail_micros, v.free_minutes).order_by(v.package_id, v.effective_from)).all()
+    raw = pd.DataFrame([tuple(r) for r in rows], columns=VERSION_COLUMNS, dtype=object)
+    out = {c: _int(raw[c]) if len(raw) else pd.Series([], dtype="int64")
+           for c in VERSION_COLUMNS[2:]}
+    return pd.DataFrame({"package_id": _text(raw["package_id"]),
+                         "effective_from": _date(raw["effective_from"]), **out},
+                        columns=VERSION_COLUMNS)
+
+
+def _changes(conn: sa.Connection, assignment_ids: list[str] | None) -> pd.DataFrame:
+    """The changes of `assignment_ids` (None: all) in effective order (CHANGE_COLUMNS):
+    change_id int64, effective_from datetime64[s], quantity and free_minutes Int64 (<NA>:
+    unchanged), package_id and customer_id str or None (unchanged), cancel and void bool."""
+    c = assignment_changes.c
+    query = sa.select(c.change_id, c.assignment_id, c.effective_from, c.quantity, c.package_id,
+                      c.free_minutes, c.customer_id, c.cancel, c.void)
+    rows: list = []
+    for chunk in _chunks(assignment_ids):
+        if chunk is None:
+            rows += conn.execute(query).all()
+        elif chunk:
+            rows += conn.execute(query.where(c.assignment_id.in_(chunk))).all()
+    raw = pd.DataFrame([tuple(r) for r in rows], columns=CHANGE_COLUMNS, dtype=object)
+    frame = pd.DataFrame({
+        "change_id": pd.to_numeric(raw["change_id"]).astype("int64"),
+        "assignment_id": _text(raw["assignment_id"]),
+        "effective_from": _date(raw["effective_from"]),
+        "quantity": _nullable_int(raw["quantity"]),
+        "package_id": _optional_text(raw["package_id"]),
+        "free_minutes": _nullable_int(raw["free_minutes"]),
+        "customer_id": _optional_text(raw["customer_id"]),
+        "cancel": _bool(raw["cancel"]).astype(bool),
+        "void": _bool(raw["void"]).astype(bool),
+    }, columns=CHANGE_COLUMNS)
+    return frame.sort_values(["assignment_id", "effective_from", "change_id"], kind="stable",
+                             ignore_index=True)
+
+
+def _optional_text(s: pd.Series) -> pd.Series:
+    """Text, None where NULL."""
+    return pd.Series([None if v is None or v != v else str(v) for v in s],
+                     index=s.index, dtype=object)
 
 
 def _first_instant(needs: pd.DataFrame) -> datetime | None:
