@@ -633,7 +633,9 @@ def validate_inputs(raw) -> tuple[BillingInputs, pd.DataFrame]:
     rejected = rejected.astype({"entity": str, "id": str, "reason": str})
     rejected = rejected[REJECTED_COLUMNS]
     # the stored free-minute state is the engine's own output (CHECKed tables): passed on
-    state = {name: getattr(raw, name) for name in ("counters", "consumed", "granted")
+    # and so are the terms over time (SPEC 10: versions, changes), which the engine reads
+    state = {name: getattr(raw, name) for name in ("counters", "consumed", "granted",
+                                                  "versions", "changes")
              if getattr(raw, name, None) is not None}
     return BillingInputs(customers=customers, packages=packages, assignments=assignments,
                          usage=usage, **state), rejected
