@@ -118,6 +118,15 @@ def _recorded(conn: sa.Connection, ids: list[str]) -> dict[str, list[dict]]:
     return out
 
 
+def _recorded_keys(conn: sa.Connection, keys: list[str]) -> set[str]:
+    found: set[str] = set()
+    c = changes_t.c
+    for i in range(0, len(keys), _IDS):
+        found.update(conn.execute(sa.select(c.idempotency_key).where(
+            c.idempotency_key.in_(keys[i:i + _IDS]))).scalars())
+    return found
+
+
 def terms_on(base: dict, events: list[dict], day: date) -> dict:
     """The assignment's terms in force on `day`: its row with the changes dated on or before
     `day` applied in effective order (`events` sorted so), plus `cancelled` (the first cancel
@@ -171,9 +180,12 @@ def check_changes(conn: sa.Connection, frame: pd.DataFrame) -> list[ChangeProble
     # in effective order per assignment, so a row is checked on the terms the earlier rows set
     order = sorted(range(len(rows)), key=lambda i: (rows[i][1]["assignment_id"],
                                                     rows[i][1]["effective_from"], i))
+    recorded = _recorded_keys(conn, [change_key(c) for _, c in rows])
     for i in order:
         label, change = rows[i]
         aid, day = change["assignment_id"], change["effective_from"]
+        if change_key(change) in recorded:
+            continue  # recorded before (the same file again): nothing to check or record
         said = [str(m) for m in _problems(change, bases.get(aid), events.get(aid, []),
                                           packages, customers, seen.get((aid, day)))]
         problems += [ChangeProblem(label, aid, m) for m in said]

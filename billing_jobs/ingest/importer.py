@@ -157,7 +157,7 @@ def import_file(engine: sa.Engine, entity: str, path: str | os.PathLike, *,
                 version_rows = pd.concat(versions)
                 added = import_versions(
                     conn, version_rows, header, name, by,
-                    lambda group: business_rule_errors(entity, group, references))
+                    lambda group: business_rule_errors(entity, group, references), correct)
                 written += len(version_rows)
             notes = record_cancels(conn, cancels, notes, name, by)
     return Imported(written, tuple(changes), versions=added, changes=len(notes),

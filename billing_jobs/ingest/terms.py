@@ -178,8 +178,10 @@ def assignment_terms(conn: sa.Connection, frame: pd.DataFrame, name: str, correc
     stored = _stored(conn, assignments_t, "assignment_id", frame["assignment_id"])
     rows = {str(v["assignment_id"]): (row, v) for row, v in zip(frame.index,
                                                                  frame.to_dict("records"))}
-    rows = {aid: rv for aid, rv in rows.items() if aid in stored}
-    if not rows:
+    rows = {aid: (row, v) for aid, (row, v) in rows.items()
+            if aid in stored and (_term_differences(v, stored[aid], ASSIGNMENT_TERMS)
+                                  or _end_earlier(v, stored[aid]))}
+    if not rows:  # no posted line to read for rows that change no term and no end
         return {}, [], []
     firsts = _first_dates(conn, changes_t.c.assignment_id, changes_t.c.effective_from, rows)
     posted = _posted(conn, ledger_t.c.assignment_id, rows)
@@ -201,9 +203,9 @@ def _ends_moved_earlier(conn, rows, stored, posted, name):
     said: list[str] = []
     cancelled = _first_cancels(conn, rows)
     for aid, (row, values) in rows.items():
-        new_end, old_end = _day(values["end_date"]), _day(stored[aid]["end_date"])
-        if new_end is None or (old_end is not None and new_end >= old_end):
+        if not _end_earlier(values, stored[aid]):
             continue
+        new_end, old_end = _day(values["end_date"]), _day(stored[aid]["end_date"])
         cancel_from = new_end + timedelta(days=1)
         after = [(s, e) for s, e, k in posted.get(aid, [])
                  if k != LineKind.SETUP and (e is None or e > cancel_from)]
@@ -218,6 +220,11 @@ def _ends_moved_earlier(conn, rows, stored, posted, name):
                     f"{old_end or 'open'} to {new_end} with posted lines after it: recorded as "
                     f"a cancel from {cancel_from} (the assignment keeps its end)")
     return keep, cancels, said
+
+
+def _end_earlier(values: dict, stored: dict) -> bool:
+    new_end, old_end = _day(values["end_date"]), _day(stored["end_date"])
+    return new_end is not None and (old_end is None or new_end < old_end)
 
 
 def _first_cancels(conn: sa.Connection, ids) -> dict[str, date]:
@@ -250,7 +257,7 @@ def _fixed_equal(column: str, a, b) -> bool:
 
 
 def import_versions(conn: sa.Connection, versions: pd.DataFrame, header: set[str],
-                    name: str, by: str, validate) -> int:
+                    name: str, by: str, validate, correct: bool = False) -> int:
     """Check and write the version rows `versions` (typed packages.csv rows with
     effective_from, indexed by CSV row) after the file's package rows were written; return
     how many versions were added or changed. `validate(frame) -> [messages]` is the file's
@@ -282,10 +289,11 @@ def import_versions(conn: sa.Connection, versions: pd.DataFrame, header: set[str
             checked[column] = [stored[str(p)][column] for p in checked["package_id"]]
     for _day_, group in checked.groupby("effective_from", sort=True):
         _refuse(name, validate(group), "nothing imported")
-    return _write_versions(conn, versions, name, by)
+    return _write_versions(conn, versions, name, by, correct)
 
 
-def _write_versions(conn: sa.Connection, versions: pd.DataFrame, name: str, by: str) -> int:
+def _write_versions(conn: sa.Connection, versions: pd.DataFrame, name: str, by: str,
+                    correct: bool) -> int:
     existing: dict[tuple[str, date], dict] = {}
     for chunk in _chunks(versions["package_id"]):
         for r in conn.execute(sa.select(versions_t).where(
@@ -299,9 +307,19 @@ def _write_versions(conn: sa.Connection, versions: pd.DataFrame, name: str, by: 
         old = existing.get((pid, day))
         if old is not None and all(int(old[k]) == terms[k] for k in terms):
             continue  # the same version again: nothing to do
+        used = _posted(conn, ledger_t.c.package_id, [pid],
+                       ledger_t.c.period_start >= day).get(pid, [])
+        if old is None and used and not correct:
+            # a new version dated before posted periods would reprice them: a correction
+            later = [d for (p, d) in existing if p == pid and d > day]
+            repriced = [s for s, _e, _k in used if not later or s < min(later)]
+            if repriced:
+                refused.append(
+                    f"row {row} (package_id {pid!r}): a version from {day} would reprice "
+                    f"{_periods(repriced)}; a change from a date starts after the posted "
+                    f"periods - {_CORRECT}")
+                continue
         if old is not None:
-            used = _posted(conn, ledger_t.c.package_id, [pid],
-                           ledger_t.c.period_start >= day).get(pid, [])
             if used:
                 refused.append(
                     f"row {row} (package_id {pid!r}): the version from {day} priced "
