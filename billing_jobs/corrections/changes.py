@@ -31,7 +31,7 @@ from billing_jobs.calc.book import build_book
 from billing_jobs.calc.calendar import after, from_days
 from billing_jobs.core.errors import UsageError
 from billing_jobs.core.frames import CHANGE_COLUMNS, BillingInputs, BillingResult
-from billing_jobs.core.money import format_micros, format_minor
+from billing_jobs.core.money import format_minor
 from billing_jobs.core.vocab import NEW_STATUSES, LedgerEntry, LineKind, RunMode, RunStatus
 from billing_jobs.ingest.changes import (change_key, check_changes, record_changes,
                                          recorded_by)
@@ -39,11 +39,10 @@ from billing_jobs.run.request import RunRequest
 from billing_jobs.run.stages import compute_stage, gate_stage, load_stage, rule_evaluator
 from billing_jobs.store import ledger
 from billing_jobs.store.db import db_errors, read_connection
+from billing_jobs.store.history import assignment_history, package_history
 from billing_jobs.store.post import post_in
 from billing_jobs.store.tables import assignment_changes as changes_t
 from billing_jobs.store.tables import assignments as assignments_t
-from billing_jobs.store.tables import package_versions as versions_t
-from billing_jobs.store.tables import packages as packages_t
 
 CHANGE_KINDS = (LineKind.CHANGE_CREDIT, LineKind.CHANGE_CHARGE)
 #: a change_id no stored change has: the proposed change, in memory only
@@ -286,60 +285,43 @@ _EVENT_ORDER = {"start": 0, "version": 1, "change": 2, "cancel": 3, "void": 4}
 def history(engine: sa.Engine, assignment_id: str | None = None,
             package_id: str | None = None) -> list[dict]:
     """The terms over time of an assignment (its start, its changes, the price versions of the
-    packages it holds) or of a package (its versions, and the changes of the assignments that
-    hold it or move to it), in effective order: one dict per entry (HISTORY_FIELDS; money as
-    decimal text, dates ISO). Raises UsageError for an unknown id."""
+    packages it holds) or of a package (its price versions), in effective order: one flat dict
+    per entry (HISTORY_FIELDS: the values an entry sets; money as decimal text, dates ISO),
+    read through `store.history`. Raises UsageError for an unknown id."""
     if (assignment_id is None) == (package_id is None):
         raise UsageError("history: give one of --assignment ID or --package ID")
     out: list[dict] = []
-    with db_errors(engine, "reading the history"), read_connection(engine) as conn:
-        c = changes_t.c
-        if assignment_id is not None:
-            base = conn.execute(sa.select(assignments_t).where(
-                assignments_t.c.assignment_id == assignment_id)).mappings().first()
-            if base is None:
-                raise UsageError(f"history: assignment {assignment_id!r} does not exist")
-            out.append(_entry(base["start_date"], "start", assignment_id=assignment_id,
-                              package_id=base["package_id"], customer_id=base["customer_id"],
-                              quantity=base["quantity"], free_minutes=base["free_minutes"]))
-            events = conn.execute(sa.select(changes_t).where(
-                c.assignment_id == assignment_id)).mappings().all()
-            packages = {base["package_id"]} | {e["package_id"] for e in events
-                                               if e["package_id"]}
-        else:
-            if conn.execute(sa.select(packages_t.c.package_id).where(
-                    packages_t.c.package_id == package_id)).first() is None:
-                raise UsageError(f"history: package {package_id!r} does not exist")
-            holders = sa.select(assignments_t.c.assignment_id).where(
-                assignments_t.c.package_id == package_id)
-            events = conn.execute(sa.select(changes_t).where(sa.or_(
-                c.package_id == package_id, c.assignment_id.in_(holders)))).mappings().all()
-            packages = {package_id}
-        for e in events:
-            kind = "void" if e["void"] else "cancel" if e["cancel"] else "change"
-            out.append(_entry(e["effective_from"], kind, assignment_id=e["assignment_id"],
-                              package_id=e["package_id"], customer_id=e["customer_id"],
-                              quantity=e["quantity"], free_minutes=e["free_minutes"],
-                              recorded_at=e["recorded_at"], recorded_by=e["recorded_by"],
-                              source=e["source"], _id=e["change_id"]))
-        v = versions_t.c
-        for r in conn.execute(sa.select(versions_t).where(
-                v.package_id.in_(sorted(packages)))).mappings():
-            out.append(_entry(r["effective_from"], "version", package_id=r["package_id"],
-                              free_minutes=r["free_minutes"],
-                              **{m: format_micros(int(r[f"{m}_micros"]))
-                                 for m in ("retail", "cost", "setup_retail", "setup_cost")},
-                              recorded_at=r["recorded_at"], recorded_by=r["recorded_by"],
-                              source=r["source"]))
+    if assignment_id is not None:
+        held = assignment_history(engine, assignment_id)
+        base = held["assignment"]
+        out.append(_entry(base["start_date"], "start", assignment_id=assignment_id,
+                          **{f: base.get(f) for f in ("package_id", "customer_id", "quantity",
+                                                      "free_minutes")}))
+        packages = {base["package_id"]}
+        for e in held["changes"]:
+            new = {f: v["new"] for f, v in e["changes"].items()}
+            packages |= {new["package_id"]} if new.get("package_id") else set()
+            out.append(_entry(e["effective_from"], e["kind"], assignment_id=assignment_id,
+                              _id=e["change_id"], **new, **_who(e)))
+    else:
+        packages = {package_id}
+    for pid in sorted(packages):
+        for v in package_history(engine, pid)["versions"]:
+            out.append(_entry(v["effective_from"], "version", package_id=pid,
+                              **{f: c["new"] for f, c in v["changes"].items()}, **_who(v)))
     out.sort(key=lambda e: (e["effective_from"], _EVENT_ORDER[e["event"]], e.get("_id") or 0))
     for e in out:
         e.pop("_id", None)
     return out
 
 
+def _who(event: dict) -> dict:
+    return {k: event.get(k) for k in ("recorded_at", "recorded_by", "source")}
+
+
 def _entry(day, event: str, **values) -> dict:
     entry = {f: None for f in HISTORY_FIELDS}
-    entry.update(values)
+    entry.update({k: v for k, v in values.items() if k in HISTORY_FIELDS or k == "_id"})
     entry["effective_from"] = pd.Timestamp(day).date().isoformat()
     entry["event"] = event
     if entry.get("recorded_at") is not None:
