@@ -144,10 +144,12 @@ def _line_rules(lines: pd.DataFrame, inputs) -> tuple[pd.DataFrame, list[Rule]]:
     amount = pd.to_numeric(lines["amount"], errors="coerce")
     check["credit__sign"] = ~credit | (amount.fillna(0) <= 0).to_numpy(dtype=bool)
     rules.append(Rule(f"{'/'.join(CREDIT_KINDS)} amount <= 0", "true", "credit__sign"))
-    signed = lines.assign(amount=lines["amount"].where(~credit, -amount)) if credit.any() \
-        else lines
+    # (a change_credit gives back the cost with the amount: its cost is <= 0 too, SPEC 10)
+    cost = pd.to_numeric(lines["cost"], errors="coerce")
+    signed = lines.assign(amount=lines["amount"].where(~credit, -amount),
+                          cost=lines["cost"].where(~credit, -cost)) if credit.any() else lines
     rules += _money_checks(check, signed, "amount", digits)
-    rules += _money_checks(check, lines, "cost", digits)
+    rules += _money_checks(check, signed, "cost", digits)
     rules.append(Rule("posting key (assignment_id, kind, period_start) is unique",
                       "compound_unique", columns=POSTING_KEY))
     cust = inputs.customers

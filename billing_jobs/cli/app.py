@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from billing_jobs.cli import demo, forecast, ingest, ledger, run, views
+from billing_jobs.cli import demo, forecast, ingest, ledger, run, terms, views
 from billing_jobs.cli.options import err, out
 from billing_jobs.core import settings
 from billing_jobs.core.errors import BillingError
@@ -38,7 +38,7 @@ def _main(version: Annotated[bool, typer.Option(
     """Package billing for VoIP carriers: charge packages, grant free minutes, simulate."""
 
 
-for group in (ingest, run, demo, ledger, views, forecast):  # the order of `--help`
+for group in (ingest, run, demo, ledger, terms, views, forecast):  # the order of `--help`
     group.register(app)
 
 

@@ -89,6 +89,11 @@ class KeySpace(StrEnum):
     REVERSE = "reverse"
     REBILL = "rebill"
     IMPORT = "import"
+    #: a change of an assignment from a date (SPEC 10): the change row's key and the run id of
+    #: the lines the change command posts (ingest/changes.py `change_key`)
+    CHANGE = "change"
+    #: a void of an assignment entered by mistake: its corrections to 0 (corrections/void.py)
+    VOID = "void"
 
 
 def correction_key(space: KeySpace, *parts: object) -> str:

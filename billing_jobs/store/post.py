@@ -17,7 +17,15 @@ completes the rest. Per batch:
    keys, customers and amounts actually inserted (a key another run wrote is not returned);
 3. the customers (locked in customer_id order when the batch began, store/ledger.py) are
    debited by the sum of the auto-decrement amounts this transaction inserted;
-4. grants likewise (INSERT ... ON CONFLICT DO NOTHING RETURNING), then COMMIT.
+4. the grants a change from a date cut (`BillingResult.grant_cuts`, SPEC 10) get their new
+   end and seconds (never below the seconds used): only a grant still ending after the cut's
+   day is updated, so a cut is applied once however often the date is posted; before
+   5. grants likewise (INSERT ... ON CONFLICT DO NOTHING RETURNING), so the new grant of a split
+   period never overlaps the old one uncut (migration 0008), then COMMIT.
+
+`post_in(conn, result, run_id)` posts a small result (one assignment's lines of a date) the
+same way inside the caller's transaction: the change command records the change and posts the
+lines it creates in one transaction (corrections/changes.py).
 
 Fault injection for tests (billing_jobs/core/faults.py): BILLING_CRASH_AT=`<point>:<batch>` with point one of
 `mid_batch` (after the ledger insert, before the debits), `before_commit`, `after_commit`,
@@ -36,7 +44,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
 
-from billing_jobs.core.frames import GRANT_COLUMNS, BillingResult
+from billing_jobs.core.frames import (CONSUMPTION_COLUMNS, GRANT_COLUMNS,
+                                      GRANT_COUNTER_COLUMNS, BillingResult, empty_frame)
 from billing_jobs.core.faults import crash_point
 from billing_jobs.core.errors import GateError
 from billing_jobs.core.vocab import GRANT_KEY, POSTING_KEY, LineKind, LineStatus
@@ -76,6 +85,12 @@ _COUNTER_STAGE = [
     ("period_start", "date"), ("period_end", "date"), ("seconds_granted", "bigint"),
     ("seconds_used_before", "bigint"), ("seconds_used", "bigint"), ("credited", "bigint"),
 ]
+#: a grant cut by a change from a date (SPEC 10): `customer_id` is the batch it goes with (the
+#: customer of the new grant of the split, so both are in one transaction)
+_CUT_STAGE = [
+    ("seq", "bigint"), ("customer_id", "text"), ("assignment_id", "text"),
+    ("period_start", "date"), ("period_end", "date"), ("seconds", "bigint"),
+]
 _LINE_OUT = [c for c, _ in _LINE_STAGE if c != "seq"]
 #: the ledger columns the staged line columns go to (money columns say "_micros")
 _LEDGER_COLS = [stored_name(c) for c in _LINE_OUT]
@@ -109,6 +124,7 @@ def post_result(
                       | (moved["credited"] != moved["credited_before"])]
     use_tab = _stage_table(result.consumption, _CONSUMPTION_STAGE)
     counter_tab = _stage_table(moved, _COUNTER_STAGE)
+    cut_tab = _stage_table(_cuts_by_batch(result.grant_cuts, grants), _CUT_STAGE)
     run_date = lines["run_date"].iloc[0] if len(lines) else (
         result.consumption["run_date"].iloc[0] if len(result.consumption) else None)
     deferred: set[str] = set()
@@ -121,7 +137,7 @@ def post_result(
         with db_errors(engine, "posting"):
             line_new, grant_new, deferred, held = _post(engine, line_tab, grant_tab, run_id,
                                         max(1, int(batch_customers)), progress,
-                                        use_tab, counter_tab, run_date)
+                                        use_tab, counter_tab, run_date, cut_tab)
         auto = (lines["auto_decrement"].to_numpy(dtype=bool) if len(lines)
                 else np.zeros(0, dtype=bool))
         line_status = np.where(line_new, np.where(auto, LineStatus.POSTED, LineStatus.INVOICED),
@@ -154,7 +170,56 @@ def post_result(
                          extended_ends=result.extended_ends,
                          consumption=consumption.reset_index(drop=True),
                          grant_counters=result.grant_counters, differences=differences,
-                         held_grants=result.held_grants)
+                         held_grants=result.held_grants, grant_cuts=result.grant_cuts)
+
+
+def post_in(conn: sa.Connection, result: BillingResult, run_id: str) -> BillingResult:
+    """Post `result` (lines, grants and grant cuts; no consumption) inside the caller's
+    transaction, as one batch under the same exactly-once rules as `post_result`; the caller
+    locked its customers (store/ledger.py `lock_customers`) and commits. Returns the result
+    with a `status` per line and grant (posted | invoiced | already_posted | overlaps_posted)."""
+    lines, grants = result.due_lines, result.grants
+    _check_unique(lines, list(POSTING_KEY), "due lines")
+    _check_unique(grants, list(GRANT_KEY), "grants")
+    line_tab, grant_tab = _line_table(lines), _grant_table(grants)
+    empty_uses = _stage_table(empty_frame(CONSUMPTION_COLUMNS), _CONSUMPTION_STAGE)
+    empty_counters = _stage_table(empty_frame(GRANT_COUNTER_COLUMNS), _COUNTER_STAGE)
+    cut_tab = _stage_table(_cuts_by_batch(result.grant_cuts, grants), _CUT_STAGE)
+    now = datetime.now(timezone.utc)
+    stamp = now if bulk.is_postgres(conn) else now.strftime("%Y-%m-%d %H:%M:%S.%f")
+    new_lines, new_grants, _deferred, held = _post_rows(
+        conn, 1, line_tab, grant_tab, run_id, empty_uses, empty_counters, None, stamp, cut_tab)
+    line_new = np.zeros(len(lines), dtype=bool)
+    line_new[new_lines] = True
+    grant_new = np.zeros(len(grants), dtype=bool)
+    grant_new[new_grants] = True
+    auto = (lines["auto_decrement"].to_numpy(dtype=bool) if len(lines)
+            else np.zeros(0, dtype=bool))
+    line_status = np.asarray(np.where(line_new, np.where(auto, LineStatus.POSTED,
+                                                         LineStatus.INVOICED),
+                                      LineStatus.ALREADY_POSTED), dtype=object)
+    if held:
+        line_status[sorted(held)] = LineStatus.OVERLAPS_POSTED
+    grant_status = np.where(grant_new, LineStatus.POSTED, LineStatus.ALREADY_POSTED)
+    return BillingResult(
+        due_lines=lines.assign(status=pd.Series(line_status, index=lines.index, dtype=str)),
+        grants=grants.assign(status=pd.Series(grant_status, index=grants.index, dtype=str)),
+        utilisation=result.utilisation, grant_cuts=result.grant_cuts)
+
+
+def _cuts_by_batch(cuts: pd.DataFrame, grants: pd.DataFrame) -> pd.DataFrame:
+    """The grant cuts with `customer_id` replaced by the customer of the new grant the same
+    split gives (same assignment, period_start = the cut's day), so that the cut is applied in
+    the transaction that grants it (a transfer moves the new grant to another customer)."""
+    if not len(cuts) or not len(grants):
+        return cuts
+    key = pd.MultiIndex.from_arrays([grants["assignment_id"].astype(str),
+                                     pd.to_datetime(grants["period_start"])])
+    at = key.get_indexer(pd.MultiIndex.from_arrays([cuts["assignment_id"].astype(str),
+                                                    pd.to_datetime(cuts["period_end"])]))
+    new_customer = grants["customer_id"].astype(object).to_numpy()[np.maximum(at, 0)]
+    return cuts.assign(customer_id=np.where(at >= 0, new_customer,
+                                            cuts["customer_id"].astype(object).to_numpy()))
 
 
 # ----------------------------------------------------------------------------- frames -> arrow
@@ -313,21 +378,21 @@ def _batches(tables: list[pa.Table], size: int):
 
 
 def _post(engine: sa.Engine, lines: pa.Table, grants: pa.Table, run_id: str, size: int,
-          progress: ProgressFn | None, uses: pa.Table, counters: pa.Table, run_date
-          ) -> tuple[np.ndarray, np.ndarray, set[str], Overlaps]:
+          progress: ProgressFn | None, uses: pa.Table, counters: pa.Table, run_date,
+          cuts: pa.Table) -> tuple[np.ndarray, np.ndarray, set[str], Overlaps]:
     deferred: set[str] = set()
     held: Overlaps = {}
     line_new = np.zeros(lines.num_rows, dtype=bool)
     grant_new = np.zeros(grants.num_rows, dtype=bool)
     total = lines.num_rows + grants.num_rows
     done = 0
-    for number, (line_rows, grant_rows, use_rows, counter_rows) in _batches(
-            [lines, grants, uses, counters], size):
+    for number, (line_rows, grant_rows, use_rows, counter_rows, cut_rows) in _batches(
+            [lines, grants, uses, counters, cuts], size):
         for attempt in range(_DEADLOCK_RETRIES + 1):
             try:
                 new_lines, new_grants, moved, held_here = _post_batch(
                     engine, number, line_rows, grant_rows, run_id, use_rows, counter_rows,
-                    run_date)
+                    run_date, cut_rows)
                 break
             except sa.exc.OperationalError as exc:
                 if attempt == _DEADLOCK_RETRIES or not _retryable(exc):
@@ -392,12 +457,11 @@ def _refused(reason: str) -> GateError:
 
 
 def _post_batch(engine: sa.Engine, number: int, lines: pa.Table, grants: pa.Table,
-                run_id: str, uses: pa.Table, counters: pa.Table, run_date
+                run_id: str, uses: pa.Table, counters: pa.Table, run_date, cuts: pa.Table
                 ) -> tuple[np.ndarray, np.ndarray, list[str], Overlaps]:
     now = datetime.now(timezone.utc)
     with engine.connect() as conn:
         pg = bulk.is_postgres(conn)
-        p = bulk.param(conn)
         stamp = now if pg else now.strftime("%Y-%m-%d %H:%M:%S.%f")
         trans = conn.begin()  # SQLite: BEGIN IMMEDIATE, concurrent posters queue here
         try:
@@ -405,62 +469,8 @@ def _post_batch(engine: sa.Engine, number: int, lines: pa.Table, grants: pa.Tabl
             # free-minute state read below cannot change under this transaction
             ledger.lock_customers(conn, (c for t in (lines, grants, uses)
                                          for c in t.column("customer_id").to_pylist()))
-            deferred: list[str] = []
-            _stage(conn, "_post_lines", _LINE_STAGE, lines)
-            held = overlapping(conn, "_post_lines")
-            if held:  # never charge an assignment's days twice (#17 item 2)
-                conn.exec_driver_sql("DELETE FROM _post_lines WHERE seq IN ("
-                                     + ", ".join(str(q) for q in sorted(held)) + ")")
-            _stage(conn, "_post_grants", _GRANT_STAGE, grants)
-            consuming = uses.num_rows or counters.num_rows
-            if consuming:
-                _stage(conn, "_post_uses", _CONSUMPTION_STAGE, uses)
-                _stage(conn, "_post_counters", _COUNTER_STAGE, counters)
-                deferred += _settle_consumption_checks(conn, run_date)
-            out = ", ".join(_LINE_OUT)
-            into = ", ".join(_LEDGER_COLS)
-            inserted = conn.exec_driver_sql(
-                f"INSERT INTO ledger (run_id, {into}, status, posted_at) "
-                f"SELECT {p}, {out}, {_STATUS.format(t='_post_lines')}, "
-                f"{p} FROM _post_lines WHERE true "
-                "ORDER BY customer_id, assignment_id, kind, period_start "
-                f"{_ONCE}",
-                (run_id, stamp),
-            ).all()
-            # a key whose latest row is a reversal counts as not posted: post it again as
-            # the next revision (docs/ledger.md); concurrent re-posters collide on the revision
-            inserted += conn.exec_driver_sql(
-                f"INSERT INTO ledger (run_id, {into}, status, posted_at, revision) "
-                f"SELECT {p}, " + ", ".join(f"t.{c}" for c in _LINE_OUT) + ", "
-                f"{_STATUS.format(t='t')}, {p}, {ledger.next_revision('t')} "
-                f"FROM _post_lines t WHERE {ledger.is_reversed('t')} "
-                "ORDER BY t.customer_id, t.assignment_id, t.kind, t.period_start "
-                f"{_ONCE}",
-                (run_id, stamp),
-            ).all()
-            new_lines = _returned_seqs(inserted, lines, list(POSTING_KEY))
-            crash_point("mid_batch", number)
-            ledger.debit(conn, ledger.posted_debits(r._mapping for r in inserted), _refused,
-                         must_exist=False)  # a customer without a row: the others go on
-            gout = ", ".join(_GRANT_OUT)
-            granted = conn.exec_driver_sql(
-                f"INSERT INTO grants (run_id, {gout}, granted_at) "
-                f"SELECT {p}, {gout}, {p} FROM _post_grants WHERE true "
-                "ORDER BY customer_id, assignment_id, period_start "
-                "ON CONFLICT (assignment_id, period_start) DO UPDATE SET "
-                "run_id = excluded.run_id, run_date = excluded.run_date, "
-                "seconds = excluded.seconds, period_end = excluded.period_end, "
-                "destination = excluded.destination, granted_at = excluded.granted_at, "
-                "withdrawn_at = NULL, withdrawn_by_run = NULL "
-                "WHERE grants.withdrawn_at IS NOT NULL "
-                "RETURNING assignment_id, period_start",
-                (run_id, stamp),
-            ).all()
-            new_grants = _returned_seqs(granted, grants, list(GRANT_KEY))
-            if consuming:
-                _write_consumption(conn, run_id, run_date, stamp)
-                bulk.drop_temp(conn, "_post_uses", "_post_counters", "_post_done")
-            bulk.drop_temp(conn, "_post_lines", "_post_grants")
+            result = _post_rows(conn, number, lines, grants, run_id, uses, counters, run_date,
+                                stamp, cuts)
             crash_point("before_commit", number)
             trans.commit()
         except BaseException:
@@ -468,7 +478,104 @@ def _post_batch(engine: sa.Engine, number: int, lines: pa.Table, grants: pa.Tabl
                 trans.rollback()
             raise
     crash_point("after_commit", number)
+    return result
+
+
+def _post_rows(conn: sa.Connection, number: int, lines: pa.Table, grants: pa.Table,
+               run_id: str, uses: pa.Table, counters: pa.Table, run_date, stamp,
+               cuts: pa.Table) -> tuple[np.ndarray, np.ndarray, list[str], Overlaps]:
+    """One batch's writes inside the caller's transaction, its customers locked."""
+    p = bulk.param(conn)
+    deferred: list[str] = []
+    _stage(conn, "_post_lines", _LINE_STAGE, lines)
+    held = overlapping(conn, "_post_lines")
+    if held:  # never charge an assignment's days twice (#17 item 2)
+        conn.exec_driver_sql("DELETE FROM _post_lines WHERE seq IN ("
+                             + ", ".join(str(q) for q in sorted(held)) + ")")
+    _stage(conn, "_post_grants", _GRANT_STAGE, grants)
+    consuming = uses.num_rows or counters.num_rows
+    if consuming:
+        _stage(conn, "_post_uses", _CONSUMPTION_STAGE, uses)
+        _stage(conn, "_post_counters", _COUNTER_STAGE, counters)
+        deferred += _settle_consumption_checks(conn, run_date)
+    out = ", ".join(_LINE_OUT)
+    into = ", ".join(_LEDGER_COLS)
+    inserted = conn.exec_driver_sql(
+        f"INSERT INTO ledger (run_id, {into}, status, posted_at) "
+        f"SELECT {p}, {out}, {_STATUS.format(t='_post_lines')}, "
+        f"{p} FROM _post_lines WHERE true "
+        "ORDER BY customer_id, assignment_id, kind, period_start "
+        f"{_ONCE}",
+        (run_id, stamp),
+    ).all()
+    # a key whose latest row is a reversal counts as not posted: post it again as
+    # the next revision (docs/ledger.md); concurrent re-posters collide on the revision
+    inserted += conn.exec_driver_sql(
+        f"INSERT INTO ledger (run_id, {into}, status, posted_at, revision) "
+        f"SELECT {p}, " + ", ".join(f"t.{c}" for c in _LINE_OUT) + ", "
+        f"{_STATUS.format(t='t')}, {p}, {ledger.next_revision('t')} "
+        f"FROM _post_lines t WHERE {ledger.is_reversed('t')} "
+        "ORDER BY t.customer_id, t.assignment_id, t.kind, t.period_start "
+        f"{_ONCE}",
+        (run_id, stamp),
+    ).all()
+    new_lines = _returned_seqs(inserted, lines, list(POSTING_KEY))
+    crash_point("mid_batch", number)
+    ledger.debit(conn, ledger.posted_debits(r._mapping for r in inserted), _refused,
+                 must_exist=False)  # a customer without a row: the others go on
+    if cuts.num_rows:  # before the grants: the new grant of a split follows the cut
+        _stage(conn, "_post_cuts", _CUT_STAGE, cuts)
+        _apply_cuts(conn)
+        bulk.drop_temp(conn, "_post_cuts")
+    gout = ", ".join(_GRANT_OUT)
+    granted = conn.exec_driver_sql(
+        f"INSERT INTO grants (run_id, {gout}, granted_at) "
+        f"SELECT {p}, {gout}, {p} FROM _post_grants WHERE true "
+        "ORDER BY customer_id, assignment_id, period_start "
+        "ON CONFLICT (assignment_id, period_start) DO UPDATE SET "
+        "run_id = excluded.run_id, run_date = excluded.run_date, "
+        "seconds = excluded.seconds, period_end = excluded.period_end, "
+        "destination = excluded.destination, granted_at = excluded.granted_at, "
+        "withdrawn_at = NULL, withdrawn_by_run = NULL "
+        "WHERE grants.withdrawn_at IS NOT NULL "
+        "RETURNING assignment_id, period_start",
+        (run_id, stamp),
+    ).all()
+    new_grants = _returned_seqs(granted, grants, list(GRANT_KEY))
+    if consuming:
+        _write_consumption(conn, run_id, run_date, stamp)
+        bulk.drop_temp(conn, "_post_uses", "_post_counters", "_post_done")
+    bulk.drop_temp(conn, "_post_lines", "_post_grants")
     return new_lines, new_grants, deferred, held
+
+
+#: the seconds a cut grant keeps: the cut's, never below what its calls used
+_CUT_SECONDS = ("CASE WHEN c.seconds >= COALESCE(u.seconds_used, 0) THEN c.seconds "
+                "ELSE u.seconds_used END")
+
+
+def _apply_cuts(conn: sa.Connection) -> None:
+    """Cut the staged grants: period_end = the cut's day, seconds = the cut's (never below the
+    seconds used), on the live grant and its counter; only where the grant still ends after
+    that day, so a cut is applied once (a re-post of the date changes nothing)."""
+    conn.exec_driver_sql(
+        f"UPDATE grants SET period_end = (SELECT c.period_end FROM _post_cuts c WHERE "
+        "c.assignment_id = grants.assignment_id AND c.period_start = grants.period_start), "
+        f"seconds = (SELECT {_CUT_SECONDS} FROM _post_cuts c LEFT JOIN grant_usage u ON "
+        "u.assignment_id = c.assignment_id AND u.period_start = c.period_start WHERE "
+        "c.assignment_id = grants.assignment_id AND c.period_start = grants.period_start) "
+        "WHERE withdrawn_at IS NULL AND EXISTS (SELECT 1 FROM _post_cuts c WHERE "
+        "c.assignment_id = grants.assignment_id AND c.period_start = grants.period_start "
+        "AND (grants.period_end IS NULL OR grants.period_end > c.period_end))")
+    conn.exec_driver_sql(
+        "UPDATE grant_usage SET period_end = (SELECT g.period_end FROM grants g WHERE "
+        "g.assignment_id = grant_usage.assignment_id AND g.period_start = "
+        "grant_usage.period_start), seconds_granted = (SELECT g.seconds FROM grants g WHERE "
+        "g.assignment_id = grant_usage.assignment_id AND g.period_start = "
+        "grant_usage.period_start) WHERE EXISTS (SELECT 1 FROM _post_cuts c WHERE "
+        "c.assignment_id = grant_usage.assignment_id AND c.period_start = "
+        "grant_usage.period_start AND (grant_usage.period_end IS NULL OR "
+        "grant_usage.period_end > c.period_end))")
 
 
 _NOT_DONE = "customer_id NOT IN (SELECT customer_id FROM _post_done)"
