@@ -57,7 +57,9 @@ def _chunks(ids):
 
 
 def _day(value) -> date | None:
-    if value is None or (not isinstance(value, (str, date)) and pd.isna(value)):
+    # NaT is a datetime instance: test for it before the date types
+    if value is None or value is pd.NaT or (not isinstance(value, (str, date))
+                                            and pd.isna(value)):
         return None
     if isinstance(value, datetime):
         return value.date()
@@ -208,7 +210,7 @@ def _ends_moved_earlier(conn, rows, stored, posted, name):
         new_end, old_end = _day(values["end_date"]), _day(stored[aid]["end_date"])
         cancel_from = new_end + timedelta(days=1)
         after = [(s, e) for s, e, k in posted.get(aid, [])
-                 if k != LineKind.SETUP and (e is None or e > cancel_from)]
+                 if k != LineKind.SETUP and (_day(e) is None or _day(e) > cancel_from)]
         if not after:
             continue  # nothing posted after the new end: the row is updated as before
         keep[aid] = old_end
