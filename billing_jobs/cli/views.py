@@ -4,18 +4,24 @@ Read-only: the services in billing_jobs/store/views.py read, this module prints.
 plain decimals in the currency's minor unit ('17.38' EUR, '9666' JPY); an amount finer than
 the minor unit is shown with all its digits, never rounded away. `--json` prints ONE JSON
 document, a list of objects with amounts as decimal strings and dates in ISO form; otherwise
-a table. An unknown --customer exits 2 with one line, like `run`.
+a table as wide as the terminal ($COLUMNS when set; 240 when piped): below 160 columns the
+long ids (run ids) are shortened with an ellipsis and long cells fold, so a 100-column
+terminal shows whole rows (`--json` always has everything). Text from the data (names,
+ids, reasons) is printed as typed, never as markup. An unknown --customer exits 2 with one
+line, like `run`.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from datetime import date, datetime
 from typing import Annotated, Optional
 from zoneinfo import ZoneInfo
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text  # cells as plain text: a name like '[red]' is not markup
@@ -53,16 +59,56 @@ def _emit_json(rows: list[dict]) -> None:
     sys.stdout.write(json.dumps(_plain(rows), indent=2, ensure_ascii=False) + "\n")
 
 
-def _table(title: str, columns: list[str], rows: list[list], right: tuple[str, ...] = ()) -> None:
-    console = options.out if options.out.is_terminal else Console(width=240, highlight=False,
-                                                          soft_wrap=True)
-    table = Table(title=title, title_justify="left")
+PIPED_WIDTH = 240  # a table piped to a file or a program: every cell whole
+NARROW = 160  # below this many columns, long ids are shortened (the JSON keeps them whole)
+ID_CHARS = 8  # a shortened id: its first characters and an ellipsis
+
+
+def _console() -> Console:
+    """The terminal's width ($COLUMNS wins when set); PIPED_WIDTH when not a terminal."""
+    columns = os.environ.get("COLUMNS", "").strip()
+    if columns.isdigit() and int(columns) > 0:
+        return Console(width=int(columns), highlight=False, soft_wrap=False)
+    if options.out.is_terminal:
+        return options.out
+    return Console(width=PIPED_WIDTH, highlight=False, soft_wrap=False)
+
+
+def _narrow(console: Console) -> bool:
+    return console.width < NARROW
+
+
+def _short(value, narrow: bool) -> str | None:
+    """An id whole, or in a narrow terminal its first ID_CHARS characters and an ellipsis."""
+    if value is None:
+        return None
+    text = str(value)
+    return text if not narrow or len(text) <= ID_CHARS + 1 else text[:ID_CHARS] + "…"
+
+
+def _stamp(value: datetime | None, narrow: bool) -> str | None:
+    if value is None:
+        return None
+    return value.strftime("%Y-%m-%d %H:%M" if narrow else "%Y-%m-%d %H:%M:%S")
+
+
+def _table(title: str, columns: list[str], rows: list[list], right: tuple[str, ...] = (),
+           console: Console | None = None, note: str = "") -> None:
+    console = console or _console()
+    table = Table(title=Text(title), title_justify="left", box=box.SIMPLE_HEAD,
+                  caption=Text(note) if note else None, caption_justify="left",
+                  pad_edge=False)
     for name in columns:
-        table.add_column(name, justify="right" if name in right else "left",
+        table.add_column(Text(name), justify="right" if name in right else "left",
                          no_wrap=name in right, overflow="fold")
     for row in rows:
         table.add_row(*[Text("-" if v is None or v == "" else str(_plain(v))) for v in row])
     console.print(table)
+
+
+def _shortened_note(narrow: bool, what: str) -> str:
+    return (f"{what} shortened to fit {NARROW - 1} columns or fewer: --json, or a wider "
+            "terminal, shows them whole") if narrow else ""
 
 
 def balances_cmd(customer: CustomerOption = None, as_json: JsonOption = False,
@@ -109,14 +155,34 @@ def ledger_cmd(
     rows = [_with_money(r, ("amount",)) for r in views.ledger(engine, customer, first, last)]
     if as_json:
         return _emit_json(rows)
+    console = _console()
+    narrow = _narrow(console)
     _table(f"ledger of {customer}: {len(rows)} row(s)",
            ["posted_at", "run_date", "kind", "entry", "assignment_id", "period", "qty",
             "amount", "currency", "status", "reason", "run_id"],
-           [[r["posted_at"].strftime("%Y-%m-%d %H:%M:%S") if r["posted_at"] else None,
-             r["run_date"], r["kind"], r["entry"], r["assignment_id"],
-             f"{r['period_start']}..{r['period_end'] or ''}", r["quantity"], r["amount"],
-             r["currency"], r["status"], r["reason"], r["run_id"]] for r in rows],
-           right=("amount", "qty"))
+           [[_stamp(r["posted_at"], narrow), r["run_date"], r["kind"], r["entry"],
+             r["assignment_id"], f"{r['period_start']}..{r['period_end'] or ''}",
+             r["quantity"], r["amount"], r["currency"], r["status"], r["reason"],
+             _short(r["run_id"], narrow)] for r in rows],
+           right=("amount", "qty"), console=console,
+           note=_shortened_note(narrow and any(len(str(r["run_id"] or "")) > ID_CHARS + 1
+                                               for r in rows), "run ids"))
+
+
+MAX_LAST = 1_000_000
+
+
+def _took(started: datetime | None, finished: datetime | None) -> str | None:
+    if started is None or finished is None:
+        return None
+    seconds = max(0, round((finished - started).total_seconds()))
+    if seconds < 120:
+        return f"{seconds}s"
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds < 7200 else f"{seconds // 3600}h"
+
+
+def _status(r: dict) -> str:
+    return f"{r['status']} ({r['process']})" if r.get("process") else str(r["status"])
 
 
 def runs_cmd(
@@ -124,24 +190,28 @@ def runs_cmd(
     as_json: JsonOption = False,
     db: DbOption = None,
 ) -> None:
-    """The latest run records: date, mode, status, who started it, line counts, totals
-    per currency and the report folder."""
-    from billing_jobs.store import views  # heavy: SQLAlchemy; keeps --version fast
+    """The latest run records: date, mode, status (a `running` record whose process is gone
+    says so), who started it and when, its lines (new = posted by it, or that a simulation
+    would post / all it computed), what it charged per currency and its report folder."""
+    from billing_jobs.store import runs  # heavy: SQLAlchemy; keeps --version fast
 
-    if last < 1:
-        raise UsageError(f"--last {last}: give a number of runs >= 1")
-    rows = views.runs(options.upgraded_engine(db), settings.report_dir(), last)
+    if not 1 <= last <= MAX_LAST:
+        raise UsageError(f"--last {last}: give a number of runs from 1 to {MAX_LAST}")
+    rows = runs.history(options.upgraded_engine(db), settings.report_dir(), last)
     if as_json:
         return _emit_json(rows)
+    console = _console()
+    narrow = _narrow(console)
     _table(f"runs: the last {len(rows)}",
-           ["run_date", "mode", "status", "started_by", "started_at", "finished_at", "lines",
-            "totals", "report_folder", "run_id"],
-           [[r["run_date"], r["mode"], r["status"], r["started_by"],
-             r["started_at"].strftime("%Y-%m-%d %H:%M:%S") if r["started_at"] else None,
-             r["finished_at"].strftime("%Y-%m-%d %H:%M:%S") if r["finished_at"] else None,
-             r["lines"],
+           ["run_id", "run_date", "mode", "status", "started_by", "started_at", "took",
+            "new/lines", "charged", "report_folder"],
+           [[_short(r["run_id"], narrow), r["run_date"], r["mode"], _status(r),
+             r["started_by"], _stamp(r["started_at"], narrow),
+             _took(r["started_at"], r["finished_at"]), f"{r['new_lines']}/{r['lines']}",
              "; ".join(f"{cur} {t['amount']}" for cur, t in r["totals"].items()),
-             r["report_folder"], r["run_id"]] for r in rows], right=("lines",))
+             r["report_folder"]] for r in rows],
+           right=("new/lines", "took"), console=console,
+           note=_shortened_note(narrow and bool(rows), "run ids"))
 
 
 def unposted_cmd(as_json: JsonOption = False, db: DbOption = None) -> None:
