@@ -60,7 +60,7 @@ def _emit_json(rows: list[dict]) -> None:
 
 
 PIPED_WIDTH = 240  # a table piped to a file or a program: every cell whole
-NARROW = 160  # below this many columns, long ids are shortened (the JSON keeps them whole)
+NARROW = 160  # below this many columns: the compact layouts, long ids shortened
 ID_CHARS = 8  # a shortened id: its first characters and an ellipsis
 
 
@@ -74,10 +74,6 @@ def _console() -> Console:
     return Console(width=PIPED_WIDTH, highlight=False, soft_wrap=False)
 
 
-def _narrow(console: Console) -> bool:
-    return console.width < NARROW
-
-
 def _short(value, narrow: bool) -> str | None:
     """An id whole, or in a narrow terminal its first ID_CHARS characters and an ellipsis."""
     if value is None:
@@ -87,28 +83,38 @@ def _short(value, narrow: bool) -> str | None:
 
 
 def _stamp(value: datetime | None, narrow: bool) -> str | None:
+    """A UTC time: whole on one line, or date over minutes (a narrow terminal)."""
     if value is None:
         return None
-    return value.strftime("%Y-%m-%d %H:%M" if narrow else "%Y-%m-%d %H:%M:%S")
+    return value.strftime("%Y-%m-%d\n%H:%M" if narrow else "%Y-%m-%d %H:%M:%S")
+
+
+def _cell(value) -> Text:
+    """A cell as plain text (never markup); empty shows as '-'."""
+    return Text("-" if value is None or value == "" else str(_plain(value)))
 
 
 def _table(title: str, columns: list[str], rows: list[list], right: tuple[str, ...] = (),
-           console: Console | None = None, note: str = "") -> None:
+           console: Console | None = None, note: str = "",
+           whole: tuple[str, ...] = (), min_widths: dict[str, int] | None = None) -> None:
+    """A table on `console`: cells of `whole` columns never wrap (dates, short ids), the
+    others fold to fit the width (no narrower than `min_widths`); `note` under it."""
     console = console or _console()
     table = Table(title=Text(title), title_justify="left", box=box.SIMPLE_HEAD,
-                  caption=Text(note) if note else None, caption_justify="left",
-                  pad_edge=False)
+                  show_edge=False, padding=(0, 1, 0, 0), pad_edge=False,
+                  caption=Text(note) if note else None, caption_justify="left")
     for name in columns:
         table.add_column(Text(name), justify="right" if name in right else "left",
-                         no_wrap=name in right, overflow="fold")
+                         no_wrap=name in right or name in whole, overflow="fold",
+                         min_width=(min_widths or {}).get(name))
     for row in rows:
-        table.add_row(*[Text("-" if v is None or v == "" else str(_plain(v))) for v in row])
+        table.add_row(*[_cell(v) for v in row])
     console.print(table)
 
 
-def _shortened_note(narrow: bool, what: str) -> str:
-    return (f"{what} shortened to fit {NARROW - 1} columns or fewer: --json, or a wider "
-            "terminal, shows them whole") if narrow else ""
+def _shortened_note(shown: bool) -> str:
+    return (f"ids shortened (…) to fit: --json or {NARROW}+ columns show them whole"
+            if shown else "")
 
 
 def balances_cmd(customer: CustomerOption = None, as_json: JsonOption = False,
@@ -156,17 +162,30 @@ def ledger_cmd(
     if as_json:
         return _emit_json(rows)
     console = _console()
-    narrow = _narrow(console)
+    if console.width >= NARROW:
+        _table(f"ledger of {customer}: {len(rows)} row(s)",
+               ["posted_at", "run_date", "kind", "entry", "assignment_id", "period", "qty",
+                "amount", "currency", "status", "reason", "run_id"],
+               [[_stamp(r["posted_at"], False), r["run_date"], r["kind"], r["entry"],
+                 r["assignment_id"], f"{r['period_start']}..{r['period_end'] or ''}",
+                 r["quantity"], r["amount"], r["currency"], r["status"], r["reason"],
+                 r["run_id"]] for r in rows],
+               right=("amount", "qty"), console=console)
+        return
+    # compact: two lines a row where it saves width; run ids shortened
     _table(f"ledger of {customer}: {len(rows)} row(s)",
-           ["posted_at", "run_date", "kind", "entry", "assignment_id", "period", "qty",
-            "amount", "currency", "status", "reason", "run_id"],
-           [[_stamp(r["posted_at"], narrow), r["run_date"], r["kind"], r["entry"],
-             r["assignment_id"], f"{r['period_start']}..{r['period_end'] or ''}",
-             r["quantity"], r["amount"], r["currency"], r["status"], r["reason"],
-             _short(r["run_id"], narrow)] for r in rows],
+           ["run_date\nposted", "kind\nentry", "assign-\nment", "period", "qty", "amount",
+            "status", "reason", "run_id"],
+           [[f"{r['run_date']}\n{r['posted_at']:%m-%d %H:%M}" if r["posted_at"]
+             else r["run_date"], f"{r['kind']}\n{r['entry']}", r["assignment_id"],
+             f"{r['period_start']}\n..{r['period_end'] or ''}", r["quantity"],
+             f"{r['amount']} {r['currency']}", r["status"], r["reason"],
+             _short(r["run_id"], True)] for r in rows],
            right=("amount", "qty"), console=console,
-           note=_shortened_note(narrow and any(len(str(r["run_id"] or "")) > ID_CHARS + 1
-                                               for r in rows), "run ids"))
+           min_widths={"kind\nentry": 13, "reason": 10},
+           whole=("run_date\nposted", "period", "status", "run_id"),
+           note=_shortened_note(any(len(str(r["run_id"] or "")) > ID_CHARS + 1
+                                    for r in rows)))
 
 
 MAX_LAST = 1_000_000
@@ -182,7 +201,8 @@ def _took(started: datetime | None, finished: datetime | None) -> str | None:
 
 
 def _status(r: dict) -> str:
-    return f"{r['status']} ({r['process']})" if r.get("process") else str(r["status"])
+    """The status, and for a `running` record whose process is gone (or elsewhere) that."""
+    return f"{r['status']}\n({r['process']})" if r.get("process") else str(r["status"])
 
 
 def runs_cmd(
@@ -201,17 +221,28 @@ def runs_cmd(
     if as_json:
         return _emit_json(rows)
     console = _console()
-    narrow = _narrow(console)
+    narrow = console.width < NARROW
+    charged = ["\n".join(f"{cur} {t['amount']}" for cur, t in r["totals"].items())
+               for r in rows]
+    if not narrow:
+        _table(f"runs: the last {len(rows)}",
+               ["run_id", "run_date", "mode", "status", "started_by", "started_at", "took",
+                "new/lines", "charged", "report_folder"],
+               [[r["run_id"], r["run_date"], r["mode"], _status(r), r["started_by"],
+                 _stamp(r["started_at"], False), _took(r["started_at"], r["finished_at"]),
+                 f"{r['new_lines']}/{r['lines']}", c, r["report_folder"]]
+                for r, c in zip(rows, charged)],
+               right=("new/lines", "took"), console=console)
+        return
+    # compact: two lines a row where it saves width; run ids shortened
     _table(f"runs: the last {len(rows)}",
-           ["run_id", "run_date", "mode", "status", "started_by", "started_at", "took",
-            "new/lines", "charged", "report_folder"],
-           [[_short(r["run_id"], narrow), r["run_date"], r["mode"], _status(r),
-             r["started_by"], _stamp(r["started_at"], narrow),
-             _took(r["started_at"], r["finished_at"]), f"{r['new_lines']}/{r['lines']}",
-             "; ".join(f"{cur} {t['amount']}" for cur, t in r["totals"].items()),
-             r["report_folder"]] for r in rows],
-           right=("new/lines", "took"), console=console,
-           note=_shortened_note(narrow and bool(rows), "run ids"))
+           ["run_id", "run_date\nmode", "status", "started", "by", "new/\nlines", "charged",
+            "report_folder"],
+           [[_short(r["run_id"], True), f"{r['run_date']}\n{r['mode']}", _status(r),
+             _stamp(r["started_at"], True), r["started_by"], f"{r['new_lines']}/{r['lines']}",
+             c, r["report_folder"]] for r, c in zip(rows, charged)],
+           right=("new/\nlines",), console=console,
+           whole=("run_id", "run_date\nmode", "started"), note=_shortened_note(bool(rows)))
 
 
 def unposted_cmd(as_json: JsonOption = False, db: DbOption = None) -> None:
