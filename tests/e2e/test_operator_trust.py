@@ -160,9 +160,10 @@ def test_a_running_record_whose_process_is_gone_says_so(billing_db, capsys, monk
     assert "(process gone)" in text and "(on host billing-02" in text
 
 
-def _spawn(db: str, tmp_path: Path, *args: str) -> tuple[subprocess.Popen, Path]:
+def _spawn(db: str, tmp_path: Path, *args: str, night: int = 1) -> tuple[subprocess.Popen, Path]:
+    """The CLI in a process of its own, paused before posting its `night`-th date."""
     ready = tmp_path / "paused.pid"
-    env = dict(os.environ, BILLING_PAUSE_AT=f"before_settle:{ready}",
+    env = dict(os.environ, BILLING_PAUSE_AT=f"before_settle:{night}:{ready}",
                BILLING_REPORT_DIR=str(tmp_path / "reports"))
     proc = subprocess.Popen([sys.executable, "-m", "billing_jobs.cli", *args, "--db", db],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -207,15 +208,23 @@ def test_a_run_stopped_by_a_signal_is_recorded_interrupted(billing_db, tmp_path,
 
 def test_a_backfill_stopped_by_ctrl_c_keeps_the_dates_it_finished(billing_db, tmp_path,
                                                                   capsys):
-    # the pause point is reached on the first night: nothing finished before it
+    # paused before posting its second date: the first is posted and stands
     proc, _ = _spawn(billing_db, tmp_path, "backfill", "--from", "2027-01-01", "--to",
-                     "2027-01-03", "--post", "--allow-future")
+                     "2027-01-03", "--post", "--allow-future", night=2)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, (out, err)
-    assert len(err.strip().splitlines()) == 1 and "recorded as interrupted" in err
-    assert [r["status"] for r in _runs(capsys, billing_db)] == ["interrupted"]
-    assert ledger_count(billing_db) == 0
+    [line] = err.strip().splitlines()
+    assert "of 2027-01-02 stopped and is recorded as interrupted" in line
+    assert "1 earlier date(s) of the backfill finished and stand" in line
+    assert out.startswith("2027-01-01: posted 6 new lines")
+    assert [(r["run_date"], r["status"]) for r in _runs(capsys, billing_db)] == [
+        ("2027-01-02", "interrupted"), ("2027-01-01", "succeeded")]
+    assert ledger_count(billing_db) == 6  # 2027-01-01 whole, nothing of 2027-01-02
+    # the backfill run again posts the rest, nothing twice
+    assert main(["backfill", "--db", billing_db, "--from", "2027-01-01", "--to", "2027-01-03",
+                 "--post", "--allow-future"]) == 0
+    assert ledger_count(billing_db) == 8  # + A2's daily seat on the 2nd and the 3rd
 
 
 # -- point 14: -h, one-line usage errors, 100 columns ----------------------------------------
