@@ -23,7 +23,8 @@ from billing_jobs.core import settings
 from billing_jobs.core.errors import BillingError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  rich_markup_mode=None, context_settings={"help_option_names": ["-h", "--help"]},
+                  rich_markup_mode=None,
+                  context_settings={"help_option_names": ["-h", "--help"]},
                   help="Package billing for VoIP carriers: charge packages, grant free minutes, simulate.")
 
 

@@ -170,7 +170,7 @@ def interrupted_line(exc: KeyboardInterrupt) -> tuple[str, str]:
     if outcome is None:
         if not hasattr(exc, "outcome"):
             return f"{head}: the command stopped before it finished", name
-        return (f"{head}: the backfill stopped between dates, no run was open{earlier}; "
+        return (f"{head}: the backfill stopped while no date's run was open{earlier}; "
                 "nothing half-written"), name
     summary = outcome.summary or {}
     run_date = summary.get("run_date") or (summary.get("run") or {}).get("run_date") or "?"
