@@ -41,6 +41,10 @@ SimulateOption = Annotated[bool, typer.Option(
     "--simulate/--post", help="simulate (default: report only, nothing written) or post")]
 JsonOption = Annotated[bool, typer.Option(
     "--json", help="print one JSON document (a list of objects)")]
+AllowFutureOption = Annotated[bool, typer.Option(
+    "--allow-future",
+    help="post billing dates after today in the billing time zone (prepaid in advance); "
+         "without it such a post is refused")]
 
 # Billing dates the engine handles: a period's end (a year later at most) and every date
 # arithmetic must stay well inside what dates and timestamps can hold.
@@ -105,10 +109,13 @@ def engine(db: str | None):
     """An engine for --db; a URL that cannot be a database URL is a bad argument (exit 2)."""
     from billing_jobs.store.db import make_engine  # heavy: SQLAlchemy; keeps --version fast
 
+    where = "--db" if db is not None else "BILLING_DB_URL"
     try:
         return make_engine(db)
     except DatabaseError as exc:
-        raise UsageError(f"--db: {exc}") from None
+        raise UsageError(f"{where}: {exc}") from None
+    except (ValueError, TypeError) as exc:  # e.g. a port that is not a number: '55x33'
+        raise UsageError(f"{where}: not a database URL ({exc})") from None
 
 
 def upgraded_engine(db: str | None):
@@ -145,3 +152,42 @@ def print_outcome(outcome) -> None:
         err.print(f"error: {outcome.message}", markup=False)
     if settings.debug() and getattr(outcome, "error", None) is not None:
         err.print("".join(traceback.format_exception(outcome.error)), markup=False)
+
+
+def interrupted_line(exc: KeyboardInterrupt) -> tuple[str, str]:
+    """(one line saying what a SIGINT/SIGTERM stopped and what stands, the signal's name).
+
+    Says "nothing half-written" only when it is so: a billing run is interrupted only after
+    its record is closed as 'interrupted' (each customer is posted whole or not at all; the
+    report folder is renamed into place whole). Any other command: only that it stopped."""
+    name = "SIGTERM" if exc.args and exc.args[0] == "SIGTERM" else "SIGINT"
+    name = getattr(exc, "signal_name", name)
+    head = f"interrupted ({name}{', Ctrl-C' if name == 'SIGINT' else ''})"
+    done = tuple(getattr(exc, "done", ()) or ())
+    outcome = getattr(exc, "outcome", None)
+    earlier = (f"; {len(done)} earlier date(s) of the backfill finished and stand"
+               if done else "")
+    if outcome is None:
+        if not hasattr(exc, "outcome"):
+            return f"{head}: the command stopped before it finished", name
+        return (f"{head}: the backfill stopped while no date's run was open{earlier}; "
+                "nothing half-written"), name
+    summary = outcome.summary or {}
+    run_date = summary.get("run_date") or (summary.get("run") or {}).get("run_date") or "?"
+    mode = summary.get("mode") or (summary.get("run") or {}).get("mode") or ""
+    new_lines = (summary.get("outcome") or {}).get("new_lines")
+    if mode == "simulate":
+        what = "a simulation: nothing was written to the ledger"
+    elif new_lines:
+        what = f"{new_lines} line(s) posted before the stop stand (not charged again on a rerun)"
+    elif new_lines == 0:
+        what = "nothing was posted"
+    else:
+        what = "see `billing-jobs runs` for what it posted"
+    where = f"; report: {outcome.report_dir}" if outcome.report_dir else ""
+    if outcome.closing_error:
+        return (f"{head}: run {outcome.run_id} of {run_date} stopped; {what}; but "
+                f"{outcome.closing_error}: it still says running{earlier}"), name
+    return (f"{head}: run {outcome.run_id} of {run_date} stopped and is recorded as "
+            f"interrupted; {what}; nothing half-written (each customer is posted whole or not "
+            f"at all){earlier}{where}"), name

@@ -7,9 +7,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from billing_jobs.cli.options import (CustomerOption, DbOption, ForceOption, OutOption,
-                                      SimulateOption, StrictOption, TzOption, check_out, engine,
-                                      err, out, parse_date, print_outcome, user, zone)
+from billing_jobs.cli.options import (AllowFutureOption, CustomerOption, DbOption, ForceOption,
+                                      OutOption, SimulateOption, StrictOption, TzOption,
+                                      check_out, engine, err, out, parse_date, print_outcome,
+                                      user, zone)
 from billing_jobs.core.errors import UsageError
 
 
@@ -20,10 +21,12 @@ def run(
     strict: StrictOption = False,
     out_dir: OutOption = None,
     force: ForceOption = False,
+    allow_future: AllowFutureOption = False,
     tz: TzOption = None,
     db: DbOption = None,
 ) -> None:
-    """Bill one date: compute what is due, then simulate (report only) or post it."""
+    """Bill one date: compute what is due, then simulate (report only) or post it. A post of
+    a date after today (billing time zone) is refused unless --allow-future."""
     # heavy: pandas, SQLAlchemy, the billing rules; keeps --version fast
     from billing_jobs.run.local import run_billing
     from billing_jobs.run.request import RunRequest
@@ -31,9 +34,11 @@ def run(
     run_date = parse_date(date_, "--date")
     tz_name = zone(tz)
     check_out(out_dir, force)
-    opened = engine(db)
     req = RunRequest(run_date=run_date, simulate=simulate, customer_ids=customer or None,
-                     strict=strict, out_dir=out_dir, started_by=f"cli:{user()}", tz=tz_name)
+                     strict=strict, out_dir=out_dir, started_by=f"cli:{user()}", tz=tz_name,
+                     allow_future=allow_future)
+    req.refuse_future_post()  # before the database is even opened: nothing written
+    opened = engine(db)
     with err.status(f"billing {req.run_date} ({req.mode})"):
         outcome = run_billing(opened, req)
     print_outcome(outcome)
@@ -51,10 +56,13 @@ def backfill(
         "--out", metavar="DIR",
         help="parent folder: one report folder per date inside it (DIR/YYYY-MM-DD)")] = None,
     force: ForceOption = False,
+    allow_future: AllowFutureOption = False,
     tz: TzOption = None,
     db: DbOption = None,
 ) -> None:
-    """Bill every date from --from to --to in order (stops at the first failure)."""
+    """Bill every date from --from to --to in order (stops at the first failure). A post
+    whose range reaches past today (billing time zone) is refused before posting anything,
+    unless --allow-future."""
     from rich.progress import Progress
 
     # heavy: pandas, SQLAlchemy, the billing rules; keeps --version fast
@@ -68,6 +76,10 @@ def backfill(
         raise UsageError(f"--to {last} is before --from {first}")
     tz_name = zone(tz)
     check_out(out_dir, force)
+    req = RunRequest(run_date=first, simulate=simulate, customer_ids=customer or None,
+                     strict=strict, out_dir=out_dir, started_by=f"cli-backfill:{user()}",
+                     tz=tz_name, allow_future=allow_future)
+    req.refuse_future_post(last)  # the whole range, before anything is posted
     opened = engine(db)
     days = (last - first).days + 1
     with Progress(console=err, transient=True) as progress:
@@ -83,9 +95,6 @@ def backfill(
             if outcome.report_error:
                 err.print(f"error: {outcome.report_error}", markup=False)
 
-        req = RunRequest(run_date=first, simulate=simulate, customer_ids=customer or None,
-                         strict=strict, out_dir=out_dir, started_by=f"cli-backfill:{user()}",
-                         tz=tz_name)
         outcomes = run_backfill(opened, req, last, on_date=done)
     # totals over the dates run
     new_lines = sum(o.summary.get("outcome", {}).get("new_lines", 0) for o in outcomes)

@@ -4,18 +4,24 @@ Read-only: the services in billing_jobs/store/views.py read, this module prints.
 plain decimals in the currency's minor unit ('17.38' EUR, '9666' JPY); an amount finer than
 the minor unit is shown with all its digits, never rounded away. `--json` prints ONE JSON
 document, a list of objects with amounts as decimal strings and dates in ISO form; otherwise
-a table. An unknown --customer exits 2 with one line, like `run`.
+a table as wide as the terminal ($COLUMNS when set; 240 when piped): below 160 columns the
+long ids (run ids) are shortened with an ellipsis and long cells fold, so a 100-column
+terminal shows whole rows (`--json` always has everything). Text from the data (names,
+ids, reasons) is printed as typed, never as markup. An unknown --customer exits 2 with one
+line, like `run`.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from datetime import date, datetime
 from typing import Annotated, Optional
 from zoneinfo import ZoneInfo
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text  # cells as plain text: a name like '[red]' is not markup
@@ -53,16 +59,62 @@ def _emit_json(rows: list[dict]) -> None:
     sys.stdout.write(json.dumps(_plain(rows), indent=2, ensure_ascii=False) + "\n")
 
 
-def _table(title: str, columns: list[str], rows: list[list], right: tuple[str, ...] = ()) -> None:
-    console = options.out if options.out.is_terminal else Console(width=240, highlight=False,
-                                                          soft_wrap=True)
-    table = Table(title=title, title_justify="left")
+PIPED_WIDTH = 240  # a table piped to a file or a program: every cell whole
+NARROW = 160  # below this many columns: the compact layouts, long ids shortened
+ID_CHARS = 8  # a shortened id: its first characters and an ellipsis
+
+
+def _console() -> Console:
+    """The terminal's width ($COLUMNS wins when set); PIPED_WIDTH when not a terminal."""
+    columns = os.environ.get("COLUMNS", "").strip()
+    if columns.isdigit() and int(columns) > 0:
+        return Console(width=int(columns), highlight=False, soft_wrap=False)
+    if options.out.is_terminal:
+        return options.out
+    return Console(width=PIPED_WIDTH, highlight=False, soft_wrap=False)
+
+
+def _short(value, narrow: bool) -> str | None:
+    """An id whole, or in a narrow terminal its first ID_CHARS characters and an ellipsis."""
+    if value is None:
+        return None
+    text = str(value)
+    return text if not narrow or len(text) <= ID_CHARS + 1 else text[:ID_CHARS] + "…"
+
+
+def _stamp(value: datetime | None, narrow: bool) -> str | None:
+    """A UTC time: whole on one line, or date over minutes (a narrow terminal)."""
+    if value is None:
+        return None
+    return value.strftime("%Y-%m-%d\n%H:%M" if narrow else "%Y-%m-%d %H:%M:%S")
+
+
+def _cell(value) -> Text:
+    """A cell as plain text (never markup); empty shows as '-'."""
+    return Text("-" if value is None or value == "" else str(_plain(value)))
+
+
+def _table(title: str, columns: list[str], rows: list[list], right: tuple[str, ...] = (),
+           console: Console | None = None, note: str = "",
+           whole: tuple[str, ...] = (), min_widths: dict[str, int] | None = None) -> None:
+    """A table on `console`: cells of `whole` columns never wrap (dates, short ids), the
+    others fold to fit the width (no narrower than `min_widths`); `note` under it."""
+    console = console or _console()
+    table = Table(title=Text(title), title_justify="left", box=box.SIMPLE_HEAD,
+                  show_edge=False, padding=(0, 1, 0, 0), pad_edge=False,
+                  caption=Text(note) if note else None, caption_justify="left")
     for name in columns:
-        table.add_column(name, justify="right" if name in right else "left",
-                         no_wrap=name in right, overflow="fold")
+        table.add_column(Text(name), justify="right" if name in right else "left",
+                         no_wrap=name in right or name in whole, overflow="fold",
+                         min_width=(min_widths or {}).get(name))
     for row in rows:
-        table.add_row(*[Text("-" if v is None or v == "" else str(_plain(v))) for v in row])
+        table.add_row(*[_cell(v) for v in row])
     console.print(table)
+
+
+def _shortened_note(shown: bool) -> str:
+    return (f"ids shortened (…) to fit: --json or {NARROW}+ columns show them whole"
+            if shown else "")
 
 
 def balances_cmd(customer: CustomerOption = None, as_json: JsonOption = False,
@@ -109,14 +161,48 @@ def ledger_cmd(
     rows = [_with_money(r, ("amount",)) for r in views.ledger(engine, customer, first, last)]
     if as_json:
         return _emit_json(rows)
+    console = _console()
+    if console.width >= NARROW:
+        _table(f"ledger of {customer}: {len(rows)} row(s)",
+               ["posted_at", "run_date", "kind", "entry", "assignment_id", "period", "qty",
+                "amount", "currency", "status", "reason", "run_id"],
+               [[_stamp(r["posted_at"], False), r["run_date"], r["kind"], r["entry"],
+                 r["assignment_id"], f"{r['period_start']}..{r['period_end'] or ''}",
+                 r["quantity"], r["amount"], r["currency"], r["status"], r["reason"],
+                 r["run_id"]] for r in rows],
+               right=("amount", "qty"), console=console)
+        return
+    # compact: two lines a row where it saves width; run ids shortened
     _table(f"ledger of {customer}: {len(rows)} row(s)",
-           ["posted_at", "run_date", "kind", "entry", "assignment_id", "period", "qty",
-            "amount", "currency", "status", "reason", "run_id"],
-           [[r["posted_at"].strftime("%Y-%m-%d %H:%M:%S") if r["posted_at"] else None,
-             r["run_date"], r["kind"], r["entry"], r["assignment_id"],
-             f"{r['period_start']}..{r['period_end'] or ''}", r["quantity"], r["amount"],
-             r["currency"], r["status"], r["reason"], r["run_id"]] for r in rows],
-           right=("amount", "qty"))
+           ["run_date\nposted", "kind\nentry", "assign-\nment", "period", "qty", "amount",
+            "status", "reason", "run_id"],
+           [[f"{r['run_date']}\n{r['posted_at']:%m-%d %H:%M}" if r["posted_at"]
+             else r["run_date"], f"{r['kind']}\n{r['entry']}", r["assignment_id"],
+             f"{r['period_start']}\n..{r['period_end'] or ''}", r["quantity"],
+             f"{r['amount']} {r['currency']}", r["status"], r["reason"],
+             _short(r["run_id"], True)] for r in rows],
+           right=("amount", "qty"), console=console,
+           min_widths={"kind\nentry": 13, "reason": 10},
+           whole=("run_date\nposted", "period", "status", "run_id"),
+           note=_shortened_note(any(len(str(r["run_id"] or "")) > ID_CHARS + 1
+                                    for r in rows)))
+
+
+MAX_LAST = 1_000_000
+
+
+def _took(started: datetime | None, finished: datetime | None) -> str | None:
+    if started is None or finished is None:
+        return None
+    seconds = max(0, round((finished - started).total_seconds()))
+    if seconds < 120:
+        return f"{seconds}s"
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds < 7200 else f"{seconds // 3600}h"
+
+
+def _status(r: dict) -> str:
+    """The status, and for a `running` record whose process is gone (or elsewhere) that."""
+    return f"{r['status']}\n({r['process']})" if r.get("process") else str(r["status"])
 
 
 def runs_cmd(
@@ -124,24 +210,39 @@ def runs_cmd(
     as_json: JsonOption = False,
     db: DbOption = None,
 ) -> None:
-    """The latest run records: date, mode, status, who started it, line counts, totals
-    per currency and the report folder."""
-    from billing_jobs.store import views  # heavy: SQLAlchemy; keeps --version fast
+    """The latest run records: date, mode, status (a `running` record whose process is gone
+    says so), who started it and when, its lines (new = posted by it, or that a simulation
+    would post / all it computed), what it charged per currency and its report folder."""
+    from billing_jobs.store import runs  # heavy: SQLAlchemy; keeps --version fast
 
-    if last < 1:
-        raise UsageError(f"--last {last}: give a number of runs >= 1")
-    rows = views.runs(options.upgraded_engine(db), settings.report_dir(), last)
+    if not 1 <= last <= MAX_LAST:
+        raise UsageError(f"--last {last}: give a number of runs from 1 to {MAX_LAST}")
+    rows = runs.history(options.upgraded_engine(db), settings.report_dir(), last)
     if as_json:
         return _emit_json(rows)
+    console = _console()
+    narrow = console.width < NARROW
+    charged = ["\n".join(f"{cur} {t['amount']}" for cur, t in r["totals"].items())
+               for r in rows]
+    if not narrow:
+        _table(f"runs: the last {len(rows)}",
+               ["run_id", "run_date", "mode", "status", "started_by", "started_at", "took",
+                "new/lines", "charged", "report_folder"],
+               [[r["run_id"], r["run_date"], r["mode"], _status(r), r["started_by"],
+                 _stamp(r["started_at"], False), _took(r["started_at"], r["finished_at"]),
+                 f"{r['new_lines']}/{r['lines']}", c, r["report_folder"]]
+                for r, c in zip(rows, charged)],
+               right=("new/lines", "took"), console=console)
+        return
+    # compact: two lines a row where it saves width; run ids shortened
     _table(f"runs: the last {len(rows)}",
-           ["run_date", "mode", "status", "started_by", "started_at", "finished_at", "lines",
-            "totals", "report_folder", "run_id"],
-           [[r["run_date"], r["mode"], r["status"], r["started_by"],
-             r["started_at"].strftime("%Y-%m-%d %H:%M:%S") if r["started_at"] else None,
-             r["finished_at"].strftime("%Y-%m-%d %H:%M:%S") if r["finished_at"] else None,
-             r["lines"],
-             "; ".join(f"{cur} {t['amount']}" for cur, t in r["totals"].items()),
-             r["report_folder"], r["run_id"]] for r in rows], right=("lines",))
+           ["run_id", "run_date\nmode", "status", "started", "by", "new/\nlines", "charged",
+            "report_folder"],
+           [[_short(r["run_id"], True), f"{r['run_date']}\n{r['mode']}", _status(r),
+             _stamp(r["started_at"], True), r["started_by"], f"{r['new_lines']}/{r['lines']}",
+             c, r["report_folder"]] for r, c in zip(rows, charged)],
+           right=("new/\nlines",), console=console,
+           whole=("run_id", "run_date\nmode", "started"), note=_shortened_note(bool(rows)))
 
 
 def unposted_cmd(as_json: JsonOption = False, db: DbOption = None) -> None:

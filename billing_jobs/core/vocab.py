@@ -79,6 +79,8 @@ class RunStatus(StrEnum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    #: stopped by SIGINT (Ctrl-C) or SIGTERM; what it posted before the stop stands
+    INTERRUPTED = "interrupted"
 
 
 class KeySpace(StrEnum):

@@ -63,12 +63,15 @@ def run_info(req: RunRequest, run_id: str, status: str, message: str, unposted: 
 RECORD_TRIES = 3
 
 
-def begin_run(engine, req: RunRequest) -> str:
-    """Record the run as 'running' before anything else happens; returns its run_id."""
-    return runs.start_run(engine, req.run_date, req.mode, req.customer_ids, req.started_by)
+def begin_run(engine, req: RunRequest, *, pid: int | None = None) -> str:
+    """Record the run as 'running' before anything else happens; returns its run_id.
+    `pid`: the process that runs it all (`run.local`), so `runs` can tell when it is gone."""
+    return runs.start_run(engine, req.run_date, req.mode, req.customer_ids, req.started_by,
+                          pid=pid)
 
 
-def close_run(engine, run_id: str, status: str, summary: dict, message: str) -> str:
+def close_run(engine, run_id: str, status: str, summary: dict, message: str,
+              report_dir: Path | None = None) -> str:
     """Close the run record (retrying a few times: the database may be coming back).
 
     Returns '' when closed, else why it could not be closed (the caller adds that to its
@@ -78,7 +81,7 @@ def close_run(engine, run_id: str, status: str, summary: dict, message: str) -> 
     for attempt in range(RECORD_TRIES):
         try:
             runs.finish_run(engine, run_id, status, summary.get("counts", {}),
-                            summary.get("totals", {}), message)
+                            summary.get("totals", {}), message, report_dir)
             return ""
         except Exception as exc:  # noqa: BLE001 - reported in words, never swallowed
             last = str(exc) or type(exc).__name__
@@ -163,7 +166,8 @@ class Attempt:
     status when the settle stage did not finish) and rejected, its description (`run_info`:
     the status and message the record gets), its timings and the report's names and
     balances (`run.stages.report_context`). `post_attempted`: a post failed after it may
-    have written batches; the database is asked what this run wrote."""
+    have written batches; the database is asked what this run wrote. `record_status`: see
+    below."""
 
     req: RunRequest
     run_id: str
@@ -173,6 +177,9 @@ class Attempt:
     timings: dict
     context: dict | None = None
     post_attempted: bool = False
+    #: the record's status when it differs from the report's (`info`): 'interrupted' for a
+    #: run stopped by a signal, whose report says 'failed' with the signal as the reason
+    record_status: str | None = None
 
 
 @dataclass(frozen=True)
@@ -231,7 +238,8 @@ def close_attempt(engine, attempt: Attempt, place: ReportPlace) -> Closed:
                         f"{type(exc).__name__}: {exc}")
         if status == RunStatus.SUCCEEDED:
             report_error += " (the run itself succeeded and stands)"
-    closing = close_run(engine, attempt.run_id, status, summary, message)
+    closing = close_run(engine, attempt.run_id, attempt.record_status or status, summary,
+                        message, report_dir)
     return Closed(result, report_dir, summary, report_error, closing)
 
 

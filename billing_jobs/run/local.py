@@ -3,6 +3,10 @@ each date with its run record, its stages (`run.stages`) and its report (`run.li
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, timezone
@@ -11,13 +15,15 @@ import pandas as pd
 
 from billing_jobs.core.frames import BillingInputs, BillingResult
 from billing_jobs.calc.free_minutes import advance_state
+from billing_jobs.core import faults
 from billing_jobs.core.errors import BillingError
 from billing_jobs.core.frames import empty_frame
 from billing_jobs.run.backfill_plan import night, plan_backfill
 from billing_jobs.core.vocab import RunStatus
 from billing_jobs.run.lifecycle import (Attempt, ReportPlace, begin_run, close_attempt,
                                         empty_result, run_info)
-from billing_jobs.run.request import RunOutcome, RunRequest, Timings, default_report_dir
+from billing_jobs.run.request import (RunInterrupted, RunOutcome, RunRequest, Timings,
+                                      default_report_dir, signal_name)
 from billing_jobs.run.stages import (check_customers, compute_stage, gate_stage, load_stage,
                                      report_context, rule_evaluator, settle_stage, strict_check)
 from billing_jobs.store import runs
@@ -53,6 +59,7 @@ def _run_stages(engine, req: RunRequest, run_id: str, timings: Timings,
         p.stage = "gate"
         with timings.stage("gate"):
             gate_stage(p.result, p.inputs)
+    faults.pause_point("before_settle")
     p.stage = _SETTLE
     with timings.stage(req.mode):
         p.result = settle_stage(engine, p.result, req, run_id)
@@ -70,13 +77,14 @@ def run_billing(engine, req: RunRequest, *, keep_empty: bool = True,
     `keep_empty=False`: a succeeded run with nothing in it writes no report folder."""
     upgrade(engine)
     check_customers(engine, req.customer_ids)
-    run_id = begin_run(engine, req)
-    timings = Timings()
-    started_at = datetime.now(timezone.utc)
     p = _Progress(rejected=empty_frame(["entity", "id", "reason"]))
     status, message = RunStatus.FAILED, ""
     error: BaseException | None = None
+    stopped: str | None = None  # the signal that interrupted the run
+    timings = Timings()
+    started_at = datetime.now(timezone.utc)
     t_all = time.perf_counter()
+    run_id = begin_run(engine, req, pid=os.getpid())
     try:
         _run_stages(engine, req, run_id, timings, loaded, p)
         status = RunStatus.SUCCEEDED
@@ -87,6 +95,26 @@ def run_billing(engine, req: RunRequest, *, keep_empty: bool = True,
     except Exception as exc:  # an unexpected failure still gets a run record and a report
         error = exc
         message = f"{type(exc).__name__}: {exc}"
+    except KeyboardInterrupt as exc:  # SIGINT (Ctrl-C), or SIGTERM made one by the entry point
+        error, stopped = exc, signal_name(exc)
+        message = f"interrupted by {stopped}" + (" (Ctrl-C)" if stopped == "SIGINT" else "")
+    # the tail (report, record) runs to its end: a signal now is acted on after it
+    with _signals_deferred() as pending:
+        outcome = _close(engine, req, run_id, p, timings, started_at, t_all, status, message,
+                         error, keep_empty, stopped)
+    if stopped or pending:
+        raise RunInterrupted(stopped or pending[0], outcome) from error
+    if error is not None and not isinstance(error, BillingError):
+        raise error
+    return outcome
+
+
+def _close(engine, req: RunRequest, run_id: str, p: _Progress, timings: Timings,
+           started_at: datetime, t_all: float, status: RunStatus, message: str,
+           error: BaseException | None, keep_empty: bool, stopped: str | None) -> RunOutcome:
+    """The run's tail: its report and its closed record (`lifecycle.close_attempt`). An
+    interrupted run's report says 'failed' with the signal as the reason (what it posted
+    before the stop stands); its record says 'interrupted'."""
     timings["total_before_report"] = round(time.perf_counter() - t_all, 4)
     failed = status == RunStatus.FAILED
     info = run_info(req, run_id, status, message, p.unposted, started_at,
@@ -95,16 +123,39 @@ def run_billing(engine, req: RunRequest, *, keep_empty: bool = True,
     attempt = Attempt(req, run_id, p.result, p.rejected, info, timings,
                       context=report_context(p.inputs, engine,
                                              posted=not req.simulate and settled),
-                      post_attempted=failed and p.stage == _SETTLE)
+                      post_attempted=failed and p.stage == _SETTLE,
+                      record_status=RunStatus.INTERRUPTED if stopped else None)
     place = ReportPlace(req.out_dir or default_report_dir(req, run_id), keep_empty=keep_empty)
     with timings.stage("report"):
         closed = close_attempt(engine, attempt, place)
     full = "; ".join(m for m in (message, closed.report_error, closed.closing_error) if m)
-    outcome = RunOutcome(run_id, status, closed.report_dir, closed.summary, full,
-                         report_error=closed.report_error, error=error, result=closed.result)
-    if error is not None and not isinstance(error, BillingError):
-        raise error
-    return outcome
+    return RunOutcome(run_id, RunStatus.INTERRUPTED if stopped else status, closed.report_dir,
+                      closed.summary, full, report_error=closed.report_error, error=error,
+                      result=closed.result, closing_error=closed.closing_error)
+
+
+@contextlib.contextmanager
+def _signals_deferred():
+    """While the block runs, SIGINT and SIGTERM are noted, not acted on: the list it yields
+    holds their names, for the caller to act on after the block (a run's report and record
+    are never left half-closed). Outside the main thread (signals cannot be handled there)
+    it changes nothing."""
+    pending: list[str] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield pending
+        return
+    names = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
+    previous = {}
+    try:
+        for sig in names:
+            previous[sig] = signal.signal(sig, lambda signum, _frame: pending.append(names[signum]))
+    except ValueError:  # not the main interpreter
+        pass
+    try:
+        yield pending
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _free_minute_state(engine, run_date: date, plan, customer_ids):
@@ -135,12 +186,27 @@ def backfill(engine, req: RunRequest, last: date, on_date=None) -> list[RunOutco
     first, customer_ids = req.run_date, req.customer_ids
     upgrade(engine)
     check_customers(engine, customer_ids)
-    with rule_evaluator(customer_ids):
-        plan = plan_backfill(engine, first, last, customer_ids)
+    try:
+        with rule_evaluator(customer_ids):
+            plan = plan_backfill(engine, first, last, customer_ids)
+    except KeyboardInterrupt as exc:  # reading the range: nothing written yet
+        raise RunInterrupted(signal_name(exc)) from exc
+    outcomes: list[RunOutcome] = []
+    try:
+        _nights(engine, req, last, plan, outcomes, on_date)
+    except RunInterrupted as exc:  # the night it stopped, and the nights done before it
+        raise RunInterrupted(exc.signal_name, exc.outcome, tuple(outcomes)) from exc
+    except KeyboardInterrupt as exc:  # between nights: no run open
+        raise RunInterrupted(signal_name(exc), None, tuple(outcomes)) from exc
+    return outcomes
+
+
+def _nights(engine, req: RunRequest, last: date, plan, outcomes: list, on_date) -> None:
+    """`backfill`'s loop: each night run in order, appended to `outcomes`."""
+    customer_ids = req.customer_ids
     # free minutes, carried night to night: counters, consumed calls, live stored grants
     state = (plan.clean.counters, plan.clean.consumed, plan.clean.granted)
-    outcomes = []
-    for day in pd.date_range(first, last, freq="D"):
+    for day in pd.date_range(req.run_date, last, freq="D"):
         nightly = replace(req, run_date=day.date(), out_dir=(
             req.out_dir / day.date().isoformat() if req.out_dir else None))
         inputs, rejected = night(plan, day.date())
@@ -158,4 +224,3 @@ def backfill(engine, req: RunRequest, last: date, on_date=None) -> list[RunOutco
             on_date(outcome)
         if not outcome.ok:
             break
-    return outcomes

@@ -6,10 +6,12 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from billing_jobs.core import settings
+from billing_jobs.core.errors import UsageError
 from billing_jobs.core.frames import BillingResult
 from billing_jobs.core.vocab import RunMode, RunStatus
 
@@ -28,6 +30,9 @@ class RunRequest:
     out_dir: Path | None = None
     started_by: str = "cli"
     tz: str | None = None
+    #: post a billing date after today in the billing time zone (prepaid in advance); the
+    #: entry points refuse such a post without it (`refuse_future_post`)
+    allow_future: bool = False
 
     def __post_init__(self) -> None:
         fixed = {"tz": self.tz or settings.tz_or_default()}
@@ -42,6 +47,25 @@ class RunRequest:
     def mode(self) -> RunMode:
         return RunMode.SIMULATE if self.simulate else RunMode.POST
 
+    def refuse_future_post(self, last: date | None = None, today: date | None = None) -> None:
+        """A post of a billing date after today in the billing time zone (`run_date`, or any
+        date up to `last` for a range) is refused before anything is written: UsageError
+        naming the first such date, unless `allow_future`. Simulations are never refused.
+
+        Called by every entry point that posts: `billing-jobs run | backfill`, the Airflow
+        stages' `extract`; the library functions (`run.local`) leave the policy to them."""
+        if self.simulate or self.allow_future:
+            return
+        today = today or billing_today(self.tz)
+        last = last or self.run_date
+        if last <= today:
+            return
+        first_future = max(self.run_date, today + timedelta(days=1))
+        span = "" if last == self.run_date else f" (the range reaches {last})"
+        raise UsageError(f"{first_future} is after today ({today} in {self.tz}){span}: "
+                         "posting a future date is refused; simulate it, or add "
+                         "--allow-future to post it in advance")
+
 
 @dataclass
 class RunOutcome:
@@ -54,10 +78,37 @@ class RunOutcome:
     report_error: str = ""
     error: BaseException | None = None
     result: BillingResult | None = None  # the settled result (lines with their status)
+    closing_error: str = ""  # why the run record could not be closed ('' when it was)
 
     @property
     def ok(self) -> bool:
         return self.status == RunStatus.SUCCEEDED and not self.report_error
+
+
+def billing_today(tz: str | None) -> date:
+    """Today's calendar date in the billing time zone `tz` (None: $BILLING_TZ, else UTC)."""
+    return datetime.now(ZoneInfo(tz or settings.tz_or_default())).date()
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """A run stopped by SIGINT (Ctrl-C) or SIGTERM. `outcome`: the interrupted run, its
+    record closed as 'interrupted' and its report written (None: no run had started);
+    `done`: the runs that finished before it (a backfill's earlier dates)."""
+
+    def __init__(self, signal_name: str, outcome: "RunOutcome | None" = None,
+                 done: tuple["RunOutcome", ...] = ()):
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+        self.outcome = outcome
+        self.done = tuple(done)
+
+
+def signal_name(exc: BaseException) -> str:
+    """The signal behind a KeyboardInterrupt: SIGTERM when the entry point's handler said so
+    (`KeyboardInterrupt('SIGTERM')`), else SIGINT (Ctrl-C)."""
+    if isinstance(exc, RunInterrupted):
+        return exc.signal_name
+    return "SIGTERM" if exc.args and exc.args[0] == "SIGTERM" else "SIGINT"
 
 
 def report_root() -> Path:

@@ -93,7 +93,7 @@ def test_simulate_then_post_then_repost(billing_db, tmp_path, capsys):
     assert "EUR" in capsys.readouterr().out
 
     post = tmp_path / "post"
-    assert cli("run", "--db", billing_db, "--date", "2027-01-01", "--post", "--out", str(post)) == 0
+    assert cli("run", "--db", billing_db, "--date", "2027-01-01", "--post", "--allow-future", "--out", str(post)) == 0
     lines = charges(post)
     assert {k: v["amount"] for k, v in lines.items()} == EXPECTED  # the preview was the charge
     assert lines[("A1", "recurring")]["status"] == "posted"
@@ -102,7 +102,7 @@ def test_simulate_then_post_then_repost(billing_db, tmp_path, capsys):
     assert ledger_count(billing_db) == 6
 
     again = tmp_path / "again"
-    assert cli("run", "--db", billing_db, "--date", "2027-01-01", "--post", "--out", str(again)) == 0
+    assert cli("run", "--db", billing_db, "--date", "2027-01-01", "--post", "--allow-future", "--out", str(again)) == 0
     assert {v["status"] for v in charges(again).values()} == {"already_posted"}
     assert balances(billing_db) == {"C1": Decimal("17.38"), "C2": Decimal(9666)}
     assert ledger_count(billing_db) == 6
@@ -113,7 +113,7 @@ def test_simulate_then_post_then_repost(billing_db, tmp_path, capsys):
 def test_one_customer_only(billing_db, tmp_path):
     out = tmp_path / "c2"
     assert cli("run", "--db", billing_db, "--date", "2027-01-01", "--customer", "C2",
-               "--post", "--out", str(out)) == 0
+               "--post", "--allow-future", "--out", str(out)) == 0
     assert set(charges(out)) == {("A2", "recurring")}
     assert balances(billing_db) == {"C1": Decimal(100), "C2": Decimal(9666)}
 
@@ -149,14 +149,14 @@ def test_a_run_for_chosen_customers_checks_the_same_rules_without_great_expectat
 
 def test_backfill_posts_in_order_and_missed_dates_are_named(billing_db, tmp_path, monkeypatch):
     monkeypatch.setenv("BILLING_REPORT_DIR", str(tmp_path / "reports"))
-    assert cli("run", "--db", billing_db, "--date", "2027-01-01", "--post") == 0
+    assert cli("run", "--db", billing_db, "--date", "2027-01-01", "--post", "--allow-future") == 0
     # 2027-01-02 is skipped: posting 2027-01-03 names it
     out = tmp_path / "d3"
-    assert cli("run", "--db", billing_db, "--date", "2027-01-03", "--post", "--out", str(out)) == 0
+    assert cli("run", "--db", billing_db, "--date", "2027-01-03", "--post", "--allow-future", "--out", str(out)) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["unposted_dates"] == ["2027-01-02"]
     # a backfill over the range posts the missing night and nothing twice
-    assert cli("backfill", "--db", billing_db, "--from", "2027-01-01", "--to", "2027-01-03", "--post") == 0
+    assert cli("backfill", "--db", billing_db, "--from", "2027-01-01", "--to", "2027-01-03", "--post", "--allow-future") == 0
     # JPY daily seat: 1st, 2nd and 3rd posted once each
     assert balances(billing_db)["C2"] == Decimal(10000 - 3 * 334)
     eng = sa.create_engine(billing_db)
@@ -173,7 +173,7 @@ def test_strict_fails_before_posting_when_a_row_is_rejected(billing_db, tmp_path
         conn.execute(sa.text("UPDATE assignments SET quantity = 0 WHERE assignment_id = 'A4'"))
     eng.dispose()
     out = tmp_path / "strict"
-    assert cli("run", "--db", billing_db, "--date", "2027-01-01", "--post", "--strict",
+    assert cli("run", "--db", billing_db, "--date", "2027-01-01", "--post", "--allow-future", "--strict",
                "--out", str(out)) == 1
     err = capsys.readouterr().err
     assert "--strict" in err and "A4" in err and "Traceback" not in err
@@ -234,11 +234,11 @@ def test_demo_runs_twice(tmp_path, capsys, monkeypatch):
 def test_headlines_say_what_happened_and_backfill_skips_empty_days(billing_db, tmp_path, capsys):
     assert cli("run", "--db", billing_db, "--date", "2027-01-01", "--out", str(tmp_path / "s")) == 0
     assert "simulated: would post 6 new lines" in capsys.readouterr().out
-    assert cli("run", "--db", billing_db, "--date", "2027-01-01", "--post",
+    assert cli("run", "--db", billing_db, "--date", "2027-01-01", "--post", "--allow-future",
                "--out", str(tmp_path / "p")) == 0
     text = capsys.readouterr().out
     assert "posted 6 new lines for 97.61 EUR, 334 JPY" in text
-    assert cli("run", "--db", billing_db, "--date", "2027-01-01", "--post",
+    assert cli("run", "--db", billing_db, "--date", "2027-01-01", "--post", "--allow-future",
                "--out", str(tmp_path / "again")) == 0
     text = capsys.readouterr().out
     assert "posted nothing new; 6 lines were already posted earlier, nothing charged twice" in text
@@ -251,7 +251,7 @@ def test_headlines_say_what_happened_and_backfill_skips_empty_days(billing_db, t
     # backfill for one customer: one folder per date with something in it, totals at the end
     out = tmp_path / "bf"
     assert cli("backfill", "--db", billing_db, "--from", "2027-01-01", "--to", "2027-01-03",
-               "--post", "--customer", "C2", "--out", str(out)) == 0
+               "--post", "--allow-future", "--customer", "C2", "--out", str(out)) == 0
     text = capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == ["2027-01-01", "2027-01-02", "2027-01-03"]
     assert "2027-01-02: posted 1 new line for 334 JPY" in text
@@ -259,7 +259,7 @@ def test_headlines_say_what_happened_and_backfill_skips_empty_days(billing_db, t
     assert balances(billing_db)["C2"] == Decimal(10000 - 3 * 334)
     out2 = tmp_path / "bf2"
     assert cli("backfill", "--db", billing_db, "--from", "2027-01-02", "--to", "2027-01-03",
-               "--post", "--customer", "C1", "--out", str(out2)) == 0
+               "--post", "--allow-future", "--customer", "C1", "--out", str(out2)) == 0
     assert "no report folder written" in capsys.readouterr().out
     assert not out2.exists() or not any(out2.iterdir())
 
@@ -270,7 +270,7 @@ def test_a_failed_strict_run_says_so_once_and_never_posted(billing_db, tmp_path,
         conn.execute(sa.text("UPDATE assignments SET quantity = 0 WHERE assignment_id = 'A4'"))
     eng.dispose()
     out = tmp_path / "strict"
-    assert cli("run", "--db", billing_db, "--date", "2027-01-01", "--post", "--strict",
+    assert cli("run", "--db", billing_db, "--date", "2027-01-01", "--post", "--allow-future", "--strict",
                "--out", str(out)) == 1
     err = capsys.readouterr().err
     assert err.count("--strict:") == 1 and "failed: nothing posted, because --strict" in err
@@ -329,7 +329,7 @@ def test_a_report_that_cannot_be_written_after_a_post_is_said_as_such(billing_db
                                                                        capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
-    assert cli("run", "--db", billing_db, "--date", "2027-01-01", "--post",
+    assert cli("run", "--db", billing_db, "--date", "2027-01-01", "--post", "--allow-future",
                "--out", str(blocker / "sub")) == 1
     err = capsys.readouterr().err
     assert "the report could not be written" in err and "the run itself succeeded" in err

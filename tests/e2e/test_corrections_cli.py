@@ -26,7 +26,7 @@ def _prepare(db_url: str, tmp_path: Path) -> None:
     assert main(["import", "--db", db_url, "--customers", str(tmp_path / "customers.csv"),
                  "--packages", str(tmp_path / "packages.csv"),
                  "--assignments", str(tmp_path / "assignments.csv")]) == 0
-    assert main(["run", "--db", db_url, "--date", "2027-01-01", "--post",
+    assert main(["run", "--db", db_url, "--date", "2027-01-01", "--post", "--allow-future",
                  "--out", str(tmp_path / "r1")]) == 0
     _check(db_url)
 
@@ -125,7 +125,7 @@ def test_reverse_cli_three_at_once_killed_resumed_and_post_again(db_url, tmp_pat
     _check(db_url)
     assert main(["reverse", "--db", db_url, "--run", run_id, "--post"]) == 0
     assert "wrote 0 row" in capsys.readouterr().out and _rows(db_url) == 8
-    assert main(["run", "--db", db_url, "--date", "2027-01-01", "--post",
+    assert main(["run", "--db", db_url, "--date", "2027-01-01", "--post", "--allow-future",
                  "--out", str(tmp_path / "r2")]) == 0
     assert _balance(db_url) == 70_000_000 and _rows(db_url) == 12
     _check(db_url)

@@ -67,7 +67,7 @@ def test_forecast_lists_each_upcoming_charge_and_writes_nothing(billing_db, tmp_
 
 def test_a_posted_date_shows_as_posted_not_upcoming(billing_db, tmp_path):
     db_url = billing_db
-    assert main(["run", "--date", "2027-01-01", "--post", "--db", db_url,
+    assert main(["run", "--date", "2027-01-01", "--post", "--allow-future", "--db", db_url,
                  "--out", str(tmp_path / "post")]) == 0
     out = tmp_path / "fc"
     assert main(["forecast", "--days", "2", "--from", "2027-01-01", "--customer", "C2",

@@ -43,7 +43,7 @@ def test_views_after_a_post_an_adjustment_and_a_gap(billing_db, tmp_path, monkey
     monkeypatch.setenv("BILLING_REPORT_DIR", str(tmp_path / "reports"))
     today_is(monkeypatch, "2027-01-04")  # the dates below are the past
     assert _json(capsys, "unposted", "--json", *db) == []  # nothing ever posted
-    assert main(["run", *db, "--date", "2027-01-01", "--post"]) == 0
+    assert main(["run", *db, "--date", "2027-01-01", "--post", "--allow-future"]) == 0
 
     # C1 EUR 100 - 15.00 - 29.97 - 37.65 = 17.38 (A4 invoiced); C2 JPY 10000 - 334 = 9666
     assert _json(capsys, "balances", "--json", *db) == [
@@ -86,10 +86,10 @@ def test_views_after_a_post_an_adjustment_and_a_gap(billing_db, tmp_path, monkey
         assert amount in text
 
     # 2027-01-02 is skipped, then posted for C2 only; 2027-01-03 posted for all
-    assert main(["run", *db, "--date", "2027-01-03", "--post"]) == 0
+    assert main(["run", *db, "--date", "2027-01-03", "--post", "--allow-future"]) == 0
     assert _json(capsys, "unposted", "--json", *db) == [
         {"run_date": "2027-01-02", "reason": "no post run", "post_attempts": 0}]
-    assert main(["run", *db, "--date", "2027-01-02", "--customer", "C2", "--post"]) == 0
+    assert main(["run", *db, "--date", "2027-01-02", "--customer", "C2", "--post", "--allow-future"]) == 0
     [gap] = _json(capsys, "unposted", "--json", *db)
     assert gap["run_date"] == "2027-01-02" and gap["reason"].startswith("posted for C2 only")
     assert "2027-01-02" in _table(capsys, "unposted", *db)

@@ -63,3 +63,77 @@ def test_unposted_dates(db_url):
     assert unposted_dates(engine, d) == []
     assert unposted_dates(engine, d - timedelta(days=10)) == []
     engine.dispose()
+
+
+def test_0011_keeps_run_records_and_allows_interrupted(db_url):
+    """Migration 0011 on a database holding runs: the records stay, the index stays, the
+    status check takes 'interrupted' and still refuses anything else; the new columns are
+    empty for the old records (their folder is then found under the report root)."""
+    import sqlalchemy as sa
+    from alembic import command
+
+    from billing_jobs.store.db import _alembic_config, make_engine, upgrade
+
+    engine = make_engine(db_url)
+    with engine.begin() as conn:
+        command.upgrade(_alembic_config(conn), "0010")
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO runs (run_id, run_date, mode, started_by, started_at, status) VALUES "
+            "('old-1', '2027-01-01', 'post', 'cli:a', '2027-01-01 00:00:00', 'succeeded'), "
+            "('old-2', '2027-01-02', 'simulate', 'cli:a', '2027-01-02 00:00:00', 'running')"))
+    with pytest.raises(sa.exc.IntegrityError):  # before 0011: no such status
+        with engine.begin() as conn:
+            conn.execute(sa.text("UPDATE runs SET status = 'interrupted' WHERE run_id = 'old-2'"))
+    upgrade(engine)
+    old = get_run(engine, "old-1")
+    assert (old["status"], old["mode"], str(old["run_date"])) == ("succeeded", "post",
+                                                                  "2027-01-01")
+    assert (old["host"], old["pid"], old["report_dir"]) == (None, None, None)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE runs SET status = 'interrupted' WHERE run_id = 'old-2'"))
+    assert get_run(engine, "old-2")["status"] == "interrupted"
+    with pytest.raises(sa.exc.IntegrityError):
+        with engine.begin() as conn:
+            conn.execute(sa.text("UPDATE runs SET status = 'paused' WHERE run_id = 'old-2'"))
+    indexes = {tuple(ix["column_names"]) for ix in sa.inspect(engine).get_indexes("runs")}
+    assert ("run_date", "mode", "status") in indexes
+    engine.dispose()
+
+
+def test_a_run_records_its_host_pid_and_folder(db_url, tmp_path):
+    import os
+
+    from billing_jobs.store.runs import history, this_host
+
+    engine = fresh_engine(db_url)
+    run_id = start_run(engine, date(2027, 3, 1), "post", None, "cli:a", pid=os.getpid())
+    run = get_run(engine, run_id)
+    assert (run["host"], run["pid"]) == (this_host(), os.getpid())
+    finish_run(engine, run_id, "interrupted", {}, {}, "interrupted by SIGINT (Ctrl-C)",
+               tmp_path / "out")
+    [row] = history(engine, tmp_path, 5)
+    assert (row["status"], row["report_folder"], row["process"]) == (
+        "interrupted", str(tmp_path / "out"), None)
+    engine.dispose()
+
+
+def test_charged_totals_are_the_runs_own_lines():
+    from billing_jobs.store.runs import charged_totals
+
+    def block(amount, cost, lines):
+        return {"amount": amount, "cost": cost, "lines": lines}
+
+    totals = {"EUR": {"amount": "110.00", "by_status": {
+        "posted": block("10.00", "4.00", 2), "invoiced": block("5.005", "0", 1),
+        "already_posted": block("95.00", "1", 9)}},
+        "JPY": {"by_status": {"already_posted": block("334", "100", 1)}},
+        "KWD": {"by_status": {"posted": block("-1.250", "0.000", 1)}}}
+    assert charged_totals("post", totals) == {
+        "EUR": {"amount": "15.005", "cost": "4.00", "margin": "11.005", "lines": 3},
+        "KWD": {"amount": "-1.250", "cost": "0.000", "margin": "-1.250", "lines": 1}}
+    assert charged_totals("simulate", totals) == {}
+    sim = {"EUR": {"by_status": {"simulated": block("7.00", "1.00", 1),
+                                 "already_posted": block("3.00", "0", 1)}}}
+    assert charged_totals("simulate", sim) == {
+        "EUR": {"amount": "7.00", "cost": "1.00", "margin": "6.00", "lines": 1}}
