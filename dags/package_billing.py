@@ -171,6 +171,11 @@ def record_failure(context) -> None:
             False, type="boolean", title="Strict",
             description="Fail before posting when any input row is rejected.",
         ),
+        "allow_future": Param(
+            False, type="boolean", title="Allow a future date",
+            description="Post a billing date after today (prepaid in advance). Without it a "
+                        "post of a future date fails before anything is written.",
+        ),
     },
     tags=["billing"],
     doc_md=__doc__,
@@ -184,7 +189,8 @@ def package_billing():
         req = staged_run.new_request(
             run_date_of(context), run_dir, simulate=params["simulate"],
             customer_ids=params.get("customer_ids"), strict=params.get("strict"),
-            started_by=f"airflow:{DAG_ID}/{run_id}", tz=billing_tz())
+            started_by=f"airflow:{DAG_ID}/{run_id}", tz=billing_tz(),
+            allow_future=params.get("allow_future", False))
         return staged_run.extract(billing_db_url(), req, run_dir,  # one compute task per shard
                                   airflow_dag_id=DAG_ID, airflow_run_id=run_id,
                                   attempt=attempt_of(context))

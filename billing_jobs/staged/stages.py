@@ -159,18 +159,20 @@ def has_started(run_dir: str | Path) -> bool:
 
 
 def new_request(run_date: date, run_dir: str | Path, *, simulate, customer_ids, strict,
-                started_by: str, tz: str) -> RunRequest:
+                started_by: str, tz: str, allow_future: bool = False) -> RunRequest:
     """The request of a new run whose report goes to ``run_dir`` (no customers: all)."""
     return RunRequest(run_date=run_date, simulate=bool(simulate),
                       customer_ids=customer_ids or None, strict=bool(strict),
-                      out_dir=Path(run_dir), started_by=started_by, tz=tz)
+                      out_dir=Path(run_dir), started_by=started_by, tz=tz,
+                      allow_future=bool(allow_future))
 
 
 def _request(m: dict) -> RunRequest:
     """The run's request, rebuilt from its manifest."""
     return RunRequest(run_date=date.fromisoformat(m["run_date"]), simulate=m["simulate"],
                       customer_ids=m["customer_ids"], strict=m["strict"],
-                      out_dir=Path(m["run_dir"]), started_by=m["started_by"], tz=m["tz"])
+                      out_dir=Path(m["run_dir"]), started_by=m["started_by"], tz=m["tz"],
+                      allow_future=bool(m.get("allow_future", False)))
 
 
 def _put_json(folder, name: str, value) -> None:
@@ -246,6 +248,7 @@ def extract(db_url: str | None, req: RunRequest, run_dir: str | Path, *,
     load and validate the inputs (``run.stages.load_stage``), write them as a snapshot and split
     the customers into ``shards`` (default: ``shards_for`` the number of assignments). Returns
     one shard file per shard."""
+    req.refuse_future_post()  # a mistyped run_date never posts: refused before anything is written
     work = work_dir(run_dir)
     timings = Timings()
     with database(db_url) as engine:
@@ -262,6 +265,7 @@ def extract(db_url: str | None, req: RunRequest, run_dir: str | Path, *,
                         customer_ids=(None if req.customer_ids is None
                                       else list(req.customer_ids)), strict=req.strict, tz=req.tz,
                         started_by=req.started_by, run_dir=str(Path(run_dir)),
+                        allow_future=req.allow_future,
                         inputs=str(work / "inputs"))
         _write_manifest(work, manifest)
         with run_stages.rule_evaluator(req.customer_ids):

@@ -181,7 +181,8 @@ def test_celery_executor_two_workers_bill_like_the_cli(pg_admin_url, tmp_path, m
                 "SELECT count(*) FROM serialized_dag WHERE dag_id = 'package_billing'"),
                 deadline)
             phase("parsed")
-            conf = json.dumps({"run_date": D.isoformat(), "simulate": False})
+            conf = json.dumps({"run_date": D.isoformat(), "simulate": False,
+                               "allow_future": True})  # D lies after today
             done = subprocess.run([AIRFLOW, "dags", "trigger", "package_billing", "--conf", conf,
                                    "--run-id", "manual__celery"], env=env, capture_output=True,
                                   text=True, timeout=120)

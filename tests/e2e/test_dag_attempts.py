@@ -22,6 +22,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from billing_jobs.core.errors import UsageError
 from billing_jobs.staged import stages as staged_run
 from billing_jobs.run.local import run_billing
 from billing_jobs.run.request import RunRequest
@@ -54,7 +55,7 @@ def _start(env, day: date, run_id: str, *, simulate: bool, attempt: int = 0):
     run_dir = staged_run.run_folder(day, run_id, attempt)
     req = staged_run.new_request(day, run_dir, simulate=simulate, customer_ids=None,
                                  strict=False, started_by=f"airflow:package_billing/{run_id}",
-                                 tz="UTC")
+                                 tz="UTC", allow_future=True)  # D lies after today
     shards = staged_run.extract(env.url, req, run_dir, airflow_dag_id="package_billing",
                                 airflow_run_id=run_id, attempt=attempt)
     return run_dir, staged_run.gate([staged_run.compute_shard(s) for s in shards])
@@ -224,3 +225,24 @@ def test_hand_offs_on_s3_compatible_storage(env, s3_server, monkeypatch):
     cli = run_billing(env.engine, RunRequest(run_date=D, out_dir=env.tmp / "cli"))
     pd.testing.assert_frame_equal(_charges(folder), _charges(cli.report_dir))
     assert _summary(folder)["totals"] == _summary(cli.report_dir)["totals"]
+
+
+def test_a_future_date_is_not_posted_by_the_airflow_stages(env):
+    """A manual DAG run with a mistyped run_date fails before anything is written (#30 item 4);
+    the `allow_future` param lets a prepaid-in-advance post through."""
+    future = date.today() + timedelta(days=400)
+    run_dir = staged_run.run_folder(future, "manual__future")
+    req = staged_run.new_request(future, run_dir, simulate=False, customer_ids=None,
+                                 strict=False, started_by="airflow:x", tz="UTC")
+    with pytest.raises(UsageError, match="after today"):
+        staged_run.extract(env.url, req, run_dir, airflow_dag_id="d",
+                           airflow_run_id="manual__future")
+    engine = sa.create_engine(env.url)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM runs")).scalar() == 0
+        assert conn.execute(sa.text("SELECT count(*) FROM ledger")).scalar() == 0
+    engine.dispose()
+    simulated = staged_run.new_request(future, run_dir, simulate=True, customer_ids=None,
+                                       strict=False, started_by="airflow:x", tz="UTC")
+    assert staged_run.extract(env.url, simulated, run_dir, airflow_dag_id="d",
+                              airflow_run_id="manual__future")
