@@ -91,7 +91,7 @@ def history_cmd(
     db: DbOption = None,
 ) -> None:
     """The versions and changes of an assignment or a package, in effective order."""
-    from billing_jobs.corrections.changes import HISTORY_FIELDS, history  # heavy: pandas
+    from billing_jobs.corrections.changes import history  # heavy: pandas; keeps --version fast
 
     entries = history(upgraded_engine(db), assignment_id=assignment, package_id=package)
     if as_json:

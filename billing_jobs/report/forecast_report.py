@@ -8,7 +8,6 @@ evaluate are neutralised (report.writer.neutralise_formulas); the page escapes e
 
 from __future__ import annotations
 
-import json
 import secrets
 from datetime import datetime, timezone
 from pathlib import Path

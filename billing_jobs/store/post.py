@@ -612,7 +612,7 @@ def _settle_consumption_checks(conn: sa.Connection, run_date) -> list[str]:
     moved_ids = sorted({str(r[0]) for r in moved})
     for start in range(0, len(moved_ids), 500):
         chunk = moved_ids[start:start + 500]
-        conn.exec_driver_sql(f"INSERT INTO _post_done (customer_id) VALUES "
+        conn.exec_driver_sql("INSERT INTO _post_done (customer_id) VALUES "
                              + ", ".join([f"({p})"] * len(chunk)), tuple(chunk))
     conn.exec_driver_sql(
         f"DELETE FROM _post_lines WHERE kind = '{LineKind.FREE_MINUTES_CREDIT}' AND customer_id IN "

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from datetime import date, datetime, timezone
-from pathlib import Path
 from typing import Sequence
 
 import sqlalchemy as sa
@@ -64,54 +63,6 @@ def ledger(engine: sa.Engine, customer_id: str, first: date | None = None,
             "quantity": int(r["quantity"]), "amount": int(r["amount_micros"]),
             "currency": r["currency"], "auto_decrement": bool(r["auto_decrement"]),
             "status": r["status"], "reason": r["reason"], "posted_at": _ts(r["posted_at"]),
-        })
-    return out
-
-
-def _report_folder(run_id: str, run_date, mode: str, root: Path) -> str | None:
-    """The run's report folder under the report root, found by the default name
-    `<date>_<mode>_<stamp>_<run_id[:8]>` and confirmed by its summary.json run_id.
-    A report written elsewhere (--out) is not recorded in the database: None."""
-    try:
-        candidates = sorted(Path(root).glob(f"{run_date}_{mode}_*_{run_id[:8]}"))
-    except OSError:
-        return None
-    for folder in candidates:
-        try:
-            if json.loads((folder / "summary.json").read_text(encoding="utf-8")).get("run_id") == run_id:
-                return str(folder)
-        except (OSError, ValueError):
-            continue
-    return None
-
-
-def runs(engine: sa.Engine, report_root: Path, last: int | None = 20) -> list[dict]:
-    """The `last` run records (newest first; None = all): who started what, when, how it ended,
-    line counts and per-currency totals (decimal strings, as the run's summary wrote them), and
-    the report folder found under `report_root` (pipeline.report_root())."""
-    q = sa.select(runs_t).order_by(runs_t.c.started_at.desc(), runs_t.c.run_id)
-    if last is not None:
-        q = q.limit(int(last))
-    with db_errors(engine, "reading the run history"), read_connection(engine) as conn:
-        rows = conn.execute(q).mappings().all()
-    out = []
-    for r in rows:
-        counts = json.loads(r["counts"]) if r["counts"] else {}
-        totals = json.loads(r["totals"]) if r["totals"] else {}
-        run_date = r["run_date"]
-        out.append({
-            "run_id": r["run_id"], "run_date": run_date, "mode": r["mode"], "status": r["status"],
-            "started_by": r["started_by"], "started_at": _ts(r["started_at"]),
-            "finished_at": _ts(r["finished_at"]),
-            "customers": json.loads(r["customer_filter"]) if r["customer_filter"] else None,
-            "lines": int(counts.get("lines", 0) or 0),
-            "lines_by_status": counts.get("lines_by_status", {}),
-            "rejects": int(counts.get("rejects", 0) or 0),
-            "totals": {cur: {"amount": t.get("amount"), "cost": t.get("cost"),
-                             "margin": t.get("margin"), "lines": t.get("lines")}
-                       for cur, t in totals.items()},
-            "message": r["message"], "reversed_by_run": r["reversed_by_run"],
-            "report_folder": _report_folder(r["run_id"], run_date, r["mode"], report_root),
         })
     return out
 

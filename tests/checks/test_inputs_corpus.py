@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-import pandas as pd
 import pytest
 
 from billing_jobs.checks import validate_inputs

@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import date, datetime, timezone
 
 import pandas as pd
-import sqlalchemy as sa
 
 from billing_jobs.core.frames import CHANGE_COLUMNS, VERSION_COLUMNS
 from billing_jobs.store.load import load_inputs, load_range
