@@ -1,0 +1,132 @@
+"""Issue #28, round 3 of "nothing silently wrong" (docs/decisions.md): the engine, gate and
+store side of items 3, 4, 6, 9, 10 and the port of 12. Database tests run on SQLite and
+PostgreSQL (the `db_url` fixture) unless the point is SQLite's own."""
+
+from __future__ import annotations
+
+import time
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from billing_jobs.checks.gate import gate
+from billing_jobs.core.errors import GateError
+from billing_jobs.core.frames import (DUE_LINE_COLUMNS, EXTENDED_END_COLUMNS, GRANT_COLUMNS,
+                                      UTILISATION_COLUMNS, BillingInputs, BillingResult,
+                                      empty_frame)
+from billing_jobs.ingest.importer import import_csv
+from billing_jobs.run.local import run_billing
+from billing_jobs.run.request import RunRequest
+from billing_jobs.store.db import make_engine, upgrade
+
+PACKAGES = ("package_id,name,type,cost,retail,setup_cost,setup_retail,currency,frequency,"
+            "free_minutes,destination,minimum_spend,minimum_days\n"
+            "UK,UK bundle,free_minutes,0,0,0,0,EUR,monthly,12,^44,false,0\n"
+            "MS,Commitment,standard,0,10.00,0,0,EUR,monthly,,,true,0\n")
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def _run(engine, day: str, tmp_path: Path, simulate=True, customers=None):
+    req = RunRequest(run_date=date.fromisoformat(day), simulate=simulate,
+                     customer_ids=tuple(customers) if customers else None,
+                     out_dir=tmp_path / f"r-{day}-{simulate}-{time.monotonic_ns()}")
+    out = run_billing(engine, req)
+    assert out.ok, out.message
+    return out
+
+
+def _amounts(out, kind: str) -> dict[str, int]:
+    lines = out.result.due_lines
+    lines = lines[lines["kind"].astype(str) == kind]
+    return {str(c): int(a) for c, a in zip(lines["customer_id"], lines["amount"])}
+
+
+@pytest.fixture
+def fm_ms_db(db_url, tmp_path):
+    """C1 holds a 12-minute UK bundle; C2 a 10.00 monthly commitment; C3 both. One 5-minute
+    UK call of 5.00 each for C1 and C3 on 5 Jan, consumed (credited 5.00) by the post of 6 Jan."""
+    engine = make_engine(db_url)
+    upgrade(engine)
+    import_csv(engine, "customers", _write(tmp_path / "c.csv",
+               "customer_id,name,currency,balance\nC1,One,EUR,50.00\nC2,Two,EUR,50.00\n"
+               "C3,Three,EUR,50.00\n"))
+    import_csv(engine, "packages", _write(tmp_path / "p.csv", PACKAGES))
+    import_csv(engine, "assignments", _write(tmp_path / "a.csv",
+               "assignment_id,customer_id,package_id,quantity,start_date,auto_decrement\n"
+               "A-C1-UK,C1,UK,1,2027-01-01,true\nA-C2-MS,C2,MS,1,2027-01-01,true\n"
+               "A-C3-UK,C3,UK,1,2027-01-01,true\nA-C3-MS,C3,MS,1,2027-01-01,true\n"))
+    import_csv(engine, "usage", _write(tmp_path / "u.csv",
+               "call_id,customer_id,start_time,destination,duration_s,charge\n"
+               "K1,C1,2027-01-05T10:00:00Z,442071234567,300,5.00\n"
+               "K3,C3,2027-01-05T10:00:00Z,442071234567,300,5.00\n"))
+    out = _run(engine, "2027-01-06", tmp_path, simulate=False)
+    assert _amounts(out, "free_minutes_credit") == {"C1": -5_000_000, "C3": -5_000_000}
+    yield engine
+    engine.dispose()
+
+
+# -- item 3: a consumed call moved to another customer -------------------------------------
+
+def test_a_consumed_call_moved_to_another_customer_nets_only_its_own_customer(fm_ms_db,
+                                                                               tmp_path):
+    """K1 was credited to C1; it reaches the database under C2 (not by an import: run-time
+    data). C2's spend is its charge, 5.00, never net of C1's credit: the nightly run and a run
+    for C2 alone both bill the 10.00 commitment's shortfall as 5.00."""
+    with fm_ms_db.begin() as conn:
+        conn.execute(sa.text("UPDATE usage SET customer_id = 'C2' WHERE call_id = 'K1'"))
+    nightly = _amounts(_run(fm_ms_db, "2027-02-01", tmp_path), "minimum_spend")
+    chosen = _amounts(_run(fm_ms_db, "2027-02-01", tmp_path, customers=["C2"]), "minimum_spend")
+    assert nightly["C2"] == 5_000_000
+    assert chosen == {"C2": 5_000_000}
+
+
+# -- item 4: a shortfall above the commitment ------------------------------------------------
+
+def test_a_consumed_call_repriced_to_zero_never_makes_spend_negative(fm_ms_db, tmp_path):
+    """K3 (C3) was credited 5.00; its charge becomes 0.00 in the database. Spend is clamped
+    at 0 (never 0.00 - 5.00), so the shortfall is the commitment, 10.00, not 15.00."""
+    with fm_ms_db.begin() as conn:
+        conn.execute(sa.text("UPDATE usage SET charge_micros = 0 WHERE call_id = 'K3'"))
+    for customers in (None, ["C3"]):
+        out = _run(fm_ms_db, "2027-02-01", tmp_path, customers=customers)
+        assert _amounts(out, "minimum_spend")["C3"] == 10_000_000
+    out = _run(fm_ms_db, "2027-02-01", tmp_path, simulate=False)
+    assert _amounts(out, "minimum_spend") == {"C2": 10_000_000, "C3": 10_000_000}
+
+
+def _gate_inputs() -> BillingInputs:
+    customers = pd.DataFrame({"customer_id": ["C1"], "name": ["One"], "currency": ["EUR"],
+                              "balance": [0]})
+    packages = pd.DataFrame({"package_id": ["MS"], "retail": [10_000_000], "minimum_days": [0]})
+    assignments = pd.DataFrame({
+        "assignment_id": ["A1"], "customer_id": ["C1"], "package_id": ["MS"], "quantity": [2],
+        "start_date": pd.to_datetime(["2027-01-01"]), "end_date": pd.to_datetime([None])})
+    return BillingInputs(customers=customers, packages=packages, assignments=assignments,
+                         usage=pd.DataFrame())
+
+
+def _ms_result(amount: int, quantity: int = 2, unit: int = 10_000_000) -> BillingResult:
+    line = pd.DataFrame([[pd.Timestamp("2027-02-01"), "C1", "A1", "MS", "minimum_spend",
+                          pd.Timestamp("2027-01-01"), pd.Timestamp("2027-02-01"), quantity,
+                          unit, amount, 0, "EUR", True]], columns=DUE_LINE_COLUMNS)
+    return BillingResult(due_lines=line, grants=empty_frame(GRANT_COLUMNS),
+                         utilisation=empty_frame(UTILISATION_COLUMNS),
+                         extended_ends=empty_frame(EXTENDED_END_COLUMNS))
+
+
+def test_the_gate_refuses_a_shortfall_above_its_commitment():
+    inputs = _gate_inputs()
+    gate(_ms_result(20_000_000), inputs)  # exactly the commitment, 10.00 x 2: postable
+    with pytest.raises(GateError) as err:
+        gate(_ms_result(20_010_000), inputs)
+    text = str(err.value)
+    assert text.startswith("posting gate failed, nothing posted: ")
+    assert "minimum_spend amount <= retail x quantity of its line" in text
+    assert "(A1, minimum_spend, 2027-01-01)" in text
