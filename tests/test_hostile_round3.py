@@ -4,6 +4,7 @@ PostgreSQL (the `db_url` fixture) unless the point is SQLite's own."""
 
 from __future__ import annotations
 
+import socket
 import time
 from datetime import date
 from pathlib import Path
@@ -13,14 +14,17 @@ import pytest
 import sqlalchemy as sa
 
 from billing_jobs.checks.gate import gate
-from billing_jobs.core.errors import GateError
+from billing_jobs.cli.app import main
+from billing_jobs.core.errors import DatabaseError, GateError, UsageError
 from billing_jobs.core.frames import (DUE_LINE_COLUMNS, EXTENDED_END_COLUMNS, GRANT_COLUMNS,
                                       UTILISATION_COLUMNS, BillingInputs, BillingResult,
                                       empty_frame)
 from billing_jobs.ingest.importer import import_csv
 from billing_jobs.run.local import run_billing
 from billing_jobs.run.request import RunRequest
-from billing_jobs.store.db import make_engine, upgrade
+from billing_jobs.core.urls import UNREADABLE, redacted
+from billing_jobs.store.db import DatabaseUrlError, db_errors, make_engine, upgrade
+from tests.conftest import fresh_postgres_database
 
 PACKAGES = ("package_id,name,type,cost,retail,setup_cost,setup_retail,currency,frequency,"
             "free_minutes,destination,minimum_spend,minimum_days\n"
@@ -130,3 +134,145 @@ def test_the_gate_refuses_a_shortfall_above_its_commitment():
     assert text.startswith("posting gate failed, nothing posted: ")
     assert "minimum_spend amount <= retail x quantity of its line" in text
     assert "(A1, minimum_spend, 2027-01-01)" in text
+
+
+# -- item 6 and the port of item 12: no password in any message; a malformed URL exits 2 ----
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("url, secret", [
+    ("postgresql://u:pw@h:55x33/db", "pw"),                       # a port that is not a number
+    ("postgresql://u:Zq9secret@h:99999999999999999999/db", "Zq9secret"),
+    ("u:Zq9secret@h/db", "Zq9secret"),                            # no scheme: never echoed
+    ("Zq9secret", "Zq9secret"),                                   # a password where the URL goes
+    ("nosuchdb://u:Zq9secret@h/db", "Zq9secret"),                 # an unknown dialect
+    ("postgresql://u:pa@Zq9secret@h:5x/db", "Zq9secret"),         # `@` in the password
+])
+def test_a_malformed_database_url_is_a_usage_error_without_the_password(url, secret, capsys,
+                                                                       tmp_path):
+    with pytest.raises(DatabaseUrlError) as err:
+        make_engine(url)
+    assert err.value.exit_code == 2 and isinstance(err.value, DatabaseError)
+    assert secret not in str(err.value) and "\n" not in str(err.value)
+    code = main(["run", "--db", url, "--date", "2027-01-01", "--out", str(tmp_path / "r")])
+    printed = capsys.readouterr()
+    assert code == 2
+    assert secret not in printed.out + printed.err
+    assert len(printed.err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("url, secret, shown", [
+    ("postgresql://nobody:Zq9secret@127.0.0.1:{port}/x", "Zq9secret",
+     "postgresql+psycopg://nobody:***@127.0.0.1:{port}/x"),
+    ("postgresql://nobody@127.0.0.1:{port}/x?password=Zq9secret", "Zq9secret",
+     "postgresql+psycopg://nobody@127.0.0.1:{port}/x?password=***"),
+    ("postgresql://nobody:pa@Zq9secret@127.0.0.1:{port}/x", "Zq9secret",
+     "postgresql+psycopg://nobody:***@127.0.0.1:{port}/x"),
+    ("postgresql://nobody:s/3@Zq9secret@127.0.0.1:{port}/x?sslpassword=Zq9secret&"
+     "application_name=a@b", "Zq9secret",
+     "postgresql+psycopg://nobody:***@127.0.0.1:{port}/x?application_name=a%40b&"
+     "sslpassword=***"),
+])
+def test_no_password_in_a_database_failure_wherever_it_sits(url, secret, shown):
+    port = _closed_port()
+    engine = make_engine(url.format(port=port))
+    assert engine.url.host == "127.0.0.1"  # an unencoded `@` stays in the password
+    with pytest.raises(DatabaseError) as err:
+        upgrade(engine)
+    text = str(err.value)
+    assert secret not in text and "\n" not in text
+    assert f" failed on {shown.format(port=port)}: " in text
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("postgresql://u:pa@ss@h/db", "postgresql://u:***@h/db"),
+    ("postgresql://u@h/db?sslmode=require&password=X", "postgresql://u@h/db?sslmode=require&password=***"),
+    ("sqlite:////tmp/a@b/billing.db", "sqlite:////tmp/a@b/billing.db"),
+    ("sqlite:///billing.db?password=X", "sqlite:///billing.db?password=***"),
+    ("host/db", UNREADABLE),
+    ("user:X@host/db", UNREADABLE),
+    ("postgresql://u:X@h/db\nnext line", UNREADABLE),
+])
+def test_redacted_hides_the_password_wherever_it_sits(url, shown):
+    assert redacted(url) == shown
+
+
+# -- item 9: PostgreSQL waits on a lock no longer than BILLING_PG_LOCK_TIMEOUT ---------------
+
+@pytest.fixture
+def pg_url(pg_admin_url):
+    return fresh_postgres_database(pg_admin_url)
+
+
+def test_a_post_blocked_by_lock_table_ledger_fails_naming_the_lock(pg_url, tmp_path,
+                                                                   monkeypatch, capsys):
+    engine = make_engine(pg_url)
+    upgrade(engine)
+    import_csv(engine, "customers", _write(tmp_path / "c.csv",
+               "customer_id,name,currency,balance\nC2,Two,EUR,50.00\n"))
+    import_csv(engine, "packages", _write(tmp_path / "p.csv", PACKAGES))
+    import_csv(engine, "assignments", _write(tmp_path / "a.csv",
+               "assignment_id,customer_id,package_id,quantity,start_date,auto_decrement\n"
+               "A-C2-MS,C2,MS,1,2027-01-01,true\n"))
+    monkeypatch.setenv("BILLING_PG_LOCK_TIMEOUT", "1")
+    holder = make_engine(pg_url).connect()
+    holder.begin()
+    holder.exec_driver_sql("LOCK TABLE ledger IN ACCESS EXCLUSIVE MODE")
+    try:
+        started = time.monotonic()
+        code = main(["run", "--db", pg_url, "--date", "2027-02-01", "--post",
+                     "--out", str(tmp_path / "post")])
+        waited = time.monotonic() - started
+    finally:
+        holder.rollback()
+        holder.close()
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and waited < 30
+    first = err.splitlines()[0]  # the run's one-line outcome, then the report's place
+    assert first.startswith("2027-02-01: failed: nothing posted, because ")
+    assert "gave up waiting for a lock on table ledger (AccessExclusiveLock, pid " in first
+    assert " after 1 s (BILLING_PG_LOCK_TIMEOUT): another session holds it" in first
+    with engine.connect() as conn:
+        status = conn.execute(sa.text("SELECT status FROM runs")).scalars().all()
+        posted = conn.execute(sa.text("SELECT count(*) FROM ledger")).scalar()
+    assert status == ["failed"] and posted == 0  # the record says so; it is not `running`
+    engine.dispose()
+
+
+def test_the_pg_timeouts_are_set_on_every_connection(pg_url, monkeypatch):
+    monkeypatch.setenv("BILLING_PG_LOCK_TIMEOUT", "7")
+    monkeypatch.setenv("BILLING_PG_STATEMENT_TIMEOUT", "3600")
+    engine = make_engine(pg_url)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SHOW lock_timeout").scalar() == "7s"
+        assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == "1h"
+    engine.dispose()
+    monkeypatch.delenv("BILLING_PG_LOCK_TIMEOUT")
+    monkeypatch.delenv("BILLING_PG_STATEMENT_TIMEOUT")
+    engine = make_engine(pg_url)
+    with engine.connect() as conn:  # the defaults: 60 s for a lock, no statement limit
+        assert conn.exec_driver_sql("SHOW lock_timeout").scalar() == "1min"
+        assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == "0"
+    engine.dispose()
+
+
+@pytest.mark.parametrize("value", ["soon", "-1", "1.5"])
+def test_a_malformed_timeout_setting_names_the_variable(value, monkeypatch, tmp_path):
+    monkeypatch.setenv("BILLING_PG_LOCK_TIMEOUT", value)
+    with pytest.raises(UsageError, match="BILLING_PG_LOCK_TIMEOUT"):
+        make_engine("postgresql://u@127.0.0.1/db")
+
+
+def test_a_statement_past_the_statement_timeout_fails_readably(pg_url, monkeypatch):
+    monkeypatch.setenv("BILLING_PG_STATEMENT_TIMEOUT", "1")
+    engine = make_engine(pg_url)
+    with pytest.raises(DatabaseError) as err:
+        with db_errors(engine, "reading"), engine.connect() as conn:
+            conn.exec_driver_sql("SELECT pg_sleep(5)")
+    assert "ran longer than 1 s (BILLING_PG_STATEMENT_TIMEOUT) and was cancelled" \
+        in str(err.value)
+    engine.dispose()
