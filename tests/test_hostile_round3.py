@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from alembic import command
 
 from billing_jobs.checks.gate import gate
 from billing_jobs.cli.app import main
@@ -23,7 +24,8 @@ from billing_jobs.ingest.importer import import_csv
 from billing_jobs.run.local import run_billing
 from billing_jobs.run.request import RunRequest
 from billing_jobs.core.urls import UNREADABLE, redacted
-from billing_jobs.store.db import DatabaseUrlError, db_errors, make_engine, upgrade
+from billing_jobs.store.db import (DatabaseUrlError, _alembic_config, db_errors, make_engine,
+                                   upgrade)
 from tests.conftest import fresh_postgres_database
 
 PACKAGES = ("package_id,name,type,cost,retail,setup_cost,setup_retail,currency,frequency,"
@@ -275,4 +277,81 @@ def test_a_statement_past_the_statement_timeout_fails_readably(pg_url, monkeypat
             conn.exec_driver_sql("SELECT pg_sleep(5)")
     assert "ran longer than 1 s (BILLING_PG_STATEMENT_TIMEOUT) and was cancelled" \
         in str(err.value)
+    engine.dispose()
+
+
+# -- item 10: SQLite refuses impossible call times (migration 0012) --------------------------
+
+_CALL = ("INSERT INTO usage (call_id, customer_id, start_time, destination, duration_s, "
+         "charge_micros) VALUES (:id, 'C1', :t, '44', 60, 300000)")
+_TIME_REFUSED = "usage.start_time must be a timestamp YYYY-MM-DD HH:MM:SS"
+
+
+@pytest.mark.parametrize("value", [
+    "2027-13-01 10:00:00", "2027-19-01 10:00:00", "2027-00-01 10:00:00",
+    "2027-01-32 10:00:00", "2027-01-39 10:00:00", "2027-02-30 10:00:00",
+    "2027-02-29 10:00:00", "2027-04-31 10:00:00", "2027-01-01 24:00:00",
+    "2027-01-01 29:00:00", "2027-01-01 10:60:00", "2027-01-01 10:00:60",
+    "2027-01-01 10:00:00abc", "2027-01-01 10:00:00 ", "2027-01-01 10:00:00+02:00",
+    "2027-01-01T10:00:00", "2027-01-01 10:00:00.", "2027-01-01 10:00:00.1234567",
+    "2027-01-01 10:00:00.12a", " 2027-01-01 10:00:00", "2027-1-01 10:00:00",
+])
+def test_sqlite_refuses_a_call_time_that_does_not_exist(tmp_path, value):
+    engine = make_engine(f"sqlite:///{tmp_path / 'b.db'}")
+    upgrade(engine)
+    with pytest.raises(sa.exc.IntegrityError, match=_TIME_REFUSED):
+        with engine.begin() as conn:
+            conn.execute(sa.text(_CALL), {"id": "K1", "t": value})
+    with engine.begin() as conn:
+        conn.execute(sa.text(_CALL), {"id": "K2", "t": "2027-01-01 10:00:00"})
+    with pytest.raises(sa.exc.IntegrityError, match=_TIME_REFUSED):
+        with engine.begin() as conn:
+            conn.execute(sa.text("UPDATE usage SET start_time = :t"), {"t": value})
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT call_id, start_time FROM usage")).all() == [
+            ("K2", "2027-01-01 10:00:00")]
+    engine.dispose()
+
+
+@pytest.mark.parametrize("value", [
+    "2027-01-01 10:00:00", "2028-02-29 10:00:00", "2027-12-31 23:59:59",
+    "2027-01-01 23:59:59.999999", "2027-01-01 10:00:00.5", "2027-01-01 10:00:00.000000",
+])
+def test_sqlite_accepts_every_time_that_exists_in_the_stored_forms(tmp_path, value):
+    engine = make_engine(f"sqlite:///{tmp_path / 'b.db'}")
+    upgrade(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.text(_CALL), {"id": "K1", "t": value})
+        conn.execute(sa.text("UPDATE usage SET start_time = :t"), {"t": value})
+    engine.dispose()
+
+
+def test_upgrade_to_0012_refuses_a_database_holding_an_impossible_time(tmp_path):
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    with engine.begin() as conn:
+        command.upgrade(_alembic_config(conn), "0010")
+        conn.execute(sa.text(_CALL), {"id": "K13", "t": "2027-13-01 10:00:00"})
+    with pytest.raises(Exception, match=r"usage call_id='K13': start_time = "
+                                        r"'2027-13-01 10:00:00' must be a timestamp"):
+        upgrade(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE usage SET start_time = '2027-12-01 10:00:00'"))
+    upgrade(engine)  # fixed: the upgrade goes through, the exact guard is in place
+    with pytest.raises(sa.exc.IntegrityError, match=_TIME_REFUSED):
+        with engine.begin() as conn:
+            conn.execute(sa.text("UPDATE usage SET start_time = '2027-12-01 24:00:00'"))
+    engine.dispose()
+
+
+def test_a_call_written_by_the_import_still_goes_in(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'b.db'}")
+    upgrade(engine)
+    import_csv(engine, "customers", _write(tmp_path / "c.csv",
+               "customer_id,name,currency,balance\nC1,One,EUR,0\n"))
+    import_csv(engine, "usage", _write(tmp_path / "u.csv",
+               "call_id,customer_id,start_time,destination,duration_s,charge\n"
+               "K1,C1,2028-02-29T23:59:59+01:00,44,60,0.30\n"))
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT start_time FROM usage")).scalar() == \
+            "2028-02-29 22:59:59.000000"
     engine.dispose()
