@@ -150,7 +150,8 @@ def _closed_port() -> int:
     ("postgresql://u:pw@h:55x33/db", "pw"),                       # a port that is not a number
     ("postgresql://u:Zq9secret@h:99999999999999999999/db", "Zq9secret"),
     ("u:Zq9secret@h/db", "Zq9secret"),                            # no scheme: never echoed
-    ("Zq9secret", "Zq9secret"),                                   # a password where the URL goes
+    ("Zq9:secret", "secret"),                                     # no scheme, a `:`
+    ("u@Zq9secret", "Zq9secret"),                                 # no scheme, an `@`
     ("nosuchdb://u:Zq9secret@h/db", "Zq9secret"),                 # an unknown dialect
     ("postgresql://u:pa@Zq9secret@h:5x/db", "Zq9secret"),         # `@` in the password
 ])
@@ -195,7 +196,9 @@ def test_no_password_in_a_database_failure_wherever_it_sits(url, secret, shown):
     ("postgresql://u@h/db?sslmode=require&password=X", "postgresql://u@h/db?sslmode=require&password=***"),
     ("sqlite:////tmp/a@b/billing.db", "sqlite:////tmp/a@b/billing.db"),
     ("sqlite:///billing.db?password=X", "sqlite:///billing.db?password=***"),
-    ("host/db", UNREADABLE),
+    ("host/db", "'host/db'"),  # no scheme, nothing that can hold a password: shown quoted
+    ("nonsense", "'nonsense'"),
+    ("host:5432/db", UNREADABLE),
     ("user:X@host/db", UNREADABLE),
     ("postgresql://u:X@h/db\nnext line", UNREADABLE),
 ])

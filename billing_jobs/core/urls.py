@@ -8,8 +8,10 @@ hidden wherever it sits:
   parses with);
 * in a query parameter whose name says it is a secret (`password`, `sslpassword`, `pwd`,
   `secret`, `token`, `auth...`, `credential...`);
-* a text that does not read as `scheme://...` (a scheme-less or unparsable URL) is never
-  echoed: it may be a password typed in the wrong place.
+* a text that does not read as `scheme://...` (a scheme-less or unparsable URL) is not
+  echoed when it could hold a password (`user:pw@host/db`: any `:`, `@`, `%`, space...); a
+  plain word or path with none of those (`nonsense`, `billing.db`) is shown quoted, so the
+  operator sees what was wrong.
 
 Pure text (core imports no SQLAlchemy); an object with SQLAlchemy's `render_as_string` (a
 `sqlalchemy.URL`) is first rendered with `hide_password=True`, then redacted the same way, so
@@ -25,6 +27,7 @@ HIDDEN = "***"
 UNREADABLE = "(a URL that cannot be read; not shown)"
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://(.*)$", re.S)
+_SHOWABLE = re.compile(r"[A-Za-z0-9_./\-]{1,100}")
 _SECRET_NAME = re.compile(r"pass|pwd|secret|token|auth|credential|key$", re.I)
 
 
@@ -90,6 +93,10 @@ def redacted(url) -> str:
         return UNREADABLE
     parts = split_authority(text)
     if parts is None:
+        # not scheme://...: shown (quoted) only when it cannot hold a user's password, i.e.
+        # has no `:` or `@` to separate one (`nonsense`, `billing.db`); else never echoed
+        if _SHOWABLE.fullmatch(text):
+            return repr(text)
         return UNREADABLE
     scheme, user, password, tail = parts
     if user is None:  # no userinfo (e.g. sqlite:///path): the query may still hold one
