@@ -229,7 +229,7 @@ def test_a_post_blocked_by_lock_table_ledger_fails_naming_the_lock(pg_url, tmp_p
     holder.exec_driver_sql("LOCK TABLE ledger IN ACCESS EXCLUSIVE MODE")
     try:
         started = time.monotonic()
-        code = main(["run", "--db", pg_url, "--date", "2027-02-01", "--post",
+        code = main(["run", "--db", pg_url, "--date", "2027-02-01", "--post", "--allow-future",
                      "--out", str(tmp_path / "post")])
         waited = time.monotonic() - started
     finally:
@@ -332,7 +332,7 @@ def test_sqlite_accepts_every_time_that_exists_in_the_stored_forms(tmp_path, val
 def test_upgrade_to_0012_refuses_a_database_holding_an_impossible_time(tmp_path):
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'old.db'}")
     with engine.begin() as conn:
-        command.upgrade(_alembic_config(conn), "0010")
+        command.upgrade(_alembic_config(conn), "0011")
         conn.execute(sa.text(_CALL), {"id": "K13", "t": "2027-13-01 10:00:00"})
     with pytest.raises(Exception, match=r"usage call_id='K13': start_time = "
                                         r"'2027-13-01 10:00:00' must be a timestamp"):

@@ -17,7 +17,7 @@ It refuses to upgrade a database already holding such a time, naming the call (a
 and keeps 0005's other checks of `usage` as they were.
 
 Revision ID: 0012
-Revises: 0010 (0011 is another change's; point this at "0011" once it is on main)
+Revises: 0011
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0012"
-down_revision = "0010"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 
