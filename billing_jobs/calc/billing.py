@@ -62,10 +62,12 @@ def compute_billing(inputs: BillingInputs, run_date, tz: str = "UTC",
         committed[book.terms.customer_codes_of(book.minimum_spend)] = True  # transfers
         known = committed[np.where(call_customer >= 0, call_customer, n_codes)]
         net = usage["charge"].to_numpy(dtype="int64")[known]
-        if len(free.covered_by_call):  # looked up for the summed calls only
-            ids = usage["call_id"].astype(str).to_numpy(dtype=object)[known]
-            net = net - free.covered_by_call.reindex(ids).fillna(0).to_numpy(dtype="int64")
-        spend_index = SpendIndex(call_customer[known], day_of_call[known], net)
+        if len(free.covered_by_call):  # looked up for the summed calls only, by (call, customer)
+            net = net - free.covered_of(usage["call_id"].to_numpy(dtype=object)[known],
+                                        usage["customer_id"].to_numpy(dtype=object)[known])
+        # a call's net charge is never below 0 (#28 item 4): a consumed call re-imported with a
+        # lower charge must not make spend negative (a shortfall above the commitment)
+        spend_index = SpendIndex(call_customer[known], day_of_call[known], np.maximum(net, 0))
 
     if spend is not None:  # spend per (assignment, period) given
         spend_index = PeriodSpend(spend, customer_ids)

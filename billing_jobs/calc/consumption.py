@@ -14,7 +14,8 @@ Counters: each grant comes with `seconds_used` (already consumed, e.g. read from
 database); only `seconds - seconds_used` is available.
 
 Covered charge of a call part: charge x seconds taken / duration_s, kept in micros rounded
-half up (sub-minor precision); the credit line of an assignment is -(sum of those),
+half up (sub-minor precision), computed exactly by `core.money.mul_div_round` (the product
+charge x seconds overflows int64 well inside the documented bounds: #28 item 2); the credit line of an assignment is -(sum of those),
 rounded ONCE half up to the currency's minor unit.
 """
 
@@ -23,7 +24,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from billing_jobs.core.money import MICRO_DIGITS, minor_digits_series, round_to_minor
+from billing_jobs.core.money import (MICRO_DIGITS, minor_digits_series, mul_div_round,
+                                     round_to_minor)
 from billing_jobs.calc.patterns import destination_matches
 
 _OPEN = np.iinfo("int64").max // 4
@@ -138,7 +140,8 @@ def consume(grants: pd.DataFrame, calls: pd.DataFrame) -> pd.DataFrame:
     taken = np.concatenate([p[2] for p in parts])
     charge = c["charge"].to_numpy("int64")[ci]
     dur = c["duration_s"].to_numpy("int64")[ci]
-    covered = (2 * charge * taken + dur) // (2 * dur)  # half up, in micros
+    # half up, in micros; exact: charge x taken (up to 1e27) is never formed (#28 item 2)
+    covered = mul_div_round(charge, taken, dur)
     out = pd.DataFrame({
         "call_row": c_order[ci],  # the call's position in `calls`
         "call_id": c["call_id"].to_numpy(dtype=object)[ci],

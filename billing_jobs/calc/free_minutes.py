@@ -43,7 +43,14 @@ class FreeMinutes:
     consumption: pd.DataFrame  # CONSUMPTION_COLUMNS
     grant_counters: pd.DataFrame  # GRANT_COUNTER_COLUMNS
     utilisation: pd.DataFrame  # UTILISATION_COLUMNS: the grants holding D - 1
-    covered_by_call: pd.Series  # call_id -> covered micros of credit-mode grants, all dates
+    #: (call_id, customer_id) -> covered micros of credit-mode grants, all dates. Keyed by the
+    #: customer too (#28 item 3): a call re-imported under another customer is not netted with
+    #: the credit its first customer got, so a nightly run and `run --customer` agree.
+    covered_by_call: pd.Series
+
+    def covered_of(self, call_ids, customer_ids) -> np.ndarray:
+        """Covered micros of each (call, customer) pair (0 where none)."""
+        return covered_of(self.covered_by_call, call_ids, customer_ids)
 
 
 def _day_numbers(s: pd.Series) -> np.ndarray:
@@ -54,7 +61,7 @@ def _day_numbers(s: pd.Series) -> np.ndarray:
 def _empty(run_day: int) -> FreeMinutes:
     return FreeMinutes(empty_frame(DUE_LINE_COLUMNS), empty_frame(CONSUMPTION_COLUMNS),
                        empty_frame(GRANT_COUNTER_COLUMNS), empty_frame(UTILISATION_COLUMNS),
-                       pd.Series(dtype="int64"))
+                       _empty_covered())
 
 
 def _credit_mode(book: Book) -> np.ndarray:
@@ -202,8 +209,15 @@ def _new_consumption(grants: pd.DataFrame, own_rows: pd.DataFrame, consumed: pd.
            & usage["customer_id"].astype(str).isin(wanted).to_numpy())
     if len(consumed) and sel.any():  # only the calls of the window are looked up
         window = np.flatnonzero(sel)
-        taken = (usage["call_id"].iloc[window].astype(str)
-                 .isin(consumed["call_id"].astype(str).drop_duplicates()).to_numpy())
+        # a call counts as consumed for the customer it was consumed under (#28 item 3): a
+        # run for chosen customers reads only their own call_credits, so the nightly run
+        # must not know more
+        done_pairs = pd.MultiIndex.from_arrays(
+            [consumed["call_id"].astype(str), consumed["customer_id"].astype(str)]
+        ).drop_duplicates()
+        taken = pd.MultiIndex.from_arrays(
+            [usage["call_id"].iloc[window].astype(str),
+             usage["customer_id"].iloc[window].astype(str)]).isin(done_pairs)
         sel[window[taken]] = False
     calls = usage[sel].assign(day=call_day[sel])
     parts = consume(open_grants, calls)
@@ -265,13 +279,36 @@ def _utilisation(counters_out: pd.DataFrame, x: int) -> pd.DataFrame:
                             ).reset_index(drop=True)
 
 
+def _empty_covered() -> pd.Series:
+    return pd.Series([], dtype="int64", index=pd.MultiIndex.from_arrays(
+        [pd.Index([], dtype=object), pd.Index([], dtype=object)],
+        names=["call_id", "customer_id"]))
+
+
 def _covered_by_call(today: pd.DataFrame, earlier: pd.DataFrame) -> pd.Series:
-    """Covered charge per call over every date (minimum spend is net of credits)."""
-    parts = [today[["call_id", "covered"]]]
+    """Covered charge per (call, customer) over every date (minimum spend is net of
+    credits)."""
+    cols = ["call_id", "customer_id", "covered"]
+    parts = [today[cols]]
     if len(earlier):
-        parts.append(earlier[["call_id", "covered"]])
+        parts.append(earlier[cols])
     allc = pd.concat([p for p in parts if len(p)] or [parts[0]], ignore_index=True)
-    return allc.groupby(allc["call_id"].astype(str))["covered"].sum().astype("int64")
+    if not len(allc):
+        return _empty_covered()
+    return allc.groupby([allc["call_id"].astype(str).rename("call_id"),
+                         allc["customer_id"].astype(str).rename("customer_id")]
+                        )["covered"].sum().astype("int64")
+
+
+def covered_of(covered: pd.Series, call_ids, customer_ids) -> np.ndarray:
+    """Covered micros of each (call_id, customer_id) pair in `covered` (0 where none)."""
+    n = len(call_ids)
+    if not len(covered) or not n:
+        return np.zeros(n, dtype="int64")
+    keys = pd.MultiIndex.from_arrays([pd.Index(call_ids, dtype=object).astype(str),
+                                      pd.Index(customer_ids, dtype=object).astype(str)])
+    at = covered.index.get_indexer(keys)
+    return np.where(at >= 0, covered.to_numpy(dtype="int64")[np.maximum(at, 0)], 0)
 
 
 def _credit_lines(book: Book, run_day: int, today: pd.DataFrame, a_row: pd.Series,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from billing_jobs.calc.book import Book
+from billing_jobs.core.money import mul_div_floor
 from billing_jobs.calc.calendar import (OPEN, after, on_or_before, period_containing,
                                         start_stub)
 
@@ -76,6 +77,6 @@ def grant_pieces(book: Book, g_a: np.ndarray, g_start: np.ndarray, g_end: np.nda
     if split.any():
         cal = book.cal.subset(row)
         full = np.maximum(after(cal, s) - on_or_before(cal, s), 1)
-        part = terms.minutes * 60 * (end - a) // full
+        part = mul_div_floor(terms.minutes * 60, end - a, full)  # exact (#28 item 2)
         seconds = np.where(cut | (a > s), part, seconds)
     return row, a, end, seconds.astype("int64"), cut, terms

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from billing_jobs.calc.book import Book
+from billing_jobs.core.money import mul_div_floor
 from billing_jobs.calc.calendar import NEVER, from_days, period_opened_on, start_stub
 from billing_jobs.core.frames import (GRANT_COLUMNS, GRANT_CUT_COLUMNS, HELD_GRANT_COLUMNS,
                                       empty_frame)
@@ -112,7 +113,7 @@ def split_grants_on(book: Book, run_day: int):
     at = at[book.free_minutes_type[t.split_row[at]] & (run_day < book.stop[t.split_row[at]])]
     idx, s, e, full = t.split_row[at], t.split_start[at], t.split_end[at], t.split_full[at]
     new = t.priced(idx, run_day, s)
-    seconds = new.minutes * 60 * (e - run_day) // np.maximum(full, 1)
+    seconds = mul_div_floor(new.minutes * 60, e - run_day, np.maximum(full, 1))  # exact
     return idx, new, np.full(idx.size, run_day, dtype="int64"), e, seconds.astype("int64")
 
 
@@ -127,7 +128,7 @@ def grant_cuts(book: Book) -> pd.DataFrame:
     same = np.r_[False, (row[1:] == row[:-1]) & (s[1:] == s[:-1])]
     p = np.where(same, np.r_[NEVER, day[:-1]], s)
     old = t.priced(row, day - 1, s)
-    seconds = old.minutes * 60 * (day - p) // np.maximum(full, 1)
+    seconds = mul_div_floor(old.minutes * 60, day - p, np.maximum(full, 1))  # exact
     return pd.DataFrame({
         "run_date": from_days(day),
         "customer_id": old.customer_id,

@@ -24,7 +24,12 @@ def call_days(start_time: pd.Series, tz: str = "UTC") -> np.ndarray:
 
 class SpendIndex:
     """Sum of call charges per customer over [first_day, end_day), by binary search on
-    cumulative sums: O(calls log calls) once, then O(log calls) per query, vectorised."""
+    cumulative sums: O(calls log calls) once, then O(log calls) per query, vectorised.
+
+    The one running total spans every customer, so it may pass 2**63 (each customer's charges
+    total at most MAX_MICROS, validation's rule; ten such customers pass it). int64 sums wrap
+    modulo 2**64 and a customer's spend is a difference of two of them that itself fits, so it
+    is exact all the same (tests/calc/test_credit_bounds.py)."""
 
     _SHIFT = np.int64(1) << np.int64(32)
 
@@ -32,7 +37,8 @@ class SpendIndex:
         keys = customer_codes.astype("int64") * self._SHIFT + (days.astype("int64") + (1 << 30))
         order = np.argsort(keys, kind="stable")
         self.keys = keys[order]
-        self.cum = np.concatenate([[0], np.cumsum(charges.astype("int64")[order])])
+        with np.errstate(over="ignore"):  # wraps modulo 2**64: differences stay exact
+            self.cum = np.concatenate([[0], np.cumsum(charges.astype("int64")[order])])
 
     def spend(self, customer_codes: np.ndarray, first_day: np.ndarray, end_day: np.ndarray) -> np.ndarray:
         base = customer_codes.astype("int64") * self._SHIFT + (1 << 30)
@@ -217,15 +223,17 @@ def spend_frame(customer_ids: np.ndarray, assignment_ids: np.ndarray, period_sta
 
 
 class PeriodSpend:
-    """Net spend (`spend - credited`) looked up per (customer code, period start, period
+    """Net spend (`max(0, spend - credited)`) looked up per (customer code, period start, period
     end) from a SPEND_COLUMNS frame; the same `spend()` interface as SpendIndex, so the
     charges take either. A period missing from the frame spent 0."""
 
     def __init__(self, frame: pd.DataFrame, customer_ids: np.ndarray):
         codes = pd.Categorical(frame["customer_id"].astype(object),
                                categories=customer_ids).codes.astype("int64")
-        net = (frame["spend"].to_numpy(dtype="int64")
-               - frame["credited"].to_numpy(dtype="int64"))
+        # net spend is never below 0 (#28 item 4): more credited than spent (a consumed call
+        # re-imported cheaper) spends 0, never raises the shortfall above the commitment
+        net = np.maximum(frame["spend"].to_numpy(dtype="int64")
+                         - frame["credited"].to_numpy(dtype="int64"), 0)
         key = pd.MultiIndex.from_arrays([codes, frame["period_start"].to_numpy(dtype="int64"),
                                          frame["period_end"].to_numpy(dtype="int64")])
         self.net = pd.Series(net, index=key).groupby(level=[0, 1, 2]).first()

@@ -10,7 +10,8 @@ Checks:
   (assignment_id, kind, period_start) unique; currency equals the customer's currency; the
   line's customer is its assignment's customer; period_start inside the assignment's
   service window [start_date, effective_end] (effective_end = max(end_date,
-  start_date + minimum_days - 1), open when there is no end date);
+  start_date + minimum_days - 1), open when there is no end date); a minimum_spend amount
+  at most its commitment, retail x quantity (the largest its assignment's terms hold);
 - grants: keys present; grant key (assignment_id, period_start) unique; seconds >= 0;
   inside the service window;
 - totals: per (customer, currency) the total of the line amounts equals the sum of the
@@ -129,6 +130,65 @@ def _money_checks(check: pd.DataFrame, lines: pd.DataFrame, col: str, digits: np
     ]
 
 
+def _commitment_bound(lines: pd.DataFrame, inputs) -> tuple[np.ndarray, np.ndarray]:
+    """Per line, the largest retail and quantity its assignment's terms can hold: the line's
+    own unit_price and quantity, the package's retail and the assignment's quantity, and those
+    of every price version and change the assignment has (a split period's commitment is a
+    weighted mean of its pieces' retail x quantity, so it never exceeds max retail x max
+    quantity; with no versions or changes the bound is the line's retail x quantity)."""
+    n = len(lines)
+    retail = pd.to_numeric(lines.get("unit_price", pd.Series(0, index=lines.index)),
+                           errors="coerce").fillna(0).to_numpy(dtype="int64").copy()
+    qty = pd.to_numeric(lines.get("quantity", pd.Series(0, index=lines.index)),
+                        errors="coerce").fillna(0).to_numpy(dtype="int64").copy()
+    a, p = inputs.assignments, inputs.packages
+    if a is None or not len(a) or p is None or not len(p) or not n:
+        return retail, qty
+    changes = getattr(inputs, "changes", None)
+    versions = getattr(inputs, "versions", None)
+    pairs = [a[["assignment_id", "package_id"]]]
+    qtys = [a[["assignment_id", "quantity"]]]
+    if changes is not None and len(changes):
+        pairs.append(changes.loc[changes["package_id"].notna(), ["assignment_id", "package_id"]])
+        qtys.append(changes.loc[changes["quantity"].notna(), ["assignment_id", "quantity"]])
+    prices = [p[["package_id", "retail"]]]
+    if versions is not None and len(versions):
+        prices.append(versions[["package_id", "retail"]])
+    price = pd.concat(prices, ignore_index=True)
+    price = price.assign(package_id=price["package_id"].astype(str),
+                         retail=pd.to_numeric(price["retail"], errors="coerce").fillna(0)
+                         .astype("int64")).groupby("package_id")["retail"].max()
+    pk = pd.concat(pairs, ignore_index=True).astype(str)
+    pk["retail"] = price.reindex(pk["package_id"]).fillna(0).to_numpy(dtype="int64")
+    max_retail = pk.groupby("assignment_id")["retail"].max()
+    q = pd.concat(qtys, ignore_index=True)
+    max_qty = (pd.to_numeric(q["quantity"], errors="coerce").fillna(0).astype("int64")
+               .groupby(q["assignment_id"].astype(str).to_numpy()).max())
+    ids = lines["assignment_id"].astype(str)
+    retail = np.maximum(retail, max_retail.reindex(ids).fillna(0).to_numpy(dtype="int64"))
+    qty = np.maximum(qty, max_qty.reindex(ids).fillna(0).to_numpy(dtype="int64"))
+    return retail, qty
+
+
+def _commitment_rule(check: pd.DataFrame, lines: pd.DataFrame, inputs) -> list[Rule]:
+    """A minimum-spend line is a shortfall: never above its commitment, retail x quantity
+    (#28 item 4: a negative spend once made it 15.00 on a 10.00 commitment)."""
+    ms = (lines["kind"].astype(str) == LineKind.MINIMUM_SPEND).to_numpy(dtype=bool)
+    ok = np.ones(len(lines), dtype=bool)
+    if ms.any():
+        sub = lines[ms]
+        retail, qty = _commitment_bound(sub, inputs)
+        amount = pd.to_numeric(sub["amount"], errors="coerce").fillna(0).to_numpy(
+            dtype="int64").clip(0, MAX_MICROS)
+        # amount <= retail x qty without forming the product: ceil(amount / qty) <= retail
+        safe_q = np.maximum(qty, 1)
+        within = np.where(qty > 0, (amount + safe_q - 1) // safe_q <= retail, amount == 0)
+        ok[ms] = within
+    check["minimum_spend__within"] = ok
+    return [Rule("minimum_spend amount <= retail x quantity of its line (a shortfall never "
+                 "exceeds its commitment)", "true", "minimum_spend__within")]
+
+
 def _line_rules(lines: pd.DataFrame, inputs) -> tuple[pd.DataFrame, list[Rule]]:
     check = pd.DataFrame(index=pd.RangeIndex(len(lines)))
     for c in ("customer_id", "assignment_id", "kind", "currency"):
@@ -165,6 +225,7 @@ def _line_rules(lines: pd.DataFrame, inputs) -> tuple[pd.DataFrame, list[Rule]]:
     rules.append(Rule("line currency equals the customer's currency", "true",
                       "currency__matches"))
     rules += _window_rules(check, lines, inputs, "line")
+    rules += _commitment_rule(check, lines, inputs)
     return check, rules
 
 

@@ -135,6 +135,36 @@ def prorate_round(full_micros, days, period_days, minus_micros, digits) -> np.nd
     return np.where(whole < 0, 0, result).astype("int64")
 
 
+def mul_div_round(amount, part, whole) -> np.ndarray:
+    """round_half_up(amount × part / whole) in micros, exactly, in int64 (no rounding to the
+    minor unit: the covered charge of a call part keeps sub-minor precision).
+
+    Exact for every input the validation admits: 0 ≤ amount ≤ MAX_MICROS (1e18),
+    0 ≤ part ≤ whole ≤ MAX_DURATION_S (1e9), whole > 0. The product amount × part (up to
+    1e27) is never formed: amount = q × whole + r with r < whole, so
+    amount × part / whole = q × part + r × part / whole, where q × part ≤ amount and
+    r × part < whole² ≤ 1e18 (tests/calc/test_credit_bounds.py checks it against Python
+    integers at the bounds)."""
+    a = np.asarray(amount, dtype="int64")
+    n = np.asarray(part, dtype="int64")
+    d = np.asarray(whole, dtype="int64")
+    q, r = np.divmod(a, d)
+    extra, rem = np.divmod(r * n, d)
+    return (q * n + extra + (2 * rem >= d)).astype("int64")
+
+
+def mul_div_floor(amount, part, whole) -> np.ndarray:
+    """floor(amount × part / whole), exactly, in int64, for 0 ≤ amount, 0 ≤ part ≤ whole,
+    whole > 0 and whole² < 9e18 (whole ≤ 3e9): the product amount × part is never formed.
+    Used for seconds of a prorated grant (minutes × 60 up to 6e13, × days up to 2e7 for the
+    open period of a `once` package, would overflow)."""
+    a = np.asarray(amount, dtype="int64")
+    n = np.asarray(part, dtype="int64")
+    d = np.asarray(whole, dtype="int64")
+    q, r = np.divmod(a, d)
+    return (q * n + (r * n) // d).astype("int64")
+
+
 def format_micros(micros: int) -> str:
     """Plain decimal with trailing zeros trimmed: 10_500_000 -> '10.5'."""
     sign = "-" if micros < 0 else ""

@@ -38,6 +38,35 @@ def db_url() -> str | None:
     return os.environ.get("BILLING_DB_URL") or None
 
 
+#: PostgreSQL: how long a statement waits for a lock before the run fails naming it (#28 item 9)
+DEFAULT_PG_LOCK_TIMEOUT_S = 60
+#: PostgreSQL: the longest a statement may run (0 = no limit: a large night's post is long)
+DEFAULT_PG_STATEMENT_TIMEOUT_S = 0
+
+
+def _seconds(name: str, default: int) -> int:
+    """A whole number of seconds >= 0 (0 = no limit); anything else names the variable."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    if not text.isascii() or not text.isdigit():
+        raise UsageError(f"{name}={text!r} is not a whole number of seconds (0 = no limit)")
+    return int(text)
+
+
+def pg_lock_timeout_s() -> int:
+    """$BILLING_PG_LOCK_TIMEOUT: seconds a PostgreSQL statement waits for a lock held by
+    another session before failing with a message naming the table (default 60; 0 = wait
+    forever)."""
+    return _seconds("BILLING_PG_LOCK_TIMEOUT", DEFAULT_PG_LOCK_TIMEOUT_S)
+
+
+def pg_statement_timeout_s() -> int:
+    """$BILLING_PG_STATEMENT_TIMEOUT: seconds a PostgreSQL statement may run (default 0 = no
+    limit)."""
+    return _seconds("BILLING_PG_STATEMENT_TIMEOUT", DEFAULT_PG_STATEMENT_TIMEOUT_S)
+
+
 def tz() -> str | None:
     """$BILLING_TZ as set (None when unset; the caller checks it and names it when wrong)."""
     return os.environ.get("BILLING_TZ")

@@ -11,21 +11,34 @@ SQLite settings (per connection):
   the busy timeout instead of failing with "database is locked" on a lock upgrade. Readers
   can ask for `BEGIN DEFERRED` with `conn.execution_options(sqlite_begin="DEFERRED")`
   (see `read_connection`), so a simulation never waits for a poster.
+
+PostgreSQL settings (per connection, #28 item 9): `lock_timeout` ($BILLING_PG_LOCK_TIMEOUT,
+60 s) and `statement_timeout` ($BILLING_PG_STATEMENT_TIMEOUT, none): a statement waiting on a
+lock another session holds (`LOCK TABLE ledger`) fails after the timeout with a message naming
+the table, instead of blocking the run forever with its record left `running`.
+
+Every URL in a message goes through `core.urls.redacted` (#28 item 6): no password, wherever
+it sits (userinfo, an unencoded `@` in it, a query parameter); an unreadable URL is not shown.
+A malformed URL (no scheme, a port that is not a number, an unknown dialect) is a usage error
+(exit 2).
 """
 
 from __future__ import annotations
 
 import ast
 import contextlib
+import re
 import sqlite3
 from pathlib import Path
 from typing import Iterator
+from urllib.parse import quote, unquote
 
 import sqlalchemy as sa
 from sqlalchemy import event
 
 from billing_jobs.core import settings
-from billing_jobs.core.errors import BillingError, DatabaseError
+from billing_jobs.core.errors import BillingError, DatabaseError, UsageError
+from billing_jobs.core.urls import redacted, scrub, split_authority
 
 DEFAULT_URL = "sqlite:///billing.db"
 SQLITE_BUSY_TIMEOUT_S = 60
@@ -43,13 +56,41 @@ def _normalise_url(url: str) -> str:
     return url
 
 
+class DatabaseUrlError(UsageError, DatabaseError):
+    """The database URL is malformed: a usage error (exit 2), still a DatabaseError."""
+
+
+_URL_FORM = "dialect+driver://user:password@host:port/database"
+
+
+def parse_url(url: str) -> sa.URL:
+    """The SQLAlchemy URL of `url` (postgresql:// means psycopg 3). A password holding an
+    unencoded `@` (`user:pa@ss@host`) is read up to the last `@` of the authority, as the
+    operator meant it. Raises DatabaseUrlError (no password in it) when malformed."""
+    text = _normalise_url(url)
+    parts = split_authority(text)
+    if parts is not None and parts[2] is not None and "@" in parts[2]:
+        # an unencoded `@` in the password: SQLAlchemy would read it up to the first `@` and
+        # the rest as the host; percent-encode it (already encoded parts stay as they are)
+        scheme, user, password, tail = parts
+        text = f"{scheme}://{user}:{quote(unquote(password), safe='')}@{tail}"
+    try:
+        parsed = sa.make_url(text)
+    except sa.exc.ArgumentError:
+        raise DatabaseUrlError(f"invalid database URL {redacted(text)}: not of the form "
+                               f"{_URL_FORM}") from None
+    except ValueError:  # int() of the port
+        raise DatabaseUrlError(f"invalid database URL {redacted(text)}: the port is not a "
+                               "whole number") from None
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        raise DatabaseUrlError(f"invalid database URL {redacted(parsed)}: the port is not "
+                               "between 1 and 65535")
+    return parsed
+
+
 def make_engine(url: str | None = None) -> sa.Engine:
     """Engine for `url`, else $BILLING_DB_URL, else `sqlite:///billing.db`."""
-    url = _normalise_url(url or settings.db_url() or DEFAULT_URL)
-    try:
-        parsed = sa.make_url(url)
-    except sa.exc.ArgumentError as exc:
-        raise DatabaseError(f"invalid database URL {url!r}: {exc}") from None
+    parsed = parse_url(url or settings.db_url() or DEFAULT_URL)
     try:
         if parsed.get_backend_name() == "sqlite":
             if sqlite3.sqlite_version_info < SQLITE_MIN_VERSION:
@@ -67,14 +108,35 @@ def make_engine(url: str | None = None) -> sa.Engine:
                 pool_pre_ping=True,
                 connect_args={"connect_timeout": 10},
             )
+            _configure_postgresql(engine)
         else:
             engine = sa.create_engine(parsed)
-    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:
-        raise DatabaseError(
-            f"cannot use database URL {parsed.render_as_string(hide_password=True)}: "
-            f"{_first_line(exc)}"
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError, ValueError) as exc:
+        raise DatabaseUrlError(
+            f"cannot use database URL {redacted(parsed)}: "
+            f"{scrub(_first_line(exc), parsed.password)}"
         ) from None
     return engine
+
+
+#: PostgreSQL's largest lock_timeout / statement_timeout (milliseconds, a 32-bit int)
+_PG_MAX_TIMEOUT_MS = 2_147_483_647
+
+
+def _configure_postgresql(engine: sa.Engine) -> None:
+    lock_ms = min(settings.pg_lock_timeout_s() * 1000, _PG_MAX_TIMEOUT_MS)
+    statement_ms = min(settings.pg_statement_timeout_s() * 1000, _PG_MAX_TIMEOUT_MS)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, connection_record):  # noqa: ARG001
+        autocommit = dbapi_connection.autocommit
+        dbapi_connection.autocommit = True  # session settings, outside any transaction
+        try:
+            with dbapi_connection.cursor() as cur:
+                cur.execute(f"SET lock_timeout = {int(lock_ms)}")
+                cur.execute(f"SET statement_timeout = {int(statement_ms)}")
+        finally:
+            dbapi_connection.autocommit = autocommit
 
 
 def _configure_sqlite(engine: sa.Engine) -> None:
@@ -114,21 +176,88 @@ def _first_line(exc: BaseException) -> str:
 
 
 def describe(engine_or_url) -> str:
-    url = engine_or_url.url if isinstance(engine_or_url, sa.Engine) else sa.make_url(engine_or_url)
-    return url.render_as_string(hide_password=True)
+    """The engine's (or a URL's) URL as it may be shown: core.urls.redacted."""
+    if isinstance(engine_or_url, sa.Engine):
+        return redacted(engine_or_url.url)
+    return redacted(engine_or_url)
+
+
+#: SQLSTATEs of a wait cut short: lock_timeout, statement_timeout (query canceled)
+_LOCK_TIMEOUT, _QUERY_CANCELED = "55P03", "57014"
+_TABLE_IN_SQL = re.compile(
+    r'\b(?:FROM|INTO|UPDATE|JOIN|TABLE)\s+(?:ONLY\s+)?"?([A-Za-z_][A-Za-z0-9_]*)"?', re.I)
+_RELATION_IN_CONTEXT = re.compile(r'relation "([^"]+)"')
+
+
+def _tables_of(exc: sa.exc.DBAPIError) -> list[str]:
+    """The tables a failed statement waited on: the relation PostgreSQL names (a row lock),
+    else the tables its SQL touches, in order."""
+    diag = getattr(getattr(exc, "orig", None), "diag", None)
+    context = (getattr(diag, "context", None) or "") if diag is not None else ""
+    found = _RELATION_IN_CONTEXT.findall(context)
+    if not found:
+        found = _TABLE_IN_SQL.findall(str(getattr(exc, "statement", "") or ""))
+    seen: list[str] = []
+    for name in found:
+        if name.lower() not in seen:
+            seen.append(name.lower())
+    return seen
+
+
+_HELD_BY_OTHERS = sa.text(
+    "SELECT c.relname, l.mode, l.pid FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+    "WHERE l.granted AND l.pid <> pg_backend_pid() AND c.relpersistence <> 't' "
+    "AND c.relname = ANY(:names) ORDER BY c.relname, l.pid")
+
+
+def _held_by_others(engine: sa.Engine, tables: list[str]) -> list[str]:
+    """Of `tables`, those another session holds a lock on now ("ledger (AccessExclusiveLock,
+    pid 123)"), asked on a fresh connection; [] when that cannot be told."""
+    if not tables:
+        return []
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(_HELD_BY_OTHERS, {"names": tables}).all()
+    except Exception:  # noqa: BLE001 - a best-effort diagnosis, never a second failure
+        return []
+    held: dict[str, list[str]] = {}
+    for name, mode, pid in rows:
+        held.setdefault(name, []).append(f"{mode}, pid {pid}")
+    return [f"{name} ({'; '.join(v)})" for name, v in held.items()]
+
+
+def _reason(engine: sa.Engine, exc: sa.exc.DBAPIError) -> str:
+    code = getattr(getattr(exc, "orig", None), "sqlstate", None)
+    if code == _LOCK_TIMEOUT:
+        tables = _tables_of(exc)
+        held = _held_by_others(engine, tables)
+        where = (f"table {', '.join(held)}" if held
+                 else f"table {' or '.join(t for t in tables if not t.startswith('_'))}"
+                 if any(not t.startswith("_") for t in tables) else "a table")
+        return (f"gave up waiting for a lock on {where} after "
+                f"{settings.pg_lock_timeout_s()} s (BILLING_PG_LOCK_TIMEOUT): another session "
+                "holds it (e.g. LOCK TABLE, a long transaction); nothing of this step was "
+                "written, run it again when the lock is released")
+    if code == _QUERY_CANCELED and "statement timeout" in _first_line(exc):
+        tables = _tables_of(exc)
+        where = f" on table {', '.join(tables)}" if tables else ""
+        return (f"a statement{where} ran longer than {settings.pg_statement_timeout_s()} s "
+                "(BILLING_PG_STATEMENT_TIMEOUT) and was cancelled; nothing of this step "
+                "was written")
+    return scrub(_first_line(exc), engine.url.password)
 
 
 @contextlib.contextmanager
 def db_errors(engine: sa.Engine, what: str) -> Iterator[None]:
-    """Turn driver failures (cannot connect, locked, refused) into a one-line DatabaseError."""
+    """Turn driver failures (cannot connect, locked, refused, a lock or statement timeout)
+    into a one-line DatabaseError; the URL is redacted, the password never shown."""
     try:
         yield
     except BillingError:
         raise
-    except (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.DatabaseError) as exc:
-        raise DatabaseError(f"{what} failed on {describe(engine)}: {_first_line(exc)}") from exc
-    except sa.exc.DBAPIError as exc:  # pragma: no cover - other driver errors
-        raise DatabaseError(f"{what} failed on {describe(engine)}: {_first_line(exc)}") from exc
+    except sa.exc.DBAPIError as exc:
+        raise DatabaseError(f"{what} failed on {describe(engine)}: {_reason(engine, exc)}"
+                            ) from exc
 
 
 def _alembic_config(connection: sa.Connection | None = None):
