@@ -35,6 +35,7 @@ def demo(
     from billing_jobs.ingest.importer import import_csv
     from billing_jobs.run.local import run_billing
     from billing_jobs.run.request import RunRequest
+    from billing_jobs.store.db import describe
 
     run_date = parse_date(date_, "--date")
     if export is not None:
@@ -47,7 +48,7 @@ def demo(
     frames = generate(customers=40, assignments=300, calls=5000, seed=7, as_of=run_date)
     foreign = foreign_rows(engine, frames)
     if foreign and not force:
-        where = engine.url.render_as_string(hide_password=True)
+        where = describe(engine)  # no password, wherever it sits in the URL
         raise UsageError(f"demo: {where} holds rows the demo did not create ({'; '.join(foreign)}): "
                          "the demo never mixes its sample customers into such a database; give "
                          "another --db, or add --force to write the sample there anyway")

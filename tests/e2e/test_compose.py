@@ -174,7 +174,7 @@ def test_dag_folder_and_package_paths_exist():
 
 
 # Read only by tests or by hand (crash injection), never set in a deployment.
-TEST_ONLY_SETTINGS = {"BILLING_CRASH_AT", "BILLING_WORKER_NAME"}
+TEST_ONLY_SETTINGS = {"BILLING_CRASH_AT", "BILLING_PAUSE_AT", "BILLING_WORKER_NAME"}
 
 
 def _settings_read_by_the_code() -> set[str]:
