@@ -63,7 +63,7 @@ def backfill(
     """Bill every date from --from to --to in order (stops at the first failure). A post
     whose range reaches past today (billing time zone) is refused before posting anything,
     unless --allow-future."""
-    from rich.progress import Progress
+    from rich.progress import Progress  # only a backfill draws a bar; keeps --version fast
 
     # heavy: pandas, SQLAlchemy, the billing rules; keeps --version fast
     from billing_jobs.core.money import format_minor

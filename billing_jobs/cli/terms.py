@@ -97,7 +97,7 @@ def history_cmd(
     if as_json:
         out.print(json.dumps(entries, indent=2), markup=False)
         return
-    from rich.table import Table
+    from rich.table import Table  # only history draws a table; keeps --version fast
 
     title = f"assignment {assignment}" if assignment else f"package {package}"
     table = Table("from", "event", "assignment", "package", "what", "recorded", "source",
@@ -118,7 +118,7 @@ _WHAT = ("customer_id", "quantity", "free_minutes", "retail", "cost", "setup_ret
 # ----------------------------------------------------------------------------- printing
 
 def _money(micros, currency) -> str:
-    from billing_jobs.core.money import format_minor
+    from billing_jobs.core.money import format_minor  # heavy: pandas; keeps --version fast
 
     return f"{format_minor(int(micros), str(currency))} {currency}"
 

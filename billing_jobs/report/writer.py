@@ -14,7 +14,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from billing_jobs.core.frames import BillingResult
+from billing_jobs.core.frames import DIFFERENCE_COLUMNS, BillingResult
+from billing_jobs.core.money import format_minor
 from billing_jobs.core.vocab import NEW_STATUSES, LineKind, LineStatus, RunMode, RunStatus
 from billing_jobs.report import aggregate as agg_mod
 from billing_jobs.report import explain
@@ -290,8 +291,6 @@ def ledger_differences(differences: pd.DataFrame | None, lines: pd.DataFrame) ->
     other values than current data computes): not the held lines and grants of a moved start
     (`overlaps_posted`, said in the sentence already). Each row gets the `run_date` of its
     line, for the rebill range."""
-    from billing_jobs.core.frames import DIFFERENCE_COLUMNS
-
     empty = pd.DataFrame(columns=[*DIFFERENCE_COLUMNS, "run_date"])
     if differences is None or not len(differences) or not len(lines):
         return empty
@@ -341,7 +340,7 @@ def _name_customers(summary: dict, context: dict | None) -> None:
 
 def _page_lines(lines: pd.DataFrame, charges: pd.DataFrame, context: dict | None) -> pd.DataFrame:
     """The rows the page embeds: names, description and the explanation beside the CSV text."""
-    from billing_jobs.report.html import TABLE_ROWS
+    from billing_jobs.report.html import TABLE_ROWS  # plotly import only when writing
 
     head, text = lines.head(TABLE_ROWS), charges.head(TABLE_ROWS).reset_index(drop=True)
     cust = explain.names(head, context, "customer_id", "customers", ("name",))
@@ -407,8 +406,6 @@ def outcome_block(agg: agg_mod.Aggregates, run: dict,
     """What the run did, in counts and exact amounts per currency, and in one sentence.
     `differing` (`ledger_differences`): posted keys current data no longer agrees with; the
     sentence names them and the correction (#30 item 12)."""
-    from billing_jobs.core.money import format_minor
-
     mode = str(run.get("mode") or RunMode.SIMULATE)
     status = str(run.get("status") or "")
     by = agg.by_status
@@ -495,8 +492,6 @@ NAMED_DIFFERENCES = 3
 def _difference_text(row) -> str:
     """'A1 recurring from 2027-01-01: the ledger holds 2.00 EUR (C1, quantity 1), current
     data gives 6.00 EUR (C2, quantity 2)'."""
-    from billing_jobs.core.money import format_minor
-
     cur = str(row.currency)
     start = pd.Timestamp(row.period_start).date().isoformat()
     ledger = [f"{format_minor(int(row.ledger_amount), cur)} {cur}"]

@@ -29,6 +29,8 @@ import sqlalchemy as sa
 
 from billing_jobs.calc.billing import compute_billing
 from billing_jobs.calc.free_minutes import advance_state
+from billing_jobs.run.backfill_plan import night, plan_backfill
+from billing_jobs.store.post import post_result
 from billing_jobs.core.vocab import LineStatus
 from billing_jobs.core.frames import (BillingResult, DUE_LINE_COLUMNS, Forecast, GRANT_COLUMNS,
                                       empty_frame)
@@ -39,9 +41,6 @@ MAX_FORECAST_DAYS = 366
 def forecast(engine: sa.Engine, first: date, days: int, tz: str = "UTC",
              customer_ids: Sequence[str] | None = None) -> Forecast:
     """Simulate billing dates first .. first + days - 1 with the data as it is now."""
-    from billing_jobs.run.backfill_plan import night, plan_backfill
-    from billing_jobs.store.post import post_result
-
     if not 1 <= days <= MAX_FORECAST_DAYS:
         raise ValueError(f"--days {days}: give 1 to {MAX_FORECAST_DAYS} days")
     last = first + timedelta(days=days - 1)
