@@ -20,6 +20,7 @@ import typer
 from billing_jobs.cli import demo, forecast, ingest, ledger, run, terms, views
 from billing_jobs.cli.options import err, interrupted_line, out
 from billing_jobs.core import settings
+from billing_jobs.core.version import code_version
 from billing_jobs.core.errors import BillingError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -30,8 +31,6 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 def _version(value: bool) -> None:
     if value:
-        from billing_jobs.store.runs import code_version  # heavy: SQLAlchemy; only when asked
-
         out.print(f"billing-jobs {code_version()}")
         raise typer.Exit(0)
 

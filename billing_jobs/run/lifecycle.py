@@ -21,6 +21,7 @@ import sqlalchemy as sa
 
 from billing_jobs.core.frames import (DUE_LINE_COLUMNS, GRANT_COLUMNS, UTILISATION_COLUMNS,
                                       BillingResult, empty_frame)
+from billing_jobs.core.version import code_version
 from billing_jobs.core.vocab import LineStatus, RunStatus
 from billing_jobs.report.folders import building, finish, finish_into
 from billing_jobs.report.writer import build_report, write_files
@@ -53,7 +54,7 @@ def run_info(req: RunRequest, run_id: str, status: str, message: str, unposted: 
         "finished_at": datetime.now(timezone.utc).isoformat(),
         "message": message,
         "unposted_dates": unposted,
-        "code_version": runs.code_version(),
+        "code_version": code_version(),
         "strict": req.strict,
         "tz": req.tz,
         **more,

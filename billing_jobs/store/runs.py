@@ -2,44 +2,21 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import socket
-import subprocess
 import uuid
 from datetime import date, datetime, timedelta, timezone
-from importlib.metadata import version
 from pathlib import Path
 from typing import Sequence
 
 import sqlalchemy as sa
 
 from billing_jobs.core.money import format_micros, format_minor, minor_digits, parse_micros
+from billing_jobs.core.version import code_version
 from billing_jobs.core.vocab import NEW_STATUSES, LineStatus, RunMode, RunStatus
 from billing_jobs.store.db import db_errors, read_connection
 from billing_jobs.store.tables import runs
-
-
-@functools.lru_cache(maxsize=1)
-def code_version() -> str:
-    """Package version, plus the git short sha (and '-dirty') when run from a checkout."""
-    try:
-        ver = version("billing-jobs")
-    except Exception:  # pragma: no cover - not installed
-        ver = "unknown"
-    root = Path(__file__).resolve().parents[2]
-    if (root / ".git").exists():
-        try:
-            sha = subprocess.run(
-                ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-                capture_output=True, text=True, timeout=5, check=True,
-            ).stdout.strip()
-            if sha:
-                ver = f"{ver}+g{sha}"
-        except (OSError, subprocess.SubprocessError):
-            pass
-    return ver
 
 
 def _filter_text(customer_ids: Sequence[str] | None) -> str | None:

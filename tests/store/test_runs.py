@@ -6,7 +6,8 @@ from datetime import date, timedelta
 
 import pytest
 
-from billing_jobs.store.runs import code_version, finish_run, get_run, start_run, unposted_dates
+from billing_jobs.core.version import code_version
+from billing_jobs.store.runs import finish_run, get_run, start_run, unposted_dates
 
 from tests.store.helpers import fresh_engine
 
