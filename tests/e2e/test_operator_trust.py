@@ -125,7 +125,7 @@ def test_markup_in_reasons_and_ids_prints_as_typed(db_url, tmp_path, capsys):
     assert main(["import", *db, "--customers", str(tmp_path / "customers.csv"),
                  "--packages", str(tmp_path / "packages.csv"),
                  "--assignments", str(tmp_path / "assignments.csv")]) == 0
-    assert main(["run", *db, "--date", "2027-01-01", "--post", "--out", str(tmp_path / "r")]) == 0
+    assert main(["run", *db, "--date", "2027-01-01", "--post", "--allow-future", "--out", str(tmp_path / "r")]) == 0
     adj = ["adjust", *db, "--customer", "C[/]1", "--amount", "-5", "--reason",
            "goodwill [/] credit [red]", "--post"]
     done = _out(capsys, adj)
@@ -210,17 +210,17 @@ def test_unposted_brings_back_a_reversed_date_and_stops_at_today(db_url, tmp_pat
     _prepare(db_url, tmp_path)  # 2027-01-01 posted
     db = ["--db", db_url]
     today_is(monkeypatch, "2027-01-03")
-    assert main(["run", *db, "--date", "2027-01-02", "--post", "--out", str(tmp_path / "r2")]) == 0
+    assert main(["run", *db, "--date", "2027-01-02", "--post", "--allow-future", "--out", str(tmp_path / "r2")]) == 0
     assert "0 billing date" in _out(capsys, ["unposted", *db])
     (run_id,) = _sql(db_url, "SELECT run_id FROM runs WHERE run_date = '2027-01-01'")[0]
     _out(capsys, ["reverse", *db, "--run", run_id, "--post"])
     listed = _out(capsys, ["unposted", *db, "--json"])
     assert '"2027-01-01"' in listed and "reversed" in listed and '"2027-01-02"' not in listed
     # posting the date again takes it off the list
-    assert main(["run", *db, "--date", "2027-01-01", "--post", "--out", str(tmp_path / "r3")]) == 0
+    assert main(["run", *db, "--date", "2027-01-01", "--post", "--allow-future", "--out", str(tmp_path / "r3")]) == 0
     assert "0 billing date" in _out(capsys, ["unposted", *db])
     # a post far ahead (a mistyped year) never lists the dates up to it: only before today
-    assert main(["run", *db, "--date", "2099-01-01", "--post", "--out", str(tmp_path / "r4")]) == 0
+    assert main(["run", *db, "--date", "2099-01-01", "--post", "--allow-future", "--out", str(tmp_path / "r4")]) == 0
     assert "0 billing date" in _out(capsys, ["unposted", *db])
     today_is(monkeypatch, "2027-01-06")
     listed = _out(capsys, ["unposted", *db, "--json"])

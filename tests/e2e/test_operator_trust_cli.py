@@ -40,12 +40,12 @@ def _rows(path):
         return list(csv.DictReader(fh))
 
 
-def _import(db_url, tmp_path, **files) -> None:
+def _import(db_url, tmp_path, *flags, **files) -> None:
     args = []
     for entity, text in files.items():
         (tmp_path / f"{entity}.csv").write_text(text)
         args += [f"--{entity}", str(tmp_path / f"{entity}.csv")]
-    assert main(["import", "--db", db_url, *args]) == 0
+    assert main(["import", "--db", db_url, *args, *flags]) == 0
 
 
 @pytest.fixture
@@ -59,7 +59,7 @@ def test_the_operator_reads_what_changed_in_minor_units(db_url, tmp_path, capsys
     _import(db_url, tmp_path, customers=CUSTOMERS, packages=PKG.format(price="2.00"),
             assignments=ASG.format(c="C1", q=1), usage=USAGE)
     for day in ("2027-01-01", "2027-01-02", "2027-01-03"):
-        assert main(["run", "--date", day, "--post", "--db", db_url,
+        assert main(["run", "--date", day, "--post", "--allow-future", "--db", db_url,  # 2027 lies after today
                      "--out", str(tmp_path / f"post-{day}")]) == 0
     post3 = tmp_path / "post-2027-01-03"
     assert stat.S_IMODE(post3.stat().st_mode) == 0o755  # not mkdtemp's 0700
@@ -75,8 +75,9 @@ def test_the_operator_reads_what_changed_in_minor_units(db_url, tmp_path, capsys
     s1 = json.loads((tmp_path / "post-2027-01-01" / "summary.json").read_text())
     assert [e["assignment_id"] for e in s1["extended_ends"]] == ["X1"]  # billed on 1 Jan
 
-    # a new price, quantity and customer for A1 after its post
-    _import(db_url, tmp_path, packages=PKG.format(price="3.00"),
+    # a new price, quantity and customer for A1 after its post, entered as a correction (the
+    # terms were wrong: SPEC 10 refuses an in-place edit of posted terms without --correct)
+    _import(db_url, tmp_path, "--correct", packages=PKG.format(price="3.00"),
             assignments=ASG.format(c="C2", q=2))
     capsys.readouterr()
     sim = tmp_path / "sim"
