@@ -53,6 +53,7 @@ from billing_jobs.ingest.file_rules import (
     referenced_tables,
 )
 from billing_jobs.ingest.parse import parsed_chunks
+from billing_jobs.ingest.posted import ConsumedCalls, refuse_currency_changes
 from billing_jobs.ingest.source import IMPORT_CHUNK_ROWS, Source, read_header
 from billing_jobs.ingest.terms import (assignment_terms, import_versions, record_cancels,
                                        refuse_repriced_packages)
@@ -117,6 +118,7 @@ def import_file(engine: sa.Engine, entity: str, path: str | os.PathLike, *,
     references = referenced_tables(engine, entity)
     ids = FileIds(ENTITY_KEYS[entity], entity)
     charges = CustomerCharges() if entity == "usage" else None
+    consumed = ConsumedCalls() if entity == "usage" else None
     written = 0
     changes: list[BalanceChange] = []
     versions: list[pd.DataFrame] = []
@@ -138,6 +140,9 @@ def import_file(engine: sa.Engine, entity: str, path: str | os.PathLike, *,
                     raise ImportFailed(f"{name}: {errors[0]}{more}")
                 if charges is not None:
                     charges.add(name, frame)
+                if consumed is not None:
+                    consumed.check(conn, frame, name)
+                refuse_currency_changes(conn, entity, frame, name)
                 if entity == "customers":
                     changes += existing_balance_rule(conn, frame, path, set_balances)
                 if entity == "packages" and not correct:
