@@ -141,7 +141,7 @@ def import_file(engine: sa.Engine, entity: str, path: str | os.PathLike, *,
                 if charges is not None:
                     charges.add(name, frame)
                 if consumed is not None:
-                    consumed.check(conn, frame, name)
+                    consumed.check(conn, frame, table.column("call_id"), name)
                 refuse_currency_changes(conn, entity, frame, name)
                 if entity == "customers":
                     changes += existing_balance_rule(conn, frame, path, set_balances)

@@ -22,15 +22,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pandas as pd
+import pyarrow as pa
 import sqlalchemy as sa
 
 from billing_jobs.core.errors import ImportFailed
 from billing_jobs.ingest.balances import money
+from billing_jobs.store import bulk
 from billing_jobs.store.tables import call_credits as credits_t
 from billing_jobs.store.tables import customers as customers_t
 from billing_jobs.store.tables import ledger as ledger_t
 from billing_jobs.store.tables import packages as packages_t
-from billing_jobs.store.tables import usage as usage_t
+from billing_jobs.store.tables import Timestamp
 
 _SHOWN = 3  # refused rows named
 _IDS = 5_000  # ids bound per query (SQLite allows 32,766 variables)
@@ -66,11 +68,16 @@ def _number(value: str | None) -> str:
 @dataclass
 class ConsumedCalls:
     """The rule on a usage file's consumed calls, chunk by chunk (module docstring). A database
-    where no call was ever consumed costs one query per file."""
+    where no call was ever consumed costs one query per file; otherwise a chunk's call ids are
+    bulk-loaded into a temporary table (COPY on PostgreSQL, batches on SQLite) and joined with
+    `call_credits` once: never one bound parameter per call."""
 
     any_consumed: bool | None = None
 
-    def check(self, conn: sa.Connection, frame: pd.DataFrame, name: str) -> None:
+    def check(self, conn: sa.Connection, frame: pd.DataFrame, ids: pa.Array | pa.ChunkedArray,
+              name: str) -> None:
+        """Refuse the rows of `frame` (typed usage rows by CSV row; `ids` its call ids as
+        written) that change a consumed call."""
         if frame.empty:
             return
         if self.any_consumed is None:
@@ -78,43 +85,70 @@ class ConsumedCalls:
                 sa.select(credits_t.c.call_id).limit(1)).first() is not None
         if not self.any_consumed:
             return
-        stored = _consumed(conn, frame["call_id"].astype(str).tolist())
+        stored = _consumed(conn, ids)
         if not stored:
             return
-        refused = []
-        for row, values in zip(frame.index, frame.to_dict("records")):
-            old = stored.get(str(values["call_id"]))
-            if old is None:
-                continue
+        hit = frame[frame["call_id"].astype(str).isin(stored)]
+        refused, runs = [], []
+        for row, values in zip(hit.index, hit.to_dict("records")):
+            old = stored[str(values["call_id"])]
             changes = _call_changes(values, old)
             if changes:
+                runs.append(old["run_id"])
                 refused.append(
                     f"row {row} (call_id {values['call_id']!r}): a call free minutes already "
-                    f"credited (run {old['run_id']}, billing date {old['consumed_on']}) cannot "
-                    f"change: {', '.join(changes)}")
-        run_ids = sorted({stored[str(c)]["run_id"] for c in frame["call_id"]
-                          if str(c) in stored})
-        _refuse(name, refused,
-                "to change a credited call, reverse the run that credited it (billing-jobs "
-                f"reverse --run {run_ids[0]} --post; its minutes are given back), import the "
-                "file, then post that date again")
+                    f"credited (run {old['run_id']}, billing date {_date(old['consumed_on'])}) "
+                    f"cannot change: {', '.join(changes)}")
+        if refused:
+            _refuse(name, refused,
+                    "to change a credited call, reverse the run that credited it (billing-jobs "
+                    f"reverse --run {runs[0]} --post; its minutes are given back), import the "
+                    "file, then post that date again")
 
 
-def _consumed(conn: sa.Connection, call_ids: list[str]) -> dict[str, dict]:
-    """The file's consumed calls: per call id what its credit recorded (customer, start, run,
+_IDS_TABLE = "_import_call_ids"
+
+
+def _consumed(conn: sa.Connection, ids: pa.Array | pa.ChunkedArray) -> dict[str, dict]:
+    """The chunk's consumed calls: per call id what its credit recorded (customer, start, run,
     billing date) and the stored call (charge, duration, destination; None if gone)."""
-    c, u, cu = credits_t.c, usage_t.c, customers_t.c
+    rows = pa.table({"call_id": ids})
+    raw = conn.connection.driver_connection  # inside the import's transaction
+    if bulk.is_postgres(conn):
+        with raw.cursor() as cur:
+            cur.execute(f'CREATE TEMP TABLE IF NOT EXISTS "{_IDS_TABLE}" (call_id text)'
+                        + bulk.on_commit_drop(conn))
+            cur.execute(f'TRUNCATE "{_IDS_TABLE}"')
+            bulk.copy_in(cur, f'"{_IDS_TABLE}"', '"call_id"', rows, 200_000)
+            cur.execute(f'ANALYZE "{_IDS_TABLE}"')
+    else:
+        cur = raw.cursor()
+        try:
+            cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {_IDS_TABLE} (call_id TEXT)")
+            cur.execute(f"DELETE FROM temp.{_IDS_TABLE}")
+            bulk.insert_many(cur, f"INSERT INTO temp.{_IDS_TABLE} (call_id) VALUES (?)",
+                             rows, 50_000)
+        finally:
+            cur.close()
+    query = sa.text(
+        "SELECT c.call_id, c.customer_id, c.start_time, c.run_id, c.consumed_on, "
+        "u.charge_micros, u.duration_s, u.destination, cu.currency "
+        f"FROM {_IDS_TABLE} t JOIN call_credits c ON c.call_id = t.call_id "
+        "LEFT JOIN usage u ON u.call_id = c.call_id "
+        "LEFT JOIN customers cu ON cu.customer_id = c.customer_id "
+        "ORDER BY c.call_id, c.consumed_on, c.run_id"
+    ).columns(start_time=Timestamp, consumed_on=sa.Date)
     out: dict[str, dict] = {}
-    query = (sa.select(c.call_id, c.customer_id, c.start_time, c.run_id, c.consumed_on,
-                       u.charge_micros, u.duration_s, u.destination, cu.currency)
-             .select_from(credits_t.outerjoin(usage_t, u.call_id == c.call_id)
-                          .outerjoin(customers_t, cu.customer_id == c.customer_id))
-             .where(c.call_id.in_(sa.bindparam("ids", expanding=True)))
-             .order_by(c.call_id, c.consumed_on, c.run_id))
-    for batch in _batches(sorted(set(call_ids))):
-        for r in conn.execute(query, {"ids": batch}).mappings():
+    try:
+        for r in conn.execute(query).mappings():
             out.setdefault(str(r["call_id"]), dict(r))  # a call's parts: one run consumed it
+    finally:
+        bulk.drop_temp(conn, _IDS_TABLE)
     return out
+
+
+def _date(value) -> str:
+    return str(value)[:10]
 
 
 def _call_changes(values: dict, old: dict) -> list[str]:

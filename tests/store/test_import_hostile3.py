@@ -47,11 +47,11 @@ def _calls(rows) -> str:
     return USAGE_HEADER + "".join(f"{c},{cu},{t},{d},{s},{m}\n" for c, cu, t, d, s, m in rows)
 
 
-def _refused(engine, entity: str, path: Path, *parts: str) -> str:
+def _refused(engine, entity: str, path: Path, *parts: str, chunk_rows: int = 1000) -> str:
     """Import `path`, expect ImportFailed holding every part, and nothing written."""
     before = dump(engine)
     with pytest.raises(ImportFailed) as err:
-        import_csv(engine, entity, path)
+        import_csv(engine, entity, path, chunk_rows=chunk_rows)
     msg = str(err.value)
     for part in parts:
         assert part in msg, msg
@@ -113,6 +113,13 @@ def test_two_changes_of_one_call_are_named_together(posted, tmp_path):
         ("U1", "C1", "2027-01-05T11:00:00Z", "442071234567", 300, "0.10")]))
     _refused(engine, "usage", bad, "row 2 (call_id 'U0')", "customer_id 'C1' -> 'C2', "
              "charge 0.30 -> 0.00", "row 3 (call_id 'U1')", "charge 0.30 -> 0.10")
+    # streamed one row at a time: the change in a later chunk, after rows written
+    later = _write(tmp_path / "later.csv", _calls([
+        ("N1", "C2", "2027-01-05T09:00:00Z", "1", 1, "0.01"),
+        ("U0", "C1", "2027-01-05T10:00:00Z", "442071234567", 300, "0.30"),
+        ("U1", "C1", "2027-01-05T11:00:00Z", "442071234567", 300, "0.10")]))
+    _refused(engine, "usage", later, "later.csv: row 4 (call_id 'U1')", "charge 0.30 -> 0.10",
+             chunk_rows=1)
 
 
 def test_a_consumed_call_imported_again_unchanged_is_a_no_op(posted, tmp_path):
