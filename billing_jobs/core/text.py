@@ -118,15 +118,16 @@ class TextRefused(UsageError):
     """Text a command was asked to store breaks the text rules (exit 2, nothing stored)."""
 
 
-def text_problem(value: str, *, is_id: bool = False) -> str | None:
+def text_problem(value: str, *, is_id: bool = False, one_line: bool = False) -> str | None:
     """Why `value` may not be stored (None: it may): the import's rules for an id (`is_id`) or
-    for free text, one value at a time."""
+    for free text, one value at a time; `one_line` free text (a file name, a label) refuses tab
+    and line breaks too."""
     if is_id:
         arr = pa.array([value], pa.string())
         return id_problem(value) if bad_ids(arr)[0] else None
-    if first_of(value, CONTROL_IN_TEXT) != "?":
-        return (f"control character {first_of(value, CONTROL_IN_TEXT)} not allowed: "
-                f"{shown(value)}")
+    controls = CONTROL if one_line else CONTROL_IN_TEXT
+    if first_of(value, controls) != "?":
+        return f"control character {first_of(value, controls)} not allowed: {shown(value)}"
     if len(value) > MAX_TEXT_CHARS:
         return f"longer than {MAX_TEXT_CHARS} characters ({len(value)}): {shown(value)}"
     if first_of(value, FORMAT_IN_TEXT) != "?":
@@ -140,18 +141,19 @@ def format_problem(value: str) -> str:
             f"reorders or hides what is shown): {shown(value)}")
 
 
-def check_stored_text(label: str, value: str | None, *, is_id: bool = False) -> str | None:
+def check_stored_text(label: str, value: str | None, *, is_id: bool = False,
+                      one_line: bool = False) -> str | None:
     """`value` unchanged when a command may store it; else TextRefused naming `label` (what the
     text is: "--reason", "source file name", ...) and the rule. The same rules as the import:
     no control character (free text keeps tab and line breaks), no bidirectional override or
     invisible format character, at most MAX_TEXT_CHARS characters; an id (`is_id`) also no
-    format character at all, Unicode NFC and at most MAX_ID_CHARS. None passes (nothing to
-    store)."""
+    format character at all, Unicode NFC and at most MAX_ID_CHARS; `one_line` text no tab or
+    line break either. None passes (nothing to store)."""
     if value is None:
         return None
     if not isinstance(value, str):
         raise TypeError(f"{label}: expected text, got {type(value).__name__}")
-    problem = text_problem(value, is_id=is_id)
+    problem = text_problem(value, is_id=is_id, one_line=one_line)
     if problem is not None:
         raise TextRefused(f"{label}: {problem}; nothing stored")
     return value

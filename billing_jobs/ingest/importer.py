@@ -44,6 +44,7 @@ import sqlalchemy as sa
 from billing_jobs.core.entities import ENTITY_KINDS, FILE_KINDS
 from billing_jobs.core.errors import ImportFailed
 from billing_jobs.core.frames import ENTITY_KEYS
+from billing_jobs.core.text import text_problem
 from billing_jobs.ingest.balances import BalanceChange, existing_balance_rule
 from billing_jobs.ingest.changes import check_changes, record_changes, recorded_by
 from billing_jobs.ingest.file_rules import (
@@ -109,6 +110,11 @@ def import_file(engine: sa.Engine, entity: str, path: str | os.PathLike, *,
         raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")
     path = Path(path)
     name = path.name
+    problem = text_problem(name, one_line=True)
+    if problem is not None:  # the name is recorded (versions, changes, adjustments) and shown
+        raise ImportFailed(
+            f"file name: {problem}; an import records the name of the file it came from (price "
+            "versions, changes, balance adjustments) - rename the file; nothing imported")
     source = Source(path)
     chunks = parsed_chunks(entity, source, chunk_rows)
     first = next(chunks)  # a one-chunk file is parsed before any transaction opens

@@ -267,6 +267,8 @@ def test_check_stored_text_is_the_import_rule_for_commands():
     with pytest.raises(TextRefused, match="invisible character U\\+200D not allowed in an id"):
         check_stored_text("source", "a\u200db", is_id=True)
     assert check_stored_text("source", "customers-2027-01.csv", is_id=True)
+    with pytest.raises(TextRefused, match="label: control character U\\+000A"):
+        check_stored_text("label", "two\nlines", one_line=True)
 
 
 # ------------------------------------------------------------------ item 12: sizes
@@ -322,3 +324,28 @@ def test_a_huge_row_is_refused_naming_its_row_and_column(db_url, tmp_path, small
     import_csv(engine, "customers", _write(tmp_path / "ok.csv",
                CUSTOMERS_HEADER + f"C1,{'y' * 4000},EUR,1\n"))
     engine.dispose()
+
+
+def test_a_file_name_breaking_the_text_rules_is_refused(db_url, tmp_path, monkeypatch):
+    """An import records its file's name (price versions, changes, balance adjustments)."""
+    engine = fresh_engine(db_url)
+    before = dump(engine)
+    for name, part in (("vsc.\u202ecustomers.csv", "format character U+202E"),
+                       ("new\nline.csv", "control character U+000A")):
+        path = _write(tmp_path / name, CUSTOMERS_HEADER + "C1,A,EUR,1\n")
+        with pytest.raises(ImportFailed) as err:
+            import_csv(engine, "customers", path)
+        msg = str(err.value)
+        assert msg.startswith("file name: ") and part in msg and "rename the file" in msg, msg
+        assert name not in msg and "\n" not in msg
+    assert dump(engine) == before
+    engine.dispose()
+
+
+def test_who_recorded_a_change_is_stored_readable(monkeypatch):
+    from billing_jobs.ingest import changes
+    monkeypatch.setattr(changes.getpass, "getuser", lambda: "ops\u202enimda")
+    by = changes.recorded_by()
+    assert "\u202e" not in by and by.startswith("ops\\u202enimda@")
+    monkeypatch.setattr(changes.getpass, "getuser", lambda: "zoë")
+    assert changes.recorded_by().startswith("zoë@")
