@@ -22,6 +22,14 @@ This module holds the transaction and the order of the steps; each step is its o
   repeated in a later chunk (64-bit hashes of every id, the rows re-read to name both) and a
   customer's charges total. The first problem found rolls the whole file back. A pipe is read
   into memory once (nothing seeks) and goes through the same chunks.
+* What posted lines fixed is not changed silently (ingest/posted.py, #28 items 4 and 11): a
+  usage row changing a call free minutes already credited (customer, start time, charge,
+  duration, destination) and a customer or package row changing the currency of an id with
+  posted ledger lines are refused naming the row, the id and the change. Currency codes are
+  stored upper-case. A file whose name breaks the text rules (core/text.py) is refused: the
+  name is recorded.
+* A header longer than the read window (1 MB) and a row longer than the reader's block (16 MB)
+  are refused naming row 1 / the row and its column (ingest/source.py), never read whole.
 * Optional cells may be empty: name/description/destination (''), frequency_match, end_date,
   assignments.free_minutes (NULL), setup_cost/setup_retail/free_minutes/minimum_days (0),
   minimum_spend/prorate (false). Columns the SPEC marks optional (packages.frequency_match,
