@@ -29,6 +29,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from billing_jobs.core.entities import ASSIGNMENT_TERMS
+from billing_jobs.core.text import text_problem
 from billing_jobs.store.tables import assignment_changes as changes_t
 from billing_jobs.store.tables import assignments as assignments_t
 from billing_jobs.store.tables import customers as customers_t
@@ -48,7 +49,10 @@ def recorded_by() -> str:
         user = getpass.getuser()
     except Exception:  # noqa: BLE001 - no login name in the environment
         user = "unknown"
-    return f"{user}@{socket.gethostname() or 'localhost'}"
+    by = f"{user}@{socket.gethostname() or 'localhost'}"
+    # the login comes from the environment ($LOGNAME, $USER): stored only as readable text, a
+    # control or bidirectional character escaped (the text rules, core/text.py)
+    return by if text_problem(by, one_line=True) is None else by.encode("unicode_escape").decode("ascii")
 
 
 @dataclass(frozen=True)

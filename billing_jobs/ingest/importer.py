@@ -22,6 +22,14 @@ This module holds the transaction and the order of the steps; each step is its o
   repeated in a later chunk (64-bit hashes of every id, the rows re-read to name both) and a
   customer's charges total. The first problem found rolls the whole file back. A pipe is read
   into memory once (nothing seeks) and goes through the same chunks.
+* What posted lines fixed is not changed silently (ingest/posted.py, #28 items 4 and 11): a
+  usage row changing a call free minutes already credited (customer, start time, charge,
+  duration, destination) and a customer or package row changing the currency of an id with
+  posted ledger lines are refused naming the row, the id and the change. Currency codes are
+  stored upper-case. A file whose name breaks the text rules (core/text.py) is refused: the
+  name is recorded.
+* A header longer than the read window (1 MB) and a row longer than the reader's block (16 MB)
+  are refused naming row 1 / the row and its column (ingest/source.py), never read whole.
 * Optional cells may be empty: name/description/destination (''), frequency_match, end_date,
   assignments.free_minutes (NULL), setup_cost/setup_retail/free_minutes/minimum_days (0),
   minimum_spend/prorate (false). Columns the SPEC marks optional (packages.frequency_match,
@@ -44,6 +52,7 @@ import sqlalchemy as sa
 from billing_jobs.core.entities import ENTITY_KINDS, FILE_KINDS
 from billing_jobs.core.errors import ImportFailed
 from billing_jobs.core.frames import ENTITY_KEYS
+from billing_jobs.core.text import text_problem
 from billing_jobs.ingest.balances import BalanceChange, existing_balance_rule
 from billing_jobs.ingest.changes import check_changes, record_changes, recorded_by
 from billing_jobs.ingest.file_rules import (
@@ -53,6 +62,7 @@ from billing_jobs.ingest.file_rules import (
     referenced_tables,
 )
 from billing_jobs.ingest.parse import parsed_chunks
+from billing_jobs.ingest.posted import ConsumedCalls, refuse_currency_changes
 from billing_jobs.ingest.source import IMPORT_CHUNK_ROWS, Source, read_header
 from billing_jobs.ingest.terms import (assignment_terms, import_versions, record_cancels,
                                        refuse_repriced_packages)
@@ -108,6 +118,11 @@ def import_file(engine: sa.Engine, entity: str, path: str | os.PathLike, *,
         raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")
     path = Path(path)
     name = path.name
+    problem = text_problem(name, one_line=True)
+    if problem is not None:  # the name is recorded (versions, changes, adjustments) and shown
+        raise ImportFailed(
+            f"file name: {problem}; an import records the name of the file it came from (price "
+            "versions, changes, balance adjustments) - rename the file; nothing imported")
     source = Source(path)
     chunks = parsed_chunks(entity, source, chunk_rows)
     first = next(chunks)  # a one-chunk file is parsed before any transaction opens
@@ -117,6 +132,7 @@ def import_file(engine: sa.Engine, entity: str, path: str | os.PathLike, *,
     references = referenced_tables(engine, entity)
     ids = FileIds(ENTITY_KEYS[entity], entity)
     charges = CustomerCharges() if entity == "usage" else None
+    consumed = ConsumedCalls() if entity == "usage" else None
     written = 0
     changes: list[BalanceChange] = []
     versions: list[pd.DataFrame] = []
@@ -138,6 +154,9 @@ def import_file(engine: sa.Engine, entity: str, path: str | os.PathLike, *,
                     raise ImportFailed(f"{name}: {errors[0]}{more}")
                 if charges is not None:
                     charges.add(name, frame)
+                if consumed is not None:
+                    consumed.check(conn, frame, table.column("call_id"), name)
+                refuse_currency_changes(conn, entity, frame, name)
                 if entity == "customers":
                     changes += existing_balance_rule(conn, frame, path, set_balances)
                 if entity == "packages" and not correct:

@@ -45,12 +45,17 @@ from billing_jobs.ingest.source import (
 #: the column naming a row of each import file (changes.csv: the assignment it changes)
 FILE_KEYS = {**ENTITY_KEYS, "changes": "assignment_id"}
 
+#: Codes stored upper-case whatever case the file has: an ISO 4217 currency is one code, and
+#: `eur` stored beside `EUR` would be two currencies to every comparison (#28 item 12).
+UPPER_CASE_COLUMNS = frozenset({"currency"})
+
 #: Text bounds and forbidden characters: billing_jobs/core/text.py (#17 items 6 and 10)
 _CONTROL = text_rules.pattern(text_rules.CONTROL)
 _CONTROL_TEXT = text_rules.pattern(text_rules.CONTROL_IN_TEXT)
 _INVISIBLE = text_rules.pattern(text_rules.INVISIBLE)
+_FORMAT_TEXT = text_rules.pattern(text_rules.FORMAT_IN_TEXT)
 _RANGES = {_CONTROL: text_rules.CONTROL, _CONTROL_TEXT: text_rules.CONTROL_IN_TEXT,
-           _INVISIBLE: text_rules.INVISIBLE}
+           _INVISIBLE: text_rules.INVISIBLE, _FORMAT_TEXT: text_rules.FORMAT_IN_TEXT}
 
 
 @dataclass
@@ -97,8 +102,10 @@ def _fast_micros(text: pa.Array) -> np.ndarray:
 
 
 def _text_rules(col: str, kind: str, raw: pa.Array, ok: np.ndarray, complain) -> None:
-    """Control characters anywhere; in ids and references also invisible characters, text
-    not in Unicode NFC form (a decomposed 'é' is another id) and more than MAX_ID_CHARS."""
+    """Control characters anywhere; in free text the bidirectional overrides and invisible
+    format characters (text_rules.FORMAT_IN_TEXT); in ids and references every format
+    character, text not in Unicode NFC form (a decomposed 'é' is another id) and more than
+    MAX_ID_CHARS."""
     control = _CONTROL if kind in ("id", "rtext") else _CONTROL_TEXT
     complain(col, ok & _np(pc.match_substring_regex(raw, control)), raw,
              lambda v: f"control character {_first(v, control)} not allowed: {_shown(v)}")
@@ -106,6 +113,8 @@ def _text_rules(col: str, kind: str, raw: pa.Array, ok: np.ndarray, complain) ->
     complain(col, ok & (_np(pc.utf8_length(raw)) > limit), raw,
              lambda v: f"longer than {limit} characters ({len(v)}): {_shown(v)}")
     if kind not in ("id", "rtext"):
+        complain(col, ok & _np(pc.match_substring_regex(raw, _FORMAT_TEXT)), raw,
+                 text_rules.format_problem)
         return
     complain(col, ok & _np(pc.match_substring_regex(raw, _INVISIBLE)), raw,
              lambda v: f"invisible character {_first(v, _INVISIBLE)} not allowed in an id: "
@@ -208,6 +217,8 @@ def _parse_text(col: str, kind: str, raw: pa.Array, empty: np.ndarray,
                 problems: _Problems) -> tuple[pa.Array, pd.Series]:
     """id, rtext, text: the text as it is; ntext: empty cells are NULL / None."""
     _text_rules(col, kind, raw, ~empty, problems.complain)
+    if col in UPPER_CASE_COLUMNS:  # 'eur' is stored as 'EUR' (#28 item 12)
+        raw = pc.utf8_upper(raw)
     if kind != "ntext":
         return raw, pd.Series(raw.to_pandas(), dtype=str)
     array = pc.if_else(pa.array(empty), pa.scalar(None, pa.string()), raw)

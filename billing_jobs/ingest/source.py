@@ -17,6 +17,7 @@ import stat
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
@@ -30,8 +31,14 @@ IMPORT_CHUNK_ROWS = 2_000_000
 
 #: how long a named pipe (FIFO) may stay silent before the import gives up
 FIFO_WAIT_SECONDS = 10
-#: bytes read for the header line
+#: bytes read for the header line: a longer first line is refused (a header of ours is under
+#: 1 KB), never cut
 _HEAD_BYTES = 1 << 20
+#: bytes the CSV reader reads at a time: a row longer than this cannot be read, and is refused
+#: naming its row (and column), found by `_long_row` without decoding it
+_BLOCK_BYTES = 16 << 20
+#: bytes `_long_row` scans at a time
+_SCAN_BYTES = 1 << 22
 
 
 class Source:
@@ -73,7 +80,15 @@ class Source:
         header."""
         if self._head is None:
             with self.open() as fh:
-                self._head = _lf_without_bom(fh.read(_HEAD_BYTES))
+                raw = fh.read(_HEAD_BYTES)
+            head = _lf_without_bom(raw)
+            if len(raw) >= _HEAD_BYTES and b"\n" not in head:
+                # never cut a header: its last cell would be another column (or the same twice)
+                raise ImportFailed(
+                    f"{self.name} row 1 (the header): longer than {_size(_HEAD_BYTES)} without a "
+                    "line end; a header of ours is one short line of column names - is this a "
+                    "CSV file of ours?")
+            self._head = head
         return self._head
 
     def header_only(self) -> bool:
@@ -191,7 +206,7 @@ def raw_chunks(name: str, source: Source, header: list[str],
             reader = pcsv.open_csv(
                 fh,
                 read_options=pcsv.ReadOptions(column_names=header, skip_rows=1,
-                                              block_size=16 << 20),
+                                              block_size=_BLOCK_BYTES),
                 parse_options=pcsv.ParseOptions(newlines_in_values=True,
                                                 invalid_row_handler=on_invalid),
                 convert_options=pcsv.ConvertOptions(
@@ -212,6 +227,8 @@ def raw_chunks(name: str, source: Source, header: list[str],
                     held -= chunk_rows
                     batches = rows.slice(chunk_rows).to_batches()
         except pa.ArrowInvalid as exc:
+            if "straddl" in str(exc):  # a row longer than the reader's block
+                _raise_long_row(name, source, header, _BLOCK_BYTES)
             _raise_utf8_problem(name, source)
             raise ImportFailed(f"{name}: cannot parse the CSV: {str(exc).splitlines()[0]}") from None
     if bad_rows:
@@ -249,6 +266,85 @@ def _raise_utf8_problem(name: str, source: Source) -> None:
             if not block:
                 return
             lines += block.count(b"\n")
+
+
+def _size(n: int) -> str:
+    """'16 MB', '64 KB', '100 bytes'."""
+    for unit, size in (("MB", 1 << 20), ("KB", 1 << 10)):
+        if n >= size and n % size == 0:
+            return f"{n // size} {unit}"
+    return f"{n} bytes"
+
+
+def _raise_long_row(name: str, source: Source, header: list[str], limit: int) -> None:
+    """ImportFailed naming the first row longer than `limit` bytes, and the column (or field)
+    it is in at `limit` bytes, if there is one (`_long_row`)."""
+    found = _long_row(source, limit)
+    if found is None:  # pragma: no cover - the reader failed on a row this scan finds short
+        return
+    row, field, quoted = found
+    where = (f"column {header[field]}" if field < len(header)
+             else f"field {field + 1} (the header has {len(header)} columns)")
+    raise ImportFailed(
+        f"{name} row {row} (row 1 is the header), {where}: the row is longer than "
+        f"{_size(limit)}, the most a row is read in (a row of ours is a few KB)"
+        + ("; it is inside a quoted value there: a quote that is never closed?" if quoted
+           else "; a missing line end?"))
+
+
+def _long_row(source: Source, limit: int) -> tuple[int, int, bool] | None:
+    """(row, 0-based field, inside quotes) at byte `limit` of the first row longer than `limit`
+    bytes, numbered like the reader (header row 1, blank lines skipped); None if no row is.
+
+    The bytes are scanned `_SCAN_BYTES` at a time with numpy, never decoded: a quote toggles
+    quoting (RFC 4180: a doubled quote toggles twice), an unquoted LF or CR ends a row (CR LF:
+    a row and an empty one, which is not counted). The scan stops at the long row's `limit`-th
+    byte: a 200 MB row costs reading `limit` bytes, not 200 MB."""
+    rows = 0  # non-empty rows ended so far (the header is row 1)
+    start = 0  # offset of the current row's first byte (BOM excluded)
+    quotes = 0  # quotes before the block
+    pos = 0
+    with source.open() as fh:
+        first = fh.read(3)
+        if first != b"\xef\xbb\xbf":
+            fh.seek(0)
+        while True:
+            block = fh.read(_SCAN_BYTES)
+            if not block:
+                return None
+            data = np.frombuffer(block, np.uint8)
+            counted = np.cumsum(data == 34, dtype=np.int64) + quotes
+            ends = np.flatnonzero(((data == 10) | (data == 13)) & (counted % 2 == 0)) + pos
+            starts = np.concatenate(([start], ends[:-1] + 1)) if len(ends) else np.empty(0)
+            lengths = ends - starts
+            numbers = rows + np.cumsum(lengths > 0)
+            long = np.flatnonzero(lengths > limit)
+            if len(long):
+                return _field_at(source, int(starts[long[0]]), limit, int(numbers[long[0]]))
+            if len(ends):
+                rows, start = int(numbers[-1]), int(ends[-1]) + 1
+            pos += len(block)
+            quotes = int(counted[-1])
+            if pos - start > limit:
+                return _field_at(source, start, limit, rows + 1)
+
+
+def _field_at(source: Source, start: int, limit: int, row: int) -> tuple[int, int, bool]:
+    """(row, 0-based field, inside quotes) at byte `limit` of the row starting at `start`."""
+    fields, quotes, done = 0, 0, 0
+    with source.open() as fh:
+        first = fh.read(3)
+        fh.seek(start + (3 if first == b"\xef\xbb\xbf" else 0))
+        while done < limit:
+            block = fh.read(min(_SCAN_BYTES, limit - done))
+            if not block:
+                break
+            data = np.frombuffer(block, np.uint8)
+            counted = np.cumsum(data == 34, dtype=np.int64) + quotes
+            fields += int(np.count_nonzero((data == 44) & (counted % 2 == 0)))
+            quotes = int(counted[-1])
+            done += len(block)
+    return row, fields, quotes % 2 == 1
 
 
 def _first_bad_record(source: Source, width: int) -> tuple[int, int] | None:

@@ -255,6 +255,8 @@ def _fixed_equal(column: str, a, b) -> bool:
         return (a or "").strip() == (b or "").strip()
     if column in ("minimum_spend", "prorate"):
         return bool(a) == bool(b)
+    if column == "currency":  # stored upper-case since #28 item 12; older rows may not be
+        return str(a or "").upper() == str(b or "").upper()
     return a == b
 
 
