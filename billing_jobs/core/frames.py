@@ -183,3 +183,5 @@ class Forecast:
     rejected: pd.DataFrame  # entity, id, reason: input rows left out of the forecast
     customers: pd.DataFrame  # customer_id, name, currency, balance (micros, as stored now)
     packages: pd.DataFrame  # package_id, name, description
+    #: the validated inputs of the range, for the explanations of terms over time (#27)
+    inputs: BillingInputs | None = None

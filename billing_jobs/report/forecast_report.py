@@ -17,6 +17,7 @@ import pandas as pd
 from billing_jobs.core.money import format_minor, format_minor_series
 from billing_jobs.core.frames import Forecast
 from billing_jobs.core.vocab import LineStatus
+from billing_jobs.report import explain
 from billing_jobs.report.folders import building, finish
 from billing_jobs.report.formatting import format_bools, format_dates, format_micros_series
 from billing_jobs.report.html import _env
@@ -75,6 +76,26 @@ def line_table(fc: Forecast) -> pd.DataFrame:
         "status": lines["status"].astype(str),
         "provisional": format_bools(lines["provisional"]),
     }, columns=LINE_CSV_COLUMNS)
+
+
+def explain_context(fc: Forecast) -> dict:
+    """What `report.explain.explain_lines` reads: names, the packages' frequency and, from the
+    range's inputs, the price versions and the splits of changed assignments (#27)."""
+    ctx: dict = {"customers": fc.customers[["customer_id", "name"]].copy()}
+    inputs = getattr(fc, "inputs", None)
+    source = inputs.packages if inputs is not None else fc.packages
+    cols = [c for c in ("package_id", "name", "description", "frequency") if c in source.columns]
+    ctx["packages"] = source[cols].copy()
+    ctx.update(explain.terms_context(inputs))
+    return ctx
+
+
+def page_lines(fc: Forecast, lines: pd.DataFrame) -> list[dict]:
+    """The rows the page shows (the first PAGE_ROWS): the CSV's text and why each amount is
+    what it is (the run report's sentence: `report.explain.explain_lines`)."""
+    head = lines.head(PAGE_ROWS)
+    why = explain.explain_lines(fc.lines.head(PAGE_ROWS), explain_context(fc))
+    return head.assign(explanation=why).to_dict("records")
 
 
 def customer_table(fc: Forecast) -> pd.DataFrame:
@@ -149,7 +170,7 @@ def write_forecast_report(fc: Forecast, out_dir: Path) -> tuple[Path, dict]:
         nonce = secrets.token_urlsafe(18)
         html = _env().get_template("forecast.html.j2").render(
             summary=summary, nonce=nonce, customers=per.head(PAGE_ROWS).to_dict("records"),
-            customers_total=len(per), lines=lines.head(PAGE_ROWS).to_dict("records"),
+            customers_total=len(per), lines=page_lines(fc, lines),
             lines_total=len(lines), page_rows=PAGE_ROWS,
             rejected=fc.rejected.astype(str).head(200).to_dict("records"),
             rejected_total=len(fc.rejected))

@@ -76,7 +76,7 @@ def forecast(engine: sa.Engine, first: date, days: int, tz: str = "UTC",
                     grants=out_grants.reset_index(drop=True),
                     rejected=plan.rejected,
                     customers=plan.clean.customers.copy(),
-                    packages=plan.clean.packages[cols].copy())
+                    packages=plan.clean.packages[cols].copy(), inputs=plan.clean)
 
 
 def _concat(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:

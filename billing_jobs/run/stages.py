@@ -15,6 +15,7 @@ from billing_jobs.core.frames import BillingInputs, BillingResult
 from billing_jobs.checks import gate, validate_inputs
 from billing_jobs.checks.evaluator import interactive
 from billing_jobs.core.errors import StrictRejection, UsageError
+from billing_jobs.report import explain
 from billing_jobs.run.request import RunRequest, Timings
 from billing_jobs.store.db import db_errors, read_connection
 from billing_jobs.store.load import load_inputs
@@ -69,7 +70,8 @@ def currency_context(inputs: BillingInputs | None) -> dict:
 
 def report_context(inputs: BillingInputs | None, engine=None, posted: bool = False) -> dict:
     """Names for the report (customers, packages) and, after a post, each customer's balance
-    as the database holds it now (balance_after, int micros)."""
+    as the database holds it now (balance_after, int micros); with price versions or changes,
+    what the explanations of those lines need (`report.explain.terms_context`)."""
     ctx: dict = {}
     if inputs is not None:
         ctx["customers"] = inputs.customers[["customer_id", "name"]].copy()
@@ -77,6 +79,9 @@ def report_context(inputs: BillingInputs | None, engine=None, posted: bool = Fal
         cols = [c for c in ("package_id", "name", "description", "frequency")
                 if c in inputs.packages.columns]
         ctx["packages"] = inputs.packages[cols].copy()
+        # price versions and the splits of changed assignments: why a line costs what it
+        # costs when terms changed over time (#27)
+        ctx.update(explain.terms_context(inputs))
     if posted and engine is not None:
         try:
             ctx["customers"] = _balances_now(engine, ctx.get("customers"))
