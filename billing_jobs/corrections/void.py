@@ -54,8 +54,6 @@ def void(engine: sa.Engine, assignment_id: str, post: bool = False) -> Voided:
                             .where(assignments_t.c.assignment_id == aid)).first()
         if base is None:
             raise UsageError(f"cancel --void: assignment {aid!r} does not exist")
-        already = conn.execute(sa.select(changes_t.c.change_id).where(
-            changes_t.c.assignment_id == aid, changes_t.c.void.is_(True))).first() is not None
         states = ledger.key_states(
             conn, "SELECT DISTINCT assignment_id, kind, period_start FROM ledger "
                   "WHERE assignment_id = :a", {"a": aid})
@@ -65,6 +63,9 @@ def void(engine: sa.Engine, assignment_id: str, post: bool = False) -> Voided:
                      idempotency_key=correction_key(KeySpace.VOID, aid, *key))
                 for key, s in sorted(states.items()) if s.net != 0]
         ledger.lock_customers(conn, {str(base[0])} | {str(r["customer_id"]) for r in rows})
+        # read under the lock: a void committed meanwhile by another process is seen here
+        already = conn.execute(sa.select(changes_t.c.change_id).where(
+            changes_t.c.assignment_id == aid, changes_t.c.void.is_(True))).first() is not None
         recorded = bool(record_changes(conn, [{"assignment_id": aid,
                                                "effective_from": base[1], "void": True}],
                                        "void", recorded_by()))
