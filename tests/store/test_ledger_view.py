@@ -33,11 +33,12 @@ def test_already_posted_shows_the_ledger_and_names_the_difference(db_url, tmp_pa
     first = run_billing(engine, RunRequest(run_date=date(2027, 1, 1), simulate=False,
                                          out_dir=tmp_path / "r1"))
     assert first.ok
-    # a new price, quantity and customer are imported after the post
+    # a new price, quantity and customer are imported after the post, as a correction (the
+    # terms were wrong: an in-place edit of posted terms needs correct=True, SPEC 10)
     (tmp_path / "p2.csv").write_text(PKG.format(price="3.00"))
     (tmp_path / "a2.csv").write_text(ASG.format(c="C2", q=2))
-    import_csv(engine, "packages", tmp_path / "p2.csv")
-    import_csv(engine, "assignments", tmp_path / "a2.csv")
+    import_csv(engine, "packages", tmp_path / "p2.csv", correct=True)
+    import_csv(engine, "assignments", tmp_path / "a2.csv", correct=True)
     for simulate in (True, False):
         out = run_billing(engine, RunRequest(run_date=date(2027, 1, 1), simulate=simulate,
                                            out_dir=tmp_path / f"r-{simulate}"))
