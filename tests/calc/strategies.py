@@ -427,7 +427,8 @@ def terms_books(draw, days: int = 92):
             if day <= start:
                 day = start + timedelta(days=1)
             kind = draw(st.sampled_from(["quantity", "quantity", "package", "package",
-                                         "customer", "mixed", "free_minutes", "cancel"]))
+                                         "customer", "mixed", "free_minutes", "cancel",
+                                         "cancel"]))
             fields = {}
             if kind in ("quantity", "mixed"):
                 fields["quantity"] = draw(st.integers(1, 5))
