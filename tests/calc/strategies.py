@@ -395,13 +395,6 @@ def terms_books(draw, days: int = 92):
                 prorate=draw(st.sampled_from([True, True, False]))))
         families.append(family)
         packages += family
-    versions = []
-    for p in packages:
-        for since in draw(st.lists(st.integers(-30, days), max_size=2, unique=True)):
-            versions.append(version(
-                p["package_id"], (first + timedelta(days=since)).isoformat(),
-                retail=draw(money_micros), cost=draw(money_micros),
-                setup_retail=draw(st.one_of(st.just(0), money_micros))))
     assignments, changes = [], []
     for i in range(1, draw(st.integers(1, 3)) + 1):
         family = draw(st.sampled_from(families))
@@ -440,7 +433,21 @@ def terms_books(draw, days: int = 92):
                 fields["free_minutes"] = draw(st.sampled_from([0, 30, 100]))
             if kind == "cancel":
                 fields["cancel"] = True
+                if p["minimum_days"] and draw(st.booleans()):  # inside the minimum term
+                    day = start + timedelta(days=draw(st.integers(1, p["minimum_days"] + 3)))
             changes.append(change(0, day.isoformat(), aid, **fields))
+    # versions: anywhere, or just before a change (in force on the change's day but not on
+    # the first day of the period it splits)
+    versions = []
+    change_days = [D(c["effective_from"]) for c in changes] or [first]
+    for p in packages:
+        dates = draw(st.lists(st.one_of(
+            st.integers(-30, days).map(lambda n: first + timedelta(days=n)),
+            near(st.sampled_from(change_days), -6, 0)), max_size=2, unique=True))
+        for since in dates:
+            versions.append(version(
+                p["package_id"], since.isoformat(), retail=draw(money_micros),
+                cost=draw(money_micros), setup_retail=draw(st.one_of(st.just(0), money_micros))))
     ids = draw(st.permutations(range(1, len(changes) + 1))) if changes else []
     for c, n in zip(changes, ids):
         c["change_id"] = n
