@@ -409,8 +409,8 @@ def terms_books(draw, days: int = 92):
             end=None if end is None else end.isoformat(), auto_decrement=draw(st.booleans())))
         # change days: mostly on, just before and just after billing dates (and period ends)
         cal = Calendar(p["frequency"], tuple(parse_match(p["frequency_match"])), start)
-        near_billing = [x for x in (start + timedelta(days=n) for n in range(1, (last - start).days + 2))
-                        if cal.contains(x)] or [start + ONE_WEEK]
+        ahead = (start + timedelta(days=n) for n in range(1, (last - start).days + 2))
+        near_billing = [x for x in ahead if cal.contains(x)] or [start + ONE_WEEK]
         for _ in range(draw(st.integers(1 if i == 1 else 0, 4))):
             day = draw(st.one_of(
                 near(st.sampled_from(near_billing), -1, 1),
