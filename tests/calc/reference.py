@@ -262,7 +262,7 @@ def _date(value) -> date | None:
     return pd.Timestamp(value).date()
 
 
-def _read(inputs: BillingInputs):
+def _read_packages(inputs: BillingInputs) -> dict[str, Package]:
     packages = {}
     for r in inputs.packages.to_dict("records"):
         packages[r["package_id"]] = Package(
@@ -278,6 +278,11 @@ def _read(inputs: BillingInputs):
             free_minutes_mode=(str(r.get("free_minutes_mode") or "credit").strip().lower()
                                or "credit"),
         )
+    return packages
+
+
+def _read(inputs: BillingInputs):
+    packages = _read_packages(inputs)
     customers = {r["customer_id"]: r["currency"] for r in inputs.customers.to_dict("records")}
     assignments = []
     for r in inputs.assignments.to_dict("records"):
@@ -570,3 +575,312 @@ def reference_consume(grants: list[dict], calls: list[dict]) -> list[tuple[str, 
                 left -= take
                 out.append((call["call_id"], g["assignment_id"], take))
     return sorted(out)
+
+
+# ------------------------------------------------------------ terms over time (SPEC 10, #27)
+#
+# One assignment and its change history, by plain loops over dates. Rules (SPEC 10 and
+# docs/decisions.md "Terms over time: the engine"):
+#
+# * Price versions: a package's money terms on day x are those of its latest version with
+#   effective_from <= x, else the package row. A line is priced on its period's first day
+#   (setup and a start stub: the start date; recurring: its billing date; change lines: the
+#   first day s of the period they split, for the old and the new terms alike).
+# * Changes apply in (effective day, change_id) order, an absent field keeping the terms
+#   before. The calendar, the setup (once, on the start), the minimum term and the effective
+#   end stay the assignment's own (its original package's).
+# * When a change dated D takes effect: the package in force (by the changes as dated) on the
+#   first day s of the period holding D prorates -> on D; otherwise -> the first billing date
+#   on or after D (the period holding D stands as billed). A day D that holds no period (a
+#   start stub that is not charged) reads the package in force on D.
+# * Cancel: service stops on the earliest cancel's effective day, never before the minimum
+#   term's end + 1, never after an existing end + 1. No billing date at or after the stop.
+# * Splits: each effective day X of a change, and the stop, that lies strictly inside a period
+#   [s, e) (e cut by the effective end, not by the cancel) whose package on s prorates, with
+#   X <= stop. On X: change_credit = -round(old retail x old qty x (e - X) / uncut days) on
+#   the old customer and package, change_charge = round(new ... ) on the new ones (none after
+#   a cancel: X = stop). Nothing when customer, package, quantity, retail and cost are all
+#   the same. uncut days = the calendar period's (a stub's: the calendar period holding it).
+# * A recurring line is priced with the terms in force on its billing date; with prorate it
+#   is cut (trailing proration) by the effective end only, never by a cancel (the credit gives
+#   the rest back); without prorate it is the full price and its period_end is cut at the stop.
+# * Void: the assignment yields nothing.
+#
+# Covered: standard packages without minimum spend (a minimum-spend package raises
+# NotImplementedError); no free-minute grants (a free_minutes override change is only a
+# change that changes no money). Calendars: any, but tested with weekly and monthly.
+
+
+@dataclass(frozen=True)
+class Money:
+    """A package's money terms in force on some day (its row, or a version)."""
+    cost: int
+    retail: int
+    setup_cost: int
+    setup_retail: int
+    free_minutes: int
+
+
+@dataclass(frozen=True)
+class TermsChange:
+    change_id: int
+    day: date  # effective_from as entered
+    quantity: int | None
+    package_id: str | None
+    free_minutes: int | None
+    customer_id: str | None
+    cancel: bool
+    void: bool
+
+
+@dataclass(frozen=True)
+class Terms:
+    customer_id: str
+    package: Package
+    quantity: int
+    free_minutes: int | None
+
+    def then(self, c: TermsChange, packages: dict[str, Package]) -> "Terms":
+        return Terms(
+            customer_id=self.customer_id if c.customer_id is None else c.customer_id,
+            package=self.package if c.package_id is None else packages[c.package_id],
+            quantity=self.quantity if c.quantity is None else c.quantity,
+            free_minutes=self.free_minutes if c.free_minutes is None else c.free_minutes,
+        )
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Terms in force on the days [start, end) (end None: open)."""
+    start: date
+    end: date | None
+    terms: Terms
+
+
+def _opt(value):
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return None
+    return value
+
+
+class History:
+    """One assignment with its change history and the price versions of the packages."""
+
+    def __init__(self, a: Assignment, packages: dict[str, Package],
+                 versions: dict[str, list[tuple[date, Money]]], changes: list[TermsChange]):
+        if a.package.minimum_spend:
+            raise NotImplementedError("minimum-spend packages are not in the terms reference")
+        self.a = a
+        self.packages = packages
+        self.versions = versions
+        self.voided = any(c.void for c in changes)
+        self.changes = sorted((c for c in changes if not c.void),
+                              key=lambda c: (c.day, c.change_id))
+        self.base = Terms(a.customer_id, a.package, a.quantity, a.free_minutes)
+        self.effective = {c.change_id: self._takes_effect(c) for c in self.changes}
+        self.stop = self._stop()
+
+    # -- terms on a day
+
+    def money(self, package: Package, day: date) -> Money:
+        m = Money(package.cost, package.retail, package.setup_cost, package.setup_retail,
+                  package.free_minutes)
+        for since, version in self.versions.get(package.package_id, []):  # by effective_from
+            if since <= day:
+                m = version
+        return m
+
+    def terms_as_dated(self, day: date) -> Terms:
+        """The terms on `day` if every change took effect on the day it is dated."""
+        t = self.base
+        for c in self.changes:
+            if c.day <= day:
+                t = t.then(c, self.packages)
+        return t
+
+    def terms(self, day: date) -> Terms:
+        """The terms in force on `day` (each change from the day it takes effect)."""
+        t = self.base
+        for c in sorted(self.changes, key=lambda c: (self.effective[c.change_id], c.day,
+                                                     c.change_id)):
+            if self.effective[c.change_id] <= day:
+                t = t.then(c, self.packages)
+        return t
+
+    # -- periods
+
+    def period_holding(self, d: date) -> Period | None:
+        """The charged-or-not period of the calendar holding d (billing periods cut by the
+        effective end; the start stub only when the original package prorates)."""
+        a = self.a
+        if d < a.start or (a.effective_end is not None and d > a.effective_end):
+            return None
+        stub = a.stub()
+        if stub is not None and d < stub.end:
+            return stub if a.package.prorate else None
+        b = d if a.calendar.contains(d) else a.calendar.prev_before(d)
+        return a.period_of(b)
+
+    def _first_billing_on_or_after(self, d: date) -> date:
+        cal = self.a.calendar
+        return d if cal.contains(d) else cal.next_after(d)
+
+    def _takes_effect(self, c: TermsChange) -> date:
+        if c.day <= self.a.start:
+            return c.day
+        p = self.period_holding(c.day)
+        s = c.day if p is None else p.start
+        if self.terms_as_dated(s).package.prorate:
+            return c.day
+        return self._first_billing_on_or_after(c.day)
+
+    def _stop(self) -> date | None:
+        """The first day without service (None: open)."""
+        cut = self.a.cut
+        cancels = [self.effective[c.change_id] for c in self.changes if c.cancel]
+        if not cancels:
+            return cut
+        floor = self.a.start + timedelta(days=max(self.a.package.minimum_days, 1) - 1)
+        stop = max(min(cancels), floor + ONE_DAY)
+        return stop if cut is None else min(stop, cut)
+
+    def serves(self, d: date) -> bool:
+        return d >= self.a.start and (self.stop is None or d < self.stop)
+
+    def segments(self) -> list[Segment]:
+        """The terms of the service window, segment by segment (consecutive equal terms
+        merged)."""
+        if self.voided:
+            return []
+        days = sorted({self.a.start} | {x for x in self.effective.values()
+                                         if x > self.a.start
+                                         and (self.stop is None or x < self.stop)})
+        out: list[Segment] = []
+        for i, d in enumerate(days):
+            end = days[i + 1] if i + 1 < len(days) else self.stop
+            t = self.terms(d)
+            if out and out[-1].terms == t:
+                out[-1] = Segment(out[-1].start, end, t)
+            else:
+                out.append(Segment(d, end, t))
+        return out
+
+    def split_days(self) -> list[tuple[date, Period]]:
+        """(X, the period [s, e) it splits): change days and the stop strictly inside a
+        period whose package on s prorates, X <= stop."""
+        days = {self.effective[c.change_id] for c in self.changes if not c.cancel}
+        if self.stop is not None:
+            days.add(self.stop)
+        out = []
+        for x in sorted(days):
+            if self.stop is not None and x > self.stop:
+                continue
+            p = self.period_holding(x)
+            if p is None or not (p.start < x < p.end):
+                continue
+            if self.terms(p.start).package.prorate:
+                out.append((x, p))
+        return out
+
+    # -- lines
+
+    def _line(self, run_date, t: Terms, kind, period_start, period_end, unit, amount, cost,
+              currency, sign=1):
+        return {
+            "run_date": run_date, "customer_id": t.customer_id,
+            "assignment_id": self.a.assignment_id, "package_id": t.package.package_id,
+            "kind": kind, "period_start": period_start, "period_end": period_end,
+            "quantity": t.quantity, "unit_price": unit,
+            "amount": sign * round_half_up(amount, currency),
+            "cost": sign * round_half_up(cost, currency),
+            "currency": currency, "auto_decrement": self.a.auto_decrement,
+        }
+
+    def lines(self, last: date, currency: str) -> list[dict]:
+        """Every line of every billing date up to `last` (run_date = the date that yields it)."""
+        if self.voided:
+            return []
+        a = self.a
+        out = []
+        if a.start > last:
+            return out
+        t = self.terms(a.start)
+        m = self.money(t.package, a.start)
+        q = t.quantity
+        if m.setup_retail or m.setup_cost:
+            out.append(self._line(a.start, t, "setup", a.start, None, m.setup_retail,
+                                  m.setup_retail * q, m.setup_cost * q, currency))
+        stub = a.stub()
+        if stub is not None and t.package.prorate:
+            r = Fraction(stub.days, stub.uncut_days)
+            out.append(self._line(a.start, t, "prorated", stub.start, stub.end, m.retail,
+                                  m.retail * q * r, m.cost * q * r, currency))
+        for b in a.billing_dates_until(last):
+            if not self.serves(b):
+                break
+            t = self.terms(b)
+            m = self.money(t.package, b)
+            p = a.period_of(b)
+            if t.package.prorate and p.end is not None:
+                r, end = Fraction(p.days, p.uncut_days), p.end
+            else:
+                r = 1
+                end = p.end if self.stop is None else (
+                    self.stop if p.end is None else min(p.end, self.stop))
+            out.append(self._line(b, t, "recurring", b, end, m.retail,
+                                  m.retail * t.quantity * r, m.cost * t.quantity * r, currency))
+        for x, p in self.split_days():
+            if x > last:
+                break
+            old, new = self.terms(x - ONE_DAY), self.terms(x)
+            mo, mn = self.money(old.package, p.start), self.money(new.package, p.start)
+            cancelled = self.stop is not None and x >= self.stop
+            same = (old.customer_id == new.customer_id
+                    and old.package.package_id == new.package.package_id
+                    and old.quantity == new.quantity and mo.retail == mn.retail
+                    and mo.cost == mn.cost)
+            r = Fraction((p.end - x).days, p.uncut_days)
+            if cancelled or not same:
+                out.append(self._line(x, old, "change_credit", x, p.end, mo.retail,
+                                      mo.retail * old.quantity * r, mo.cost * old.quantity * r,
+                                      currency, sign=-1))
+            if not cancelled and not same:
+                out.append(self._line(x, new, "change_charge", x, p.end, mn.retail,
+                                      mn.retail * new.quantity * r, mn.cost * new.quantity * r,
+                                      currency))
+        return out
+
+
+def read_histories(inputs: BillingInputs) -> tuple[dict[str, str], dict[str, History]]:
+    """(currency of each customer, History of each assignment) from the input frames."""
+    currencies, assignments = _read(inputs)
+    packages = _read_packages(inputs)
+    versions: dict[str, list[tuple[date, Money]]] = {}
+    for r in inputs.versions.to_dict("records"):
+        versions.setdefault(r["package_id"], []).append((_date(r["effective_from"]), Money(
+            int(r["cost"]), int(r["retail"]), int(r["setup_cost"]), int(r["setup_retail"]),
+            int(r["free_minutes"]))))
+    for v in versions.values():
+        v.sort(key=lambda x: x[0])
+    changes: dict[str, list[TermsChange]] = {}
+    for r in inputs.changes.to_dict("records"):
+        q, fm = _opt(r["quantity"]), _opt(r["free_minutes"])
+        changes.setdefault(r["assignment_id"], []).append(TermsChange(
+            change_id=int(r["change_id"]), day=_date(r["effective_from"]),
+            quantity=None if q is None else int(q), package_id=_opt(r["package_id"]),
+            free_minutes=None if fm is None else int(fm), customer_id=_opt(r["customer_id"]),
+            cancel=bool(r["cancel"]), void=bool(r["void"])))
+    return currencies, {a.assignment_id: History(a, packages, versions,
+                                                 changes.get(a.assignment_id, []))
+                        for a in assignments}
+
+
+def reference_terms_lines(inputs: BillingInputs, first: date, last: date) -> list[dict]:
+    """Every due line with run_date in [first, last], over terms that change (SPEC 10)."""
+    currencies, histories = read_histories(inputs)
+    out = []
+    for aid in sorted(histories):
+        h = histories[aid]
+        currency = currencies[h.a.customer_id]
+        out.extend(x for x in h.lines(last, currency) if x["run_date"] >= first)
+    return out

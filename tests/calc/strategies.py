@@ -349,3 +349,109 @@ def with_terms(inputs: BillingInputs, versions=(), changes=()) -> BillingInputs:
         "void": pd.Series([c["void"] for c in changes], dtype="bool"),
     }, columns=CHANGE_COLUMNS)
     return dataclasses.replace(inputs, versions=ver, changes=chg)
+
+
+# ------------------------------------------------------- terms over time: random histories
+
+ONE_WEEK = timedelta(days=7)
+
+
+@st.composite
+def _calendar_family(draw):
+    """(frequency, match) shared by the packages an assignment may move between."""
+    freq = draw(st.sampled_from(["weekly", "monthly", "monthly"]))
+    match = None
+    if draw(st.booleans()):
+        if freq == "weekly":
+            days = draw(st.lists(st.integers(1, 7), min_size=1, max_size=2, unique=True))
+        else:
+            days = draw(st.lists(st.sampled_from([1, 10, 15, 28, 29, 30, 31]), min_size=1,
+                                 max_size=2, unique=True))
+        match = "|".join(str(d) for d in sorted(days))
+    return freq, match
+
+
+@st.composite
+def terms_books(draw, days: int = 92):
+    """(inputs, first, last): a small book (1-3 assignments, one currency, 1-3 customers,
+    standard packages without minimum spend in 1-2 families of one calendar each), random
+    price versions and random change histories (quantity, package of the same family,
+    customer, free-minute override, cancel) over the window [first, last] of `days` nights."""
+    currency = draw(st.sampled_from(CURRENCIES))
+    first = draw(anchor_dates)
+    last = first + timedelta(days=days - 1)
+    customers = [customer(f"C{i}", currency) for i in range(1, draw(st.integers(1, 3)) + 1)]
+    families, packages = [], []
+    for f in range(1, draw(st.integers(1, 2)) + 1):
+        freq, match = draw(_calendar_family())
+        family = []
+        for i in range(1, draw(st.integers(1, 3)) + 1):
+            family.append(package(
+                f"P{f}{i}", retail=draw(money_micros), cost=draw(money_micros),
+                setup_retail=draw(st.one_of(st.just(0), money_micros)),
+                setup_cost=draw(st.sampled_from([0, 0, 1_000_000])), currency=currency,
+                frequency=freq, match=match,
+                minimum_days=draw(st.sampled_from([0, 0, 0, 10, 45, 70])),
+                prorate=draw(st.sampled_from([True, True, False]))))
+        families.append(family)
+        packages += family
+    assignments, changes = [], []
+    for i in range(1, draw(st.integers(1, 3)) + 1):
+        family = draw(st.sampled_from(families))
+        p = draw(st.sampled_from(family))
+        start = first + timedelta(days=draw(st.integers(-20, 40)))
+        end = draw(st.one_of(st.none(), st.none(),
+                             st.integers(0, 90).map(lambda n: start + timedelta(days=n))))
+        aid = f"A{i}"
+        assignments.append(assignment(
+            aid, draw(st.sampled_from(customers))["customer_id"], p["package_id"],
+            quantity=draw(st.integers(1, 4)), start=start.isoformat(),
+            end=None if end is None else end.isoformat(), auto_decrement=draw(st.booleans())))
+        # change days: mostly on, just before and just after billing dates (and period ends)
+        cal = Calendar(p["frequency"], tuple(parse_match(p["frequency_match"])), start)
+        ahead = (start + timedelta(days=n) for n in range(1, (last - start).days + 2))
+        near_billing = [x for x in ahead if cal.contains(x)] or [start + ONE_WEEK]
+        for _ in range(draw(st.integers(1 if i == 1 else 0, 4))):
+            day = draw(st.one_of(
+                near(st.sampled_from(near_billing), -1, 1),
+                near(st.sampled_from(near_billing), 2, 12),  # inside a period: a split
+                st.integers(1, max((last - start).days + 3, 1)).map(
+                    lambda n: start + timedelta(days=n))))
+            if day <= start:
+                day = start + timedelta(days=1)
+            kind = draw(st.sampled_from(["quantity", "quantity", "package", "package",
+                                         "customer", "mixed", "free_minutes", "cancel",
+                                         "cancel"]))
+            fields = {}
+            if kind in ("quantity", "mixed"):
+                fields["quantity"] = draw(st.integers(1, 5))
+            if kind in ("package", "mixed"):
+                fields["package_id"] = draw(st.sampled_from(family))["package_id"]
+            if kind == "customer" or (kind == "mixed" and draw(st.booleans())):
+                fields["customer_id"] = draw(st.sampled_from(customers))["customer_id"]
+            if kind == "free_minutes":
+                fields["free_minutes"] = draw(st.sampled_from([0, 30, 100]))
+            if kind == "cancel":
+                fields["cancel"] = True
+                if p["minimum_days"] and draw(st.booleans()):  # inside the minimum term
+                    day = start + timedelta(days=draw(st.integers(1, p["minimum_days"] + 3)))
+            changes.append(change(0, day.isoformat(), aid, **fields))
+    # versions: anywhere, or just before a change (in force on the change's day but not on
+    # the first day of the period it splits)
+    versions = []
+    change_days = [D(c["effective_from"]) for c in changes] or [first]
+    for p in packages:
+        dates = draw(st.lists(st.one_of(
+            st.integers(-30, days).map(lambda n: first + timedelta(days=n)),
+            near(st.sampled_from(change_days), -6, 0)), max_size=2, unique=True))
+        for since in dates:
+            versions.append(version(
+                p["package_id"], since.isoformat(), retail=draw(money_micros),
+                cost=draw(money_micros), setup_retail=draw(st.one_of(st.just(0), money_micros))))
+    ids = draw(st.permutations(range(1, len(changes) + 1))) if changes else []
+    for c, n in zip(changes, ids):
+        c["change_id"] = n
+    inputs = with_terms(make_inputs(customers, packages, assignments), versions, changes)
+    return inputs, first, last
+
+
