@@ -6,26 +6,18 @@ Each prints the rows it wrote (or would write) with amounts as plain decimals, a
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import datetime
 from typing import Annotated, List, Optional
 from zoneinfo import ZoneInfo
 
 import typer
 
-from billing_jobs.cli.options import out, zone
+from billing_jobs.cli.options import err, out, parse_date, zone
 from billing_jobs.core.errors import UsageError
 
 # no metavar, unlike options.DbOption: `--help` of these commands stays as it was
 DbOption = Annotated[Optional[str], typer.Option(
     "--db", help="SQLAlchemy database URL (default: $BILLING_DB_URL, else sqlite:///billing.db)")]
-
-
-def _parse_date(value: str, option: str) -> date:
-    """A date of a correction range (any calendar date, unlike a billing date)."""
-    try:
-        return datetime.strptime(value, "%Y-%m-%d").date()
-    except ValueError:
-        raise UsageError(f"{option}: {value!r} is not a date in YYYY-MM-DD form") from None
 
 
 def _amount(text: str) -> int:
@@ -45,19 +37,22 @@ def _show(written, what: str, simulate: bool) -> None:
     as markup (#28 point 1): a command that committed always gets to say what it wrote."""
     from billing_jobs.core.money import format_amount  # heavy: pandas; keeps --version fast
 
+    from billing_jobs.cli.views import inert  # control characters as visible escapes
+
     verb = "would write" if simulate else "wrote"
     count = len(written.rows) if simulate else written.count
     out.print(f"{what}: {verb} {count} row(s)", markup=False)
     for row, done in zip(written.rows, written.written):
         if not simulate and not done:
             continue
+        row = inert(row)
         status = f"would be {row['status']}" if simulate else row["status"]
         out.print(f"  {row['customer_id']}  {row['assignment_id'] or '-'}  {row['kind']}  "
                   f"{row['period_start']}  rev {row['revision']}  {row['entry']}  "
                   f"{format_amount(int(row['amount_micros']), row['currency'])} {row['currency']}"
                   f"  {status}  {row['reason']}", markup=False)
     for note in getattr(written, "notes", []):
-        out.print(f"  {note}", markup=False)
+        out.print(f"  {inert(note)}", markup=False)
 
 
 def _engine(db):
@@ -86,7 +81,9 @@ def adjust_cmd(
     written = adjust(_engine(db), customer, _amount(amount), reason, idempotency_key=key,
                      post=post, on=today, minor_unit_only=True)
     _show(written, "adjust", not post)
-    used = written.rows[0]["idempotency_key"]
+    from billing_jobs.cli.views import inert
+
+    used = inert(written.rows[0]["idempotency_key"])
     if not post:
         out.print(f"idempotency key: {used} (adding --post posts under it, once)", markup=False)
     elif written.count:
@@ -105,10 +102,27 @@ def rebill_cmd(
     db: DbOption = None,
 ) -> None:
     """Post the differences between current data and the ledger, per posting key, once."""
-    from billing_jobs.corrections.rebill import rebill  # heavy: pandas; keeps --version fast
+    # heavy: pandas; keeps --version fast
+    from billing_jobs.corrections.rebill import STEP_DAYS, rebill
 
-    first, last = _parse_date(from_, "--from"), _parse_date(to, "--to")
-    written = rebill(_engine(db), first, last, customer or None, simulate=simulate)
+    # billing dates only (2000-01-01..2199-12-31, as `run`): one line, exit 2 (#28 point 12)
+    first, last = parse_date(from_, "--from"), parse_date(to, "--to")
+    if last < first:
+        raise UsageError(f"rebill: --to {last} is before --from {first}")
+    days = (last - first).days + 1
+    if days > STEP_DAYS:
+        err.print(f"rebill: {first} to {last} is {days} day(s): in steps of {STEP_DAYS} billing "
+                  "dates, each its own transaction"
+                  + ("" if simulate else "; a step posted stands, a rerun completes the rest"),
+                  markup=False)
+
+    def progress(step: int, steps: int, since, until, rows: int) -> None:
+        verb = "would write" if simulate else "wrote"
+        err.print(f"rebill: step {step}/{steps} ({since} to {until}): {verb} {rows} row(s)",
+                  markup=False)
+
+    written = rebill(_engine(db), first, last, customer or None, simulate=simulate,
+                     progress=progress)
     _show(written, "rebill", simulate)
 
 

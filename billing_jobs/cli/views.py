@@ -7,14 +7,16 @@ document, a list of objects with amounts as decimal strings and dates in ISO for
 a table as wide as the terminal ($COLUMNS when set; 240 when piped): below 160 columns the
 long ids (run ids) are shortened with an ellipsis and long cells fold, so a 100-column
 terminal shows whole rows (`--json` always has everything). Text from the data (names,
-ids, reasons) is printed as typed, never as markup. An unknown --customer exits 2 with one
-line, like `run`.
+ids, reasons) is printed as typed, never as markup, and inert: control and bidirectional
+characters show as visible escapes (`\\x1b`, `\\u202e`, #28 point 8). An unknown --customer
+exits 2 with one line, like `run`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from datetime import date, datetime
 from typing import Annotated, Optional
@@ -41,6 +43,31 @@ def money(micros: int, currency: str) -> str:
     return format_minor(micros, currency) if int(micros) % step == 0 else format_micros(micros)
 
 
+# Stored text is printed inert (#28 point 8): rows written before the text rules (or by another
+# tool) may hold an ESC sequence (window title, screen clear), a carriage return that overwrites
+# the line or a bidirectional control that reorders it. Each such character is printed as its
+# visible escape (`\x1b`, `\x0d`, `\u202e`), never sent to the terminal. A backslash typed in
+# the data prints as itself.
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def _escape(m: re.Match) -> str:
+    code = ord(m.group())
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def inert(value):
+    """`value` with every control and bidirectional-control character of its text (in dicts
+    and lists too) written as a visible escape; other values as they are."""
+    if isinstance(value, str):
+        return _UNSAFE.sub(_escape, value)
+    if isinstance(value, dict):
+        return {k: inert(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [inert(v) for v in value]
+    return value
+
+
 def _plain(value):
     if isinstance(value, (date, datetime)):
         return value.isoformat()
@@ -55,8 +82,15 @@ def _with_money(row: dict, keys: tuple[str, ...]) -> dict:
     return {k: (money(v, row["currency"]) if k in keys else v) for k, v in row.items()}
 
 
+_JSON_UNSAFE = re.compile(r"[\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
 def _emit_json(rows: list[dict]) -> None:
-    sys.stdout.write(json.dumps(_plain(rows), indent=2, ensure_ascii=False) + "\n")
+    """One JSON document; C0 controls are escaped by JSON itself, DEL, C1 and bidirectional
+    controls are written as `\\uXXXX` escapes too (the same string to a JSON reader)."""
+    text = json.dumps(_plain(rows), indent=2, ensure_ascii=False)
+    text = _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    sys.stdout.write(text + "\n")
 
 
 PIPED_WIDTH = 240  # a table piped to a file or a program: every cell whole
@@ -131,6 +165,7 @@ def balances_cmd(customer: CustomerOption = None, as_json: JsonOption = False,
             for r in views.balances(engine, wanted)]
     if as_json:
         return _emit_json(rows)
+    rows = inert(rows)
     _table(f"balances: {len(rows)} customer(s)",
            ["customer_id", "name", "currency", "balance", "opening_balance"],
            [[r["customer_id"], r["name"], r["currency"], r["balance"], r["opening_balance"]]
@@ -161,6 +196,7 @@ def ledger_cmd(
     rows = [_with_money(r, ("amount",)) for r in views.ledger(engine, customer, first, last)]
     if as_json:
         return _emit_json(rows)
+    rows, customer = inert(rows), inert(customer)
     console = _console()
     if console.width >= NARROW:
         _table(f"ledger of {customer}: {len(rows)} row(s)",
@@ -220,6 +256,7 @@ def runs_cmd(
     rows = runs.history(options.upgraded_engine(db), settings.report_dir(), last)
     if as_json:
         return _emit_json(rows)
+    rows = inert(rows)
     console = _console()
     narrow = console.width < NARROW
     charged = ["\n".join(f"{cur} {t['amount']}" for cur, t in r["totals"].items())
@@ -254,6 +291,7 @@ def unposted_cmd(as_json: JsonOption = False, db: DbOption = None) -> None:
     rows = views.unposted(options.upgraded_engine(db), today)
     if as_json:
         return _emit_json(rows)
+    rows = inert(rows)
     _table(f"unposted: {len(rows)} billing date(s)", ["run_date", "reason", "post_attempts"],
            [[r["run_date"], r["reason"], r["post_attempts"]] for r in rows],
            right=("post_attempts",))
