@@ -118,8 +118,9 @@ def rebill_cmd(
 
     def progress(step: int, steps: int, since, until, rows: int) -> None:
         verb = "would write" if simulate else "wrote"
-        err.print(f"rebill: step {step}/{steps} ({since} to {until}): {verb} {rows} row(s)",
-                  markup=False)
+        what = (f"step {step}/{steps} ({since} to {until})" if step else
+                "last step (keys whose old key a later step reversed)")
+        err.print(f"rebill: {what}: {verb} {rows} row(s)", markup=False)
 
     written = rebill(_engine(db), first, last, customer or None, simulate=simulate,
                      progress=progress)

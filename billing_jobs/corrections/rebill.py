@@ -71,7 +71,7 @@ def rebill(engine: sa.Engine, first: date, last: date, customer_ids: list[str] |
 
     More dates: in steps of `step_days` dates, each computed, written and committed in its own
     transaction (memory and transaction size bounded by a step), `progress(step, steps, first
-    date, last date, rows)` called after each. A row that would raise a key still overlapped by
+    date, last date, rows)` called after each (step 0: the last transaction's waiting rows). A row that would raise a key still overlapped by
     a live key (a start moved to an earlier step than its old key) waits for the last
     transaction, which writes those rows and moves the grants of the whole range. A crash leaves
     the steps before it posted; a rerun computes what is left and writes only that."""
@@ -114,6 +114,7 @@ def rebill(engine: sa.Engine, first: date, last: date, customer_ids: list[str] |
         if progress is not None:
             progress(i, len(steps), step[0], step[-1],
                      len(done.rows) - count if simulate else sum(done.written[count:]))
+    before_last = len(done.rows)
     try:
         with db_errors(engine, f"rebilling {first} to {last} (last step: moved keys and "
                                "grants)"), engine.begin() as conn:
@@ -123,7 +124,14 @@ def rebill(engine: sa.Engine, first: date, last: date, customer_ids: list[str] |
                                            only_computed=True)
                 _refuse_overlaps(conn, rows, first, last,
                                  ignore=lowered if simulate else None)
-                done.add(rows, write(conn, rows, done.next()) if rows else [])
+                if simulate:  # shown only: the old key's reversal was rolled back
+                    done.add(rows, [])
+                elif rows:
+                    done.add(rows, write(conn, rows, done.next()))
+            if deferred and progress is not None:
+                count = len(done.rows) - before_last
+                progress(0, len(steps), first, last,
+                         count if simulate else sum(done.written[len(done.rows) - count:]))
             notes += _grants(conn, grant_plans, window, first, last, customer_ids, zone)
             if simulate:
                 conn.rollback()

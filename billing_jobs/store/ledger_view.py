@@ -53,6 +53,15 @@ def held_by_ledger(engine: sa.Engine, lines: pd.DataFrame) -> tuple[pd.DataFrame
     held = held.sort_values(KEY + ["revision"])
     net = held.groupby(KEY, sort=False)["amount"].sum().astype("int64")
     last = held.groupby(KEY, sort=False)[["customer_id", "quantity", "unit_price"]].last()
+    # a key lives on one customer (#28 point 5): held by several (an assignment whose customer
+    # an import corrected, rebilled before rebill moved keys whole), it differs, and the
+    # ledger's customer is the one holding most of it; rebill moves it whole
+    shares = held.groupby(KEY + ["customer_id"], sort=False)["amount"].sum()
+    shares = shares[shares != 0].reset_index()
+    holders = shares.groupby(KEY, sort=False)["customer_id"].nunique()
+    most = (shares.assign(size=shares["amount"].abs()).sort_values("size", kind="stable")
+            .groupby(KEY, sort=False)["customer_id"].last())
+    last["customer_id"] = most.reindex(last.index).fillna(last["customer_id"])
     key = pd.MultiIndex.from_frame(
         mine[KEY].assign(period_start=pd.to_datetime(mine["period_start"]).astype(
             "datetime64[s]"), assignment_id=mine["assignment_id"].astype(str)))
@@ -66,7 +75,8 @@ def held_by_ledger(engine: sa.Engine, lines: pd.DataFrame) -> tuple[pd.DataFrame
     ledger_qty = last["quantity"].reindex(k).to_numpy(dtype="int64")
     ledger_price = last["unit_price"].reindex(k).to_numpy(dtype="int64")
     current = lines.loc[idx]
-    differs = ((current["amount"].to_numpy(dtype="int64") != ledger_amount)
+    split = holders.reindex(k).fillna(0).to_numpy(dtype="int64") > 1
+    differs = (split | (current["amount"].to_numpy(dtype="int64") != ledger_amount)
                | (current["customer_id"].astype(str).to_numpy(dtype=object) != ledger_customer)
                | (current["quantity"].to_numpy(dtype="int64") != ledger_qty))
     diff = current[differs]
