@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import unicodedata
 from datetime import date, datetime, timezone
 
 import sqlalchemy as sa
@@ -28,6 +27,7 @@ import sqlalchemy as sa
 from billing_jobs.core.errors import UsageError
 from billing_jobs.core.money import (MICRO_DIGITS, format_amount, format_micros, format_minor,
                                      minor_digits)
+from billing_jobs.core.text import check_stored_text
 from billing_jobs.core.vocab import KeySpace, LedgerEntry, LineKind, LineStatus, correction_key
 from billing_jobs.corrections.rows import Written, write
 from billing_jobs.store import ledger
@@ -36,47 +36,11 @@ from billing_jobs.store.db import db_errors, read_connection
 #: the namespace of keys a user gives with --key, inside KeySpace.ADJUST
 USER = "user"
 
-# The text rules of import (core/text.py) for what `adjust` stores (#28 point 8), kept here as
-# a small private copy (core/text.py belongs to the import work): a reason or key holding a
-# control character (C0 incl. tab and line breaks, DEL, C1: ESC sequences move a terminal that
-# prints the row) or a bidirectional control (U+202A-U+202E, U+2066-U+2069: text shown in
-# another order than stored) is refused, naming the option and the character. A key is an id:
-# invisible characters (zero-width, joiners, BOM) and a form other than NFC are refused too.
-_CONTROL = ((0x00, 0x1F), (0x7F, 0x9F))
-_BIDI = ((0x202A, 0x202E), (0x2066, 0x2069))
-_INVISIBLE = ((0x200B, 0x200F), (0x2060, 0x2064), (0xFEFF, 0xFEFF))
-_MAX_KEY_CHARS = 200  # core/text.py MAX_ID_CHARS
-_MAX_REASON_CHARS = 4000  # core/text.py MAX_TEXT_CHARS
-
-
-def _first_in(value: str, *ranges) -> str | None:
-    for ch in value:
-        if any(lo <= ord(ch) <= hi for group in ranges for lo, hi in group):
-            return f"U+{ord(ch):04X}"
-    return None
-
-
-def check_text(value: str, option: str, is_id: bool = False) -> None:
-    """Refuse (exit 2) a stored text breaking the text rules, naming `option` and the
-    character as U+XXXX; the value is shown with its escapes visible."""
-    shown = ascii(value if len(value) <= 40 else value[:40] + "...")
-    if (ch := _first_in(value, _CONTROL)) is not None:
-        raise UsageError(f"adjust: {option} holds the control character {ch}: {shown}; "
-                         "nothing written")
-    if (ch := _first_in(value, _BIDI)) is not None:
-        raise UsageError(f"adjust: {option} holds the bidirectional control {ch}: {shown}; "
-                         "nothing written")
-    limit = _MAX_KEY_CHARS if is_id else _MAX_REASON_CHARS
-    if len(value) > limit:
-        raise UsageError(f"adjust: {option} is longer than {limit} characters "
-                         f"({len(value)}); nothing written")
-    if is_id:
-        if (ch := _first_in(value, _INVISIBLE)) is not None:
-            raise UsageError(f"adjust: {option} holds the invisible character {ch}: {shown}; "
-                             "nothing written")
-        if unicodedata.normalize("NFC", value) != value:
-            raise UsageError(f"adjust: {option} is not in Unicode NFC form: {shown}; write it "
-                             "composed; nothing written")
+#: what `adjust` stores follows the import's text rules (#28 point 8, core/text.py): the reason
+#: is one line of free text (no control character, tab or line break included, no bidirectional
+#: control or invisible format character, at most 4000 characters); the key is an id (no
+#: control or format character at all, NFC, at most 200 characters). Refused: exit 2 naming
+#: the option and the character as U+XXXX, nothing stored.
 _DEFAULT = re.compile(r"adjust:(\d{4}-\d{2}-\d{2}):[0-9a-f]{16}")
 
 
@@ -144,9 +108,8 @@ def adjust(engine: sa.Engine, customer_id: str, amount_micros: int, reason: str,
     currency's minor unit (off only for tests of sub-unit ledger rows)."""
     if not reason or not reason.strip():
         raise UsageError("adjust: --reason must say why")
-    check_text(reason, "--reason")
-    if idempotency_key is not None:
-        check_text(idempotency_key, "--key", is_id=True)
+    check_stored_text("--reason", reason, one_line=True)
+    check_stored_text("--key", idempotency_key, is_id=True)
     if amount_micros == 0:
         raise UsageError("adjust: --amount must not be 0")
     day = on or datetime.now(timezone.utc).date()

@@ -176,7 +176,7 @@ def test_adjust_refuses_control_and_bidi_characters(db_url, tmp_path, capsys, op
         if given is not None:
             cmd += [name, given]
     out, err = _out(capsys, cmd, 2)
-    assert option in err and char in err and "nothing written" in err, err
+    assert option in err and char in err and "nothing stored" in err, err
     assert ESC not in out + err and "\u202e" not in out + err
     assert len(err.strip().splitlines()) == 1
     assert _sql(db_url, "SELECT COUNT(*) FROM ledger")[0][0] == 0
