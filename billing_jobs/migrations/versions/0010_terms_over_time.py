@@ -24,6 +24,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from billing_jobs.migrations.sqlite_rebuild import rebuild_with_checks
+
 revision = "0010"
 down_revision = "0009"
 branch_labels = None
@@ -93,42 +95,14 @@ def upgrade() -> None:
 
 def _sqlite() -> None:
     conn = op.get_bind()
-    _rebuild_sqlite_ledger(conn)
+    rebuild_with_checks(conn, "ledger", [(f"kind IN ({OLD_KINDS})", f"kind IN ({NEW_KINDS})"),
+                                         (OLD_MONEY, NEW_MONEY)], revision)
     for event in ("UPDATE", "DELETE"):
         op.execute(f"CREATE TRIGGER assignment_changes_no_{event.lower()} BEFORE {event} ON "
                    f"assignment_changes BEGIN SELECT RAISE(ABORT, '{CHANGE_MESSAGE}'); END")
         op.execute(f"CREATE TRIGGER package_versions_no_{event.lower()} BEFORE {event} ON "
                    f"package_versions WHEN {USED} BEGIN "
                    f"SELECT RAISE(ABORT, '{VERSION_MESSAGE}'); END")
-
-
-def _rebuild_sqlite_ledger(conn) -> None:
-    """SQLite cannot alter a check constraint: rebuild the table from its own CREATE
-    statement with the two checks replaced, keeping every index, trigger and view."""
-    table_sql = conn.exec_driver_sql(
-        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'ledger'").scalar_one()
-    for old, new in ((f"kind IN ({OLD_KINDS})", f"kind IN ({NEW_KINDS})"), (OLD_MONEY, NEW_MONEY)):
-        if old not in table_sql:
-            raise RuntimeError(f"0010: ledger check not found as expected: {old}")
-        table_sql = table_sql.replace(old, new)
-    kept = conn.exec_driver_sql(
-        "SELECT type, name, sql FROM sqlite_master WHERE sql IS NOT NULL AND ("
-        "type = 'view' OR (type IN ('index', 'trigger') AND tbl_name = 'ledger'))").all()
-    for kind, name, _sql in kept:
-        if kind in ("view", "trigger"):
-            op.execute(f'DROP {kind.upper()} "{name}"')
-    new_sql = table_sql.replace("CREATE TABLE ledger", "CREATE TABLE _ledger_0010", 1)
-    new_sql = new_sql.replace('CREATE TABLE "ledger"', "CREATE TABLE _ledger_0010", 1)
-    op.execute(new_sql)
-    op.execute("INSERT INTO _ledger_0010 SELECT * FROM ledger")
-    op.execute("DROP TABLE ledger")
-    op.execute("ALTER TABLE _ledger_0010 RENAME TO ledger")
-    for kind, _name, sql in kept:  # indexes first: triggers and views may rely on them
-        if kind == "index":
-            op.execute(sql)
-    for kind, _name, sql in kept:
-        if kind != "index":
-            op.execute(sql)
 
 
 def _postgresql() -> None:

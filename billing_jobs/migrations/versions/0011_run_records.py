@@ -20,6 +20,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from billing_jobs.migrations.sqlite_rebuild import rebuild_with_checks
+
 revision = "0011"
 down_revision = "0010"
 branch_labels = None
@@ -41,39 +43,9 @@ def upgrade() -> None:
                                    comment="the report folder written"))
     conn = op.get_bind()
     if conn.dialect.name == "sqlite":
-        _rebuild_sqlite_runs(conn)
+        rebuild_with_checks(conn, "runs", [(OLD_STATUSES, NEW_STATUSES)], revision)
     else:
         _postgresql(conn)
-
-
-def _rebuild_sqlite_runs(conn) -> None:
-    """SQLite cannot alter a check constraint: rebuild the table from its own CREATE
-    statement with the status check replaced, keeping every index, trigger and view."""
-    table_sql = conn.exec_driver_sql(
-        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'runs'").scalar_one()
-    if OLD_STATUSES not in table_sql:
-        raise RuntimeError(f"0011: runs check not found as expected: {OLD_STATUSES}")
-    table_sql = table_sql.replace(OLD_STATUSES, NEW_STATUSES)
-    kept = conn.exec_driver_sql(
-        "SELECT type, name, sql FROM sqlite_master WHERE sql IS NOT NULL AND ("
-        "type = 'view' OR (type IN ('index', 'trigger') AND tbl_name = 'runs'))").all()
-    for kind, name, _sql in kept:
-        if kind in ("view", "trigger"):
-            op.execute(f'DROP {kind.upper()} "{name}"')
-    new_sql = table_sql.replace("CREATE TABLE runs", "CREATE TABLE _runs_0011", 1)
-    new_sql = new_sql.replace('CREATE TABLE "runs"', "CREATE TABLE _runs_0011", 1)
-    if "_runs_0011" not in new_sql:
-        raise RuntimeError("0011: the runs table's CREATE statement is not as expected")
-    op.execute(new_sql)
-    op.execute("INSERT INTO _runs_0011 SELECT * FROM runs")
-    op.execute("DROP TABLE runs")
-    op.execute("ALTER TABLE _runs_0011 RENAME TO runs")
-    for kind, _name, sql in kept:  # indexes first: triggers and views may rely on them
-        if kind == "index":
-            op.execute(sql)
-    for kind, _name, sql in kept:
-        if kind != "index":
-            op.execute(sql)
 
 
 def _postgresql(conn) -> None:
