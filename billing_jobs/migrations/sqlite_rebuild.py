@@ -1,7 +1,12 @@
-"""SQLite cannot alter a check constraint: a migration rebuilds the table from its own CREATE
-statement with the checks replaced, keeping every index, trigger and view (they are saved from
-sqlite_master, dropped, and re-created after the swap). Shared by migrations 0010 and 0011; a
-migration may import this module (it holds no table definitions of the live code)."""
+"""What SQLite migrations share (a migration may import this module: it holds no table
+definitions of the live code):
+
+* `rebuild_with_checks`: SQLite cannot alter a check constraint, so the table is rebuilt from its
+  own CREATE statement with the checks replaced, keeping every index, trigger and view (saved
+  from sqlite_master, dropped, re-created after the swap). Migrations 0010 and 0011.
+* `replace_guards`: the value guard triggers of a table (`guard_<table>_insert|update`, first
+  written by 0005) re-created from a list of (column, what it must be, SQL that is true when a
+  value is bad). Migrations 0009 and 0012."""
 
 from __future__ import annotations
 
@@ -38,3 +43,16 @@ def rebuild_with_checks(conn, table: str, replacements: list[tuple[str, str]],
     for kind, _name, sql in kept:
         if kind != "index":
             op.execute(sql)
+
+
+def replace_guards(table: str, rules) -> None:
+    """Re-create `table`'s guard triggers: one RAISE per (column, must, bad) rule, where `bad`
+    is an SQL condition with `{c}` standing for the new value's column."""
+    for event in ("insert", "update"):
+        op.execute(f'DROP TRIGGER IF EXISTS "guard_{table}_{event}"')
+        checks = " ".join(
+            f"SELECT RAISE(ABORT, '{table}.{column} must be {must}') "
+            f"WHERE {bad.format(c='NEW.' + chr(34) + column + chr(34))};"
+            for column, must, bad in rules)
+        op.execute(f'CREATE TRIGGER "guard_{table}_{event}" BEFORE {event.upper()} ON '
+                   f'"{table}" BEGIN {checks} END')

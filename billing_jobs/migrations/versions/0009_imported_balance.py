@@ -29,6 +29,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from billing_jobs.migrations.sqlite_rebuild import replace_guards
+
 revision = "0009"
 down_revision = "0008"
 branch_labels = None
@@ -56,27 +58,16 @@ _GUARD_RULES = [
 ]
 
 
-def _sqlite_guards(rules) -> None:
-    for event in ("insert", "update"):
-        op.execute(f'DROP TRIGGER IF EXISTS "guard_customers_{event}"')
-        checks = " ".join(
-            f"SELECT RAISE(ABORT, 'customers.{column} must be {must}') "
-            f"WHERE {bad.format(c='NEW.' + chr(34) + column + chr(34))};"
-            for column, must, bad in rules)
-        op.execute(f'CREATE TRIGGER "guard_customers_{event}" BEFORE {event.upper()} ON '
-                   f'"customers" BEGIN {checks} END')
-
-
 def upgrade() -> None:
     op.add_column("customers", sa.Column("imported_balance_micros", sa.BigInteger,
                                          nullable=True, comment=COMMENT))
     op.execute(BACKFILL)
     if op.get_bind().dialect.name == "sqlite":
-        _sqlite_guards(_GUARD_RULES)
+        replace_guards("customers", _GUARD_RULES)
 
 
 def downgrade() -> None:  # pragma: no cover
     if op.get_bind().dialect.name == "sqlite":
-        _sqlite_guards(_GUARD_RULES[:2])
+        replace_guards("customers", _GUARD_RULES[:2])
     with op.batch_alter_table("customers") as batch:
         batch.drop_column("imported_balance_micros")

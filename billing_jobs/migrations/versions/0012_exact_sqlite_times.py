@@ -25,6 +25,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from billing_jobs.migrations.sqlite_rebuild import replace_guards
+
 revision = "0012"
 down_revision = "0011"
 branch_labels = None
@@ -66,17 +68,6 @@ def _existing_problems(conn) -> list[str]:
     return [f"usage call_id={k!r}: start_time = {v} must be {_WHAT}" for k, v in rows]
 
 
-def _guards(rules) -> None:
-    for event in ("insert", "update"):
-        op.execute(f'DROP TRIGGER IF EXISTS "guard_usage_{event}"')
-        checks = " ".join(
-            f"SELECT RAISE(ABORT, 'usage.{column} must be {must}') "
-            f"WHERE {bad.format(c='NEW.' + _q(column))};"
-            for column, must, bad in rules)
-        op.execute(f'CREATE TRIGGER "guard_usage_{event}" BEFORE {event.upper()} ON '
-                   f'"usage" BEGIN {checks} END')
-
-
 def upgrade() -> None:
     conn = op.get_bind()
     if conn.dialect.name != "sqlite":
@@ -86,9 +77,9 @@ def upgrade() -> None:
         raise RuntimeError(
             "the database holds call times that do not exist (written by another tool): "
             + "; ".join(problems) + " - fix or delete these rows, then upgrade again")
-    _guards(USAGE_RULES)
+    replace_guards("usage", USAGE_RULES)
 
 
 def downgrade() -> None:  # pragma: no cover
     if op.get_bind().dialect.name == "sqlite":
-        _guards(_OLD_USAGE_RULES)
+        replace_guards("usage", _OLD_USAGE_RULES)
