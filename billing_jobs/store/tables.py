@@ -262,6 +262,23 @@ call_credits = sa.Table(
     sa.Index(None, "run_id"),
 )
 
+#: Spend per customer and UTC calendar day (migration 0013, #29): the sum of the calls' charges
+#: and of their free-minute credits, kept equal to `usage` and `call_credits` by database triggers
+#: in the same transaction as every write to those tables (import, post, reverse, void, rebill).
+#: Minimum spend sums O(customer-days) of it instead of every call of the period
+#: (`store/spend_rollup.py`). A row may hold zeros after calls moved away.
+daily_spend = sa.Table(
+    "daily_spend", metadata,
+    sa.Column("customer_id", sa.Text, primary_key=True),
+    sa.Column("day", sa.Date, primary_key=True, comment="the UTC day of the calls' start"),
+    sa.Column("charged_micros", Money, nullable=False, server_default="0",
+              comment="sum of usage.charge_micros, micro-units"),
+    sa.Column("credited_micros", Money, nullable=False, server_default="0",
+              comment="sum of call_credits.covered_micros, micro-units"),
+    sa.Column("calls", sa.BigInteger, nullable=False, server_default="0",
+              comment="number of usage rows"),
+)
+
 runs = sa.Table(
     "runs", metadata,
     sa.Column("run_id", sa.Text, primary_key=True, comment="uuid4 text"),
