@@ -1,7 +1,8 @@
 """The billing DAG under Airflow's LocalExecutor and CeleryExecutor, against the command line (#29).
 
     python -m bench.airflow_executors --data DIR [--keep-db DIR] [--date 2026-12-01]
-        [--executors local,celery] [--shards 1,2] [--cli-repeat 1] [--work DIR] [--out FILE]
+        [--executors local,celery] [--shards 1,2] [--rounds 1] [--cli-repeat 1]
+        [--work DIR] [--out FILE]
 
 Imports the CSVs of DIR (from bench.generate) into a PostgreSQL database (a throw-away server of
 bench/pg_server.py, or the kept one of `--keep-db DIR`, laid out as `bench.run --keep-db` does, so
@@ -69,15 +70,47 @@ class Config:
         return f"{self.executor}-s{self.shards}"
 
 
-def configurations(executors: list[str], shards: list[int]) -> list[Config]:
-    """Every executor x shards, shards outermost and executors alternating, so that the two
-    executors with the same shards run back to back."""
+def configurations(executors: list[str], shards: list[int], rounds: int = 1
+                   ) -> list[tuple[int, Config]]:
+    """(round, configuration) in the order measured: every executor x shards per round, shards
+    outermost and the executors back to back for the same shards; every second round takes
+    the executors in reverse order, so that neither always runs first (the first run after
+    the stack starts pays cold caches)."""
     for e in executors:
         if e not in EXECUTORS:
             raise BenchError(f"unknown executor {e!r} (choose from {', '.join(EXECUTORS)})")
     if not shards or any(n < 1 for n in shards):
         raise BenchError("--shards: one or more integers >= 1")
-    return [Config(e, n) for n in shards for e in executors]
+    if rounds < 1:
+        raise BenchError("--rounds: at least 1")
+    out = []
+    for r in range(1, rounds + 1):
+        order = executors if r % 2 else executors[::-1]
+        out += [(r, Config(e, n)) for n in shards for e in order]
+    return out
+
+
+def medians(measured: list[dict]) -> dict:
+    """Per configuration, the median over the rounds of the run's wall time and of each
+    task's queued delay and duration."""
+    import statistics
+
+    out: dict = {}
+    for name in dict.fromkeys(m["config"] for m in measured):
+        runs = [m for m in measured if m["config"] == name]
+        tasks: dict = {}
+        for m in runs:
+            for t in m["tasks"]:
+                tasks.setdefault(t["task"], []).append(t)
+        out[name] = {
+            "rounds": len(runs),
+            "wall_s": statistics.median(m["wall_s"] for m in runs),
+            "wall_s_each": [m["wall_s"] for m in runs],
+            "tasks": {k: {"queued_delay_s": statistics.median(t["queued_delay_s"] or 0 for t in v),
+                          "duration_s": statistics.median(t["duration_s"] or 0 for t in v)}
+                      for k, v in tasks.items()},
+        }
+    return out
 
 
 def free_port() -> int:
@@ -137,8 +170,8 @@ def trigger_conf(run_date: str) -> dict:
     return {"run_date": run_date, "simulate": True, "allow_future": False, "strict": False}
 
 
-def run_id_of(config: Config, stamp: str) -> str:
-    return f"bench__{config.name}__{stamp}"
+def run_id_of(config: Config, stamp: str, round_: int = 1) -> str:
+    return f"bench__{config.name}__r{round_}__{stamp}"
 
 
 def _loadavg() -> str:
@@ -270,7 +303,7 @@ def task_stage_timings(reports: Path, run_date: str, run_id: str) -> dict:
 
 
 def measure(config: Config, *, stack: Stack, env: dict, engine, reports: Path, run_date: str,
-            stamp: str, ready_s: float, run_s: float) -> dict:
+            stamp: str, ready_s: float, run_s: float, round_: int = 1) -> dict:
     """Start this configuration's scheduler (and workers), trigger one run, wait for it."""
     import sqlalchemy as sa
 
@@ -301,7 +334,7 @@ def measure(config: Config, *, stack: Stack, env: dict, engine, reports: Path, r
                      deadline, logs=(name,))
         ready = round(time.monotonic() - t_start, 1)
 
-        run_id = run_id_of(config, stamp)
+        run_id = run_id_of(config, stamp, round_)
         load = _loadavg()
         t0 = time.monotonic()
         run_cmd([AIRFLOW, "dags", "trigger", DAG_ID, "--conf",
@@ -324,7 +357,7 @@ def measure(config: Config, *, stack: Stack, env: dict, engine, reports: Path, r
                              + "".join(f"\n--- {n} log:\n{stack.log(n)}" for n in logs))
         busy = sum(t["duration_s"] or 0 for t in tasks)
         return {
-            "config": config.name, "executor": EXECUTORS[config.executor],
+            "config": config.name, "round": round_, "executor": EXECUTORS[config.executor],
             "shards": config.shards, "run_id": run_id, "state": state,
             "stack_ready_s": ready, "trigger_command_s": trigger_cmd_s,
             "wall_s": _secs(r.queued_at, r.end_date),  # trigger (queued) -> success
@@ -394,7 +427,7 @@ def bench(a) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     home, reports = work / "airflow", work / "reports"
     home.mkdir(exist_ok=True)
-    configs = configurations(a.executors, a.shards)
+    configs = configurations(a.executors, a.shards, a.rounds)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     result: dict = {"data": str(a.data), "date": a.date, "work": str(work),
                     "when": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"),
@@ -441,14 +474,14 @@ def bench(a) -> dict:
         for i in range(a.cli_repeat):
             result["cli"].append(cli_run(url, a.date, work / f"cli-{i}-before", cli_env,
                                          a.run_deadline))
-        for config in configs:
+        for round_, config in configs:
             env = airflow_env(dict(os.environ), home=home, billing_url=url, meta=meta,
                               redis_port=redis_port, api_port=api_port, reports=reports,
                               config=config)
             m = measure(config, stack=stack, env=env, engine=engine, reports=reports,
                         run_date=a.date, stamp=stamp, ready_s=a.ready_deadline,
-                        run_s=a.run_deadline)
-            print(json.dumps({k: m[k] for k in ("config", "wall_s", "running_s",
+                        run_s=a.run_deadline, round_=round_)
+            print(json.dumps({k: m[k] for k in ("config", "round", "wall_s", "running_s",
                                                 "observed_trigger_to_success_s",
                                                 "loadavg_before")}), file=sys.stderr,
                   flush=True)
@@ -456,6 +489,7 @@ def bench(a) -> dict:
         for i in range(a.cli_repeat):
             result["cli"].append(cli_run(url, a.date, work / f"cli-{i}-after", cli_env,
                                          a.run_deadline))
+        result["medians"] = medians(result["configs"])
         result["loadavg_end"] = _loadavg()
         return result
     finally:
@@ -478,6 +512,9 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument("--date", default="2026-12-01", help="billing date (simulated)")
     p.add_argument("--executors", default="local,celery", help="comma-separated: local, celery")
     p.add_argument("--shards", default="1,2", help="comma-separated BILLING_SHARDS values")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="measure every configuration N times (executor order reversed in "
+                        "every second round); medians reported")
     p.add_argument("--cli-repeat", type=int, default=1,
                    help="command-line runs before the first and after the last configuration")
     p.add_argument("--work", type=Path, metavar="DIR",
@@ -494,7 +531,7 @@ def parse_args(argv: list[str] | None = None):
     except ValueError:
         p.error("--shards: comma-separated integers")
     try:
-        configurations(a.executors, a.shards)
+        configurations(a.executors, a.shards, a.rounds)
     except BenchError as exc:
         p.error(str(exc))
     if not (a.data / "usage.csv").exists():

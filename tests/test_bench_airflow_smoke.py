@@ -18,7 +18,13 @@ def _data(tmp_path: Path) -> Path:
 
 def test_configurations_pair_the_executors_per_shard_count():
     got = ae.configurations(["local", "celery"], [1, 2])
-    assert [c.name for c in got] == ["local-s1", "celery-s1", "local-s2", "celery-s2"]
+    assert [(r, c.name) for r, c in got] == [(1, "local-s1"), (1, "celery-s1"),
+                                              (1, "local-s2"), (1, "celery-s2")]
+    got = ae.configurations(["local", "celery"], [2], rounds=2)
+    assert [(r, c.name) for r, c in got] == [(1, "local-s2"), (1, "celery-s2"),
+                                              (2, "celery-s2"), (2, "local-s2")]
+    with pytest.raises(ae.BenchError):
+        ae.configurations(["local"], [1], rounds=0)
     with pytest.raises(ae.BenchError):
         ae.configurations(["kubernetes"], [1])
     with pytest.raises(ae.BenchError):
@@ -64,5 +70,16 @@ def test_environment_of_each_executor(tmp_path):
 def test_trigger_conf_simulates_the_night():
     conf = ae.trigger_conf("2026-12-01")
     assert conf["simulate"] is True and conf["run_date"] == "2026-12-01"
-    assert ae.run_id_of(ae.Config("celery", 2), "20261207T000000") == (
-        "bench__celery-s2__20261207T000000")
+    assert ae.run_id_of(ae.Config("celery", 2), "20261207T000000", 2) == (
+        "bench__celery-s2__r2__20261207T000000")
+
+
+def test_medians_over_rounds():
+    def run(config, wall, extract):
+        return {"config": config, "wall_s": wall,
+                "tasks": [{"task": "extract", "queued_delay_s": 1.0, "duration_s": extract}]}
+    got = ae.medians([run("local-s1", 10.0, 4.0), run("local-s1", 14.0, 6.0),
+                      run("local-s1", 12.0, 5.0), run("celery-s1", 9.0, 3.0)])
+    assert got["local-s1"]["wall_s"] == 12.0 and got["local-s1"]["rounds"] == 3
+    assert got["local-s1"]["tasks"]["extract"] == {"queued_delay_s": 1.0, "duration_s": 5.0}
+    assert got["celery-s1"]["wall_s_each"] == [9.0]
