@@ -106,8 +106,8 @@ def medians(measured: list[dict]) -> dict:
             "rounds": len(runs),
             "wall_s": statistics.median(m["wall_s"] for m in runs),
             "wall_s_each": [m["wall_s"] for m in runs],
-            "tasks": {k: {"queued_delay_s": statistics.median(t["queued_delay_s"] or 0 for t in v),
-                          "duration_s": statistics.median(t["duration_s"] or 0 for t in v)}
+            "tasks": {k: {f: statistics.median(t.get(f) or 0 for t in v)
+                          for f in ("queued_delay_s", "duration_s", "startup_s")}
                       for k, v in tasks.items()},
         }
     return out
@@ -274,7 +274,7 @@ def _secs(a, b) -> float | None:
     return None if a is None or b is None else round((b - a).total_seconds(), 2)
 
 
-def task_rows(engine, run_id: str) -> list[dict]:
+def task_rows(engine, run_id: str, home: Path | None = None) -> list[dict]:
     import sqlalchemy as sa
 
     with engine.connect() as conn:
@@ -288,7 +288,40 @@ def task_rows(engine, run_id: str) -> list[dict]:
                  "duration_s": _secs(r.start_date, r.end_date),
                  "queued_at": r.queued_dttm.isoformat() if r.queued_dttm else None,
                  "start": r.start_date.isoformat() if r.start_date else None,
-                 "end": r.end_date.isoformat() if r.end_date else None} for r in rows]
+                 "end": r.end_date.isoformat() if r.end_date else None,
+                 **(task_startup(home, run_id, r.task_id, r.map_index) if home else {})}
+                for r in rows]
+
+
+def task_startup(home: Path, run_id: str, task: str, map_index: int) -> dict:
+    """From a task's log: seconds from its first line (the task runner started) to "Worker
+    startup parse complete" (task SDK up, DAG file parsed: billing modules imported), and that
+    parse alone (dag_file_parse_ms)."""
+    path = home / "logs" / f"dag_id={DAG_ID}" / f"run_id={run_id}" / f"task_id={task}"
+    if map_index >= 0:
+        path = path / f"map_index={map_index}"
+    path = path / "attempt=1.log"
+    if not path.exists():
+        return {}
+    first = parsed = None
+    parse_ms = None
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        when = rec.get("timestamp")
+        if not when:
+            continue
+        stamp = datetime.fromisoformat(when.replace("Z", "+00:00"))
+        first = first or stamp
+        if rec.get("event") == "Worker startup parse complete":
+            parsed, parse_ms = stamp, rec.get("dag_file_parse_ms")
+            break
+    if first is None or parsed is None:
+        return {}
+    return {"startup_s": _secs(first, parsed),
+            "dag_parse_s": None if parse_ms is None else round(parse_ms / 1000, 2)}
 
 
 def task_stage_timings(reports: Path, run_date: str, run_id: str) -> dict:
@@ -351,7 +384,7 @@ def measure(config: Config, *, stack: Stack, env: dict, engine, reports: Path, r
             r = conn.execute(sa.text(
                 "SELECT queued_at, start_date, end_date FROM dag_run WHERE dag_id = :dag "
                 "AND run_id = :run"), {"dag": DAG_ID, "run": run_id}).one()
-        tasks = task_rows(engine, run_id)
+        tasks = task_rows(engine, run_id, stack.home)
         if state != "success":
             raise BenchError(f"{run_id} ended {state}: {tasks}"
                              + "".join(f"\n--- {n} log:\n{stack.log(n)}" for n in logs))

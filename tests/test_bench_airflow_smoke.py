@@ -81,5 +81,21 @@ def test_medians_over_rounds():
     got = ae.medians([run("local-s1", 10.0, 4.0), run("local-s1", 14.0, 6.0),
                       run("local-s1", 12.0, 5.0), run("celery-s1", 9.0, 3.0)])
     assert got["local-s1"]["wall_s"] == 12.0 and got["local-s1"]["rounds"] == 3
-    assert got["local-s1"]["tasks"]["extract"] == {"queued_delay_s": 1.0, "duration_s": 5.0}
+    assert got["local-s1"]["tasks"]["extract"] == {"queued_delay_s": 1.0, "duration_s": 5.0,
+                                                   "startup_s": 0}
     assert got["celery-s1"]["wall_s_each"] == [9.0]
+
+
+def test_task_startup_from_the_task_log(tmp_path):
+    folder = (tmp_path / "logs" / "dag_id=package_billing" / "run_id=r1" / "task_id=compute"
+              / "map_index=1")
+    folder.mkdir(parents=True)
+    (folder / "attempt=1.log").write_text(
+        '{"timestamp":"2026-12-07T05:56:51.300000Z","event":"::group::Pre Execute"}\n'
+        'not json\n'
+        '{"timestamp":"2026-12-07T05:57:09.800000Z","event":"Worker startup parse complete",'
+        '"dag_file_parse_ms":2416}\n'
+        '{"timestamp":"2026-12-07T05:57:20.000000Z","event":"Done"}\n')
+    assert ae.task_startup(tmp_path, "r1", "compute", 1) == {"startup_s": 18.5,
+                                                             "dag_parse_s": 2.42}
+    assert ae.task_startup(tmp_path, "r1", "gate", -1) == {}
