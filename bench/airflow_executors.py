@@ -184,17 +184,24 @@ def _loadavg() -> str:
 # ----------------------------------------------------------------------------- processes
 
 class Stack:
-    """Processes started here, each in its own session (so its children stop with it), each
-    logging to <home>/<name>.log."""
+    """Processes started here, each logging to <home>/<name>.log, each in its own process
+    group (so its children stop with it) but in this command's session unless
+    `own_sessions`: with Linux's autogroup scheduling (sched_autogroup_enabled) CPU time is
+    shared between sessions first, so on a shared machine a process in a session of its own
+    gets a share of its own. One session for the whole stack (as for the command-line run)
+    keeps the executors comparable: otherwise each Celery worker gets a CPU share while the
+    LocalExecutor's task processes share the scheduler's."""
 
-    def __init__(self, home: Path):
+    def __init__(self, home: Path, own_sessions: bool = False):
         self.home = home
+        self.own_sessions = own_sessions
         self.procs: dict[str, subprocess.Popen] = {}
 
     def start(self, name: str, cmd: list[str], env: dict) -> None:
         log = (self.home / f"{name}.log").open("w")
+        group = {"start_new_session": True} if self.own_sessions else {"process_group": 0}
         self.procs[name] = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                            cwd=self.home, start_new_session=True)
+                                            cwd=self.home, **group)
         log.close()
 
     def check_alive(self) -> None:
@@ -463,6 +470,7 @@ def bench(a) -> dict:
     configs = configurations(a.executors, a.shards, a.rounds)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     result: dict = {"data": str(a.data), "date": a.date, "work": str(work),
+                    "own_sessions": a.own_sessions,
                     "when": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"),
                     "loadavg_start": _loadavg(), "cpus": os.cpu_count(), "cli": [],
                     "configs": []}
@@ -474,7 +482,7 @@ def bench(a) -> dict:
         redis_port, api_port = free_port(), free_port()
         base = airflow_env(dict(os.environ), home=home, billing_url=url, meta=meta,
                            redis_port=redis_port, api_port=api_port, reports=reports)
-        stack = Stack(home)
+        stack = Stack(home, own_sessions=a.own_sessions)
         deadline = time.monotonic() + a.ready_deadline
         if "celery" in a.executors:
             stack.start("redis", ["redis-server", "--port", str(redis_port), "--bind",
@@ -548,6 +556,9 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument("--rounds", type=int, default=1,
                    help="measure every configuration N times (executor order reversed in "
                         "every second round); medians reported")
+    p.add_argument("--own-sessions", action="store_true",
+                   help="start each Airflow process in a session of its own (default: all in "
+                        "this command's session; see Stack)")
     p.add_argument("--cli-repeat", type=int, default=1,
                    help="command-line runs before the first and after the last configuration")
     p.add_argument("--work", type=Path, metavar="DIR",
