@@ -27,6 +27,8 @@ Prints one JSON object: per configuration the wall time of the run (Airflow's da
 -> end_date, and as observed here from the trigger command to the success), each task
 instance's queued delay (queued_dttm -> start_date) and duration (start_date -> end_date), the
 stage timings the tasks recorded in their hand-off folder, and the command line's wall time.
+All Airflow processes run in this command's session (Linux autogroup shares CPU between
+sessions: see Stack; `--own-sessions` gives each its own, as tests/e2e/test_celery.py does).
 Every wait has a deadline; every process started here is stopped at the end, also on Ctrl-C,
 SIGTERM or an error (their logs stay in the work folder when `--work` is given).
 """
