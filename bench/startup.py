@@ -95,8 +95,8 @@ def main(argv: list[str] | None = None) -> int:
             customer = a.customer or _largest_customer(a.db)
             commands["run_db"] = [*bj, "run", "--date", DATE, "--customer", customer,
                                   "--db", a.db]
-        for argv in commands.values():  # warm the file cache once
-            _time(_with_out(argv, tmp, "warm"), tmp)
+        for name, argv in commands.items():  # warm the file cache once
+            _time(_with_out(argv, tmp, f"{name}-warm"), tmp)
         runs: dict[str, list[float]] = {k: [] for k in commands}
         cpus: dict[str, list[float]] = {k: [] for k in commands}
         loads: dict[str, list[str]] = {k: [] for k in commands}
