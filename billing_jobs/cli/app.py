@@ -1,5 +1,6 @@
-"""`billing-jobs`: the command line. The Typer app, `--version`, `main` and the command groups
-(one module each: run, ingest, demo, ledger, views, forecast); wiring only.
+"""`billing-jobs`: the command line. `main`, the console entry point: it answers a bare
+`--version` at once, else runs the Typer app (`app`, built in cli/commands.py with the command
+groups, one module each: ingest, run, demo, ledger, terms, views, forecast); wiring only.
 
 Exit status: 0 success, 1 the run failed (gate, --strict, database), 2 bad arguments (usage
 errors included), 130 interrupted by Ctrl-C (SIGINT), 143 stopped by SIGTERM. Errors are one
@@ -13,37 +14,18 @@ import signal
 import sys
 import threading
 import traceback
-from typing import Annotated
 
-import typer
-
-from billing_jobs.cli import demo, forecast, ingest, ledger, run, terms, views
-from billing_jobs.cli.options import err, interrupted_line, out
 from billing_jobs.core import settings
-from billing_jobs.core.version import code_version
 from billing_jobs.core.errors import BillingError
-
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  rich_markup_mode=None,
-                  context_settings={"help_option_names": ["-h", "--help"]},
-                  help="Package billing for VoIP carriers: charge packages, grant free minutes, simulate.")
+from billing_jobs.core.version import version_line
 
 
-def _version(value: bool) -> None:
-    if value:
-        out.print(f"billing-jobs {code_version()}")
-        raise typer.Exit(0)
-
-
-@app.callback()
-def _main(version: Annotated[bool, typer.Option(
-        "--version", callback=_version, is_eager=True,
-        help="print the version and exit")] = False) -> None:
-    """Package billing for VoIP carriers: charge packages, grant free minutes, simulate."""
-
-
-for group in (ingest, run, demo, ledger, terms, views, forecast):  # the order of `--help`
-    group.register(app)
+def __getattr__(name: str):
+    """`app`, the Typer app (cli/commands.py), loaded on first use: `--version` needs none of it."""
+    if name == "app":
+        from billing_jobs.cli.commands import app  # typer and every command group; see main
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 PROG = "billing-jobs"
@@ -81,22 +63,35 @@ def _usage_line(exc) -> str:
     return f"error: {text} (see '{path} -h')"
 
 
-def _invoke(argv: list[str] | None) -> int:
+def _invoke(argv: list[str]) -> int:
     """The command line parsed and run by click directly (not through Typer's `main`, which
     turns Ctrl-C into a silent exit 130): every exception reaches `main`."""
+    import typer.main  # loaded with the commands; see main
+
+    from billing_jobs.cli.commands import app  # every command group; see main
+
     command = typer.main.get_command(app)
-    args = list(sys.argv[1:] if argv is None else argv)
-    with command.make_context(PROG, args) as ctx:
+    with command.make_context(PROG, list(argv)) as ctx:
         code = command.invoke(ctx)
     return code if isinstance(code, int) else 0
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args == ["--version"]:  # the global flag alone: answered without loading the commands
+        sys.stdout.write(version_line() + "\n")
+        sys.stdout.flush()
+        return 0
     with _sigterm_interrupts():
-        return _main_guarded(argv)
+        return _main_guarded(args)
 
 
-def _main_guarded(argv: list[str] | None) -> int:
+def _main_guarded(argv: list[str]) -> int:
+    # typer (click) and rich are loaded here, not at import, so a bare `--version` stays fast
+    import typer
+
+    from billing_jobs.cli.options import err, interrupted_line
+
     try:
         return _invoke(argv)
     except typer.Exit as exc:

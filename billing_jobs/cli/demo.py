@@ -1,8 +1,5 @@
 """`billing-jobs demo`: a realistic sample in the embedded database, one date simulated."""
 
-from __future__ import annotations
-
-import tempfile
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Optional
@@ -29,6 +26,8 @@ def demo(
              "DIR, to edit and import")] = None,
 ) -> None:
     """Fill the embedded database with a realistic sample and simulate one date."""
+    import tempfile  # with random: only the demo writes a temporary folder; fast --help
+
     # heavy: pandas, SQLAlchemy, the billing rules; keeps --version fast
     from billing_jobs.demo.guard import foreign_rows
     from billing_jobs.demo.sample_data import generate, write_csv

@@ -1,11 +1,8 @@
 """`billing-jobs forecast`: upcoming charges of the next N billing dates (wiring only)."""
 
-from __future__ import annotations
-
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Optional
-from zoneinfo import ZoneInfo
 
 import typer
 
@@ -34,6 +31,8 @@ def forecast(
     from billing_jobs.report.forecast_report import write_forecast_report
     from billing_jobs.run.forecast import MAX_FORECAST_DAYS, forecast as run_forecast
     from billing_jobs.run.stages import check_customers
+
+    from zoneinfo import ZoneInfo  # with its tz path lookup: not at import; fast --help
 
     tz_name = zone(tz)
     if not 1 <= days <= MAX_FORECAST_DAYS:

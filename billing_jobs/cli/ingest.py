@@ -1,7 +1,5 @@
 """`billing-jobs import | upgrade-db`: load CSV files, migrate the schema (wiring only)."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated, Optional
 

@@ -4,11 +4,8 @@ Each prints the rows it wrote (or would write) with amounts as plain decimals, a
 0 on success, 1 when the database refused, 2 for bad arguments (like `run`).
 """
 
-from __future__ import annotations
-
 from datetime import datetime
 from typing import Annotated, List, Optional
-from zoneinfo import ZoneInfo
 
 import typer
 
@@ -76,6 +73,8 @@ def adjust_cmd(
 ) -> None:
     """A manual debit or credit of a customer, once per idempotency key."""
     from billing_jobs.corrections.adjust import adjust  # heavy: pandas; keeps --version fast
+
+    from zoneinfo import ZoneInfo  # with its tz path lookup: not at import; fast --help
 
     today = datetime.now(ZoneInfo(zone(None))).date()  # the billing time zone's day
     written = adjust(_engine(db), customer, _amount(amount), reason, idempotency_key=key,

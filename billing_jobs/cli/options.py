@@ -1,27 +1,52 @@
 """What the commands share: option aliases, date and time-zone parsing, opening the engine,
 the consoles and printing a run's outcome. Light: importing it loads no service (pandas,
-SQLAlchemy), so `billing-jobs --version` stays fast."""
+SQLAlchemy) and no rich (the consoles are made on first use), so `billing-jobs --help` stays fast."""
 
 from __future__ import annotations
 
 import calendar
-import getpass
 import os
 import re
 import traceback
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Optional
-from zoneinfo import ZoneInfo
 
 import typer
-from rich.console import Console
 
 from billing_jobs.core import settings
 from billing_jobs.core.errors import DatabaseError, UsageError
 
-out = Console(soft_wrap=True, highlight=False)
-err = Console(stderr=True, soft_wrap=True, highlight=False)
+
+
+class _Console:
+    """A rich `Console(**settings)`, made on first use (rich costs ~30 ms of imports, which
+    `--help` and the usage errors do not need); every attribute is the console's. Hand
+    `.get()`, the console itself, to rich (a Progress, a Live)."""
+
+    def __init__(self, **settings) -> None:
+        self._settings = settings
+        self._console = None
+
+    def get(self):
+        if self._console is None:
+            from rich.console import Console  # rich on first print, not at import: fast --help
+
+            self._console = Console(**self._settings)
+        return self._console
+
+    def __getattr__(self, name: str):
+        return getattr(self.get(), name)
+
+    def __enter__(self):
+        return self.get().__enter__()
+
+    def __exit__(self, *exc):
+        return self.get().__exit__(*exc)
+
+
+out = _Console(soft_wrap=True, highlight=False)
+err = _Console(stderr=True, soft_wrap=True, highlight=False)
 
 DbOption = Annotated[Optional[str], typer.Option(
     "--db", metavar="URL",
@@ -79,6 +104,8 @@ def zone(option: str | None) -> str:
         value, where = settings.tz(), "BILLING_TZ"
     else:
         return "UTC"
+    from zoneinfo import ZoneInfo  # with its tz path lookup: only when a zone is given; fast --help
+
     try:
         if not value.strip():
             raise ValueError("empty")
@@ -94,6 +121,8 @@ def user() -> str:
     name = settings.os_user()
     if name:
         return name
+    import getpass  # with termios: only a run asks who started it; fast --help
+
     try:
         return getpass.getuser()
     except Exception:  # noqa: BLE001

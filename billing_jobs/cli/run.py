@@ -1,7 +1,5 @@
 """`billing-jobs run | backfill`: bill one date, or every date of a range (wiring only)."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -82,7 +80,7 @@ def backfill(
     req.refuse_future_post(last)  # the whole range, before anything is posted
     opened = engine(db)
     days = (last - first).days + 1
-    with Progress(console=err, transient=True) as progress:
+    with Progress(console=err.get(), transient=True) as progress:
         task = progress.add_task("backfill", total=days)
 
         def done(outcome):

@@ -6,9 +6,6 @@ writes nothing). Exit 0 on success, 1 when the database or the posting gate refu
 refused change (one line naming the rule) or bad arguments.
 """
 
-from __future__ import annotations
-
-import json
 from typing import Annotated, Optional
 
 import typer
@@ -95,6 +92,8 @@ def history_cmd(
 
     entries = history(upgraded_engine(db), assignment_id=assignment, package_id=package)
     if as_json:
+        import json  # only --json writes JSON; fast --help
+
         out.print(json.dumps(entries, indent=2), markup=False)
         return
     from rich.table import Table  # only history draws a table; keeps --version fast

@@ -12,26 +12,22 @@ characters show as visible escapes (`\\x1b`, `\\u202e`, #28 point 8). An unknown
 exits 2 with one line, like `run`.
 """
 
-from __future__ import annotations
-
-import json
 import os
 import re
 import sys
 from datetime import date, datetime
-from typing import Annotated, Optional
-from zoneinfo import ZoneInfo
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
-from rich import box
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text  # cells as plain text: a name like '[red]' is not markup
 
 from billing_jobs.cli import options
 from billing_jobs.cli.options import CustomerOption, DbOption, JsonOption, parse_date, zone
 from billing_jobs.core import settings
 from billing_jobs.core.errors import UsageError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.text import Text
 
 
 def money(micros: int, currency: str) -> str:
@@ -88,6 +84,8 @@ _JSON_UNSAFE = re.compile(r"[\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 def _emit_json(rows: list[dict]) -> None:
     """One JSON document; C0 controls are escaped by JSON itself, DEL, C1 and bidirectional
     controls are written as `\\uXXXX` escapes too (the same string to a JSON reader)."""
+    import json  # only --json writes JSON; fast --help
+
     text = json.dumps(_plain(rows), indent=2, ensure_ascii=False)
     text = _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
     sys.stdout.write(text + "\n")
@@ -98,13 +96,14 @@ NARROW = 160  # below this many columns: the compact layouts, long ids shortened
 ID_CHARS = 8  # a shortened id: its first characters and an ellipsis
 
 
-def _console() -> Console:
+def _console() -> "Console":
     """The terminal's width ($COLUMNS wins when set); PIPED_WIDTH when not a terminal."""
+    from rich.console import Console  # rich only when a table is drawn: fast --help
     columns = os.environ.get("COLUMNS", "").strip()
     if columns.isdigit() and int(columns) > 0:
         return Console(width=int(columns), highlight=False, soft_wrap=False)
     if options.out.is_terminal:
-        return options.out
+        return options.out.get()
     return Console(width=PIPED_WIDTH, highlight=False, soft_wrap=False)
 
 
@@ -123,16 +122,21 @@ def _stamp(value: datetime | None, narrow: bool) -> str | None:
     return value.strftime("%Y-%m-%d\n%H:%M" if narrow else "%Y-%m-%d %H:%M:%S")
 
 
-def _cell(value) -> Text:
-    """A cell as plain text (never markup); empty shows as '-'."""
+def _cell(value) -> "Text":
+    """A cell as plain text (never markup: a name like '[red]' is not markup); empty shows as '-'."""
+    from rich.text import Text  # rich only when a table is drawn: fast --help
     return Text("-" if value is None or value == "" else str(_plain(value)))
 
 
 def _table(title: str, columns: list[str], rows: list[list], right: tuple[str, ...] = (),
-           console: Console | None = None, note: str = "",
+           console: "Console | None" = None, note: str = "",
            whole: tuple[str, ...] = (), min_widths: dict[str, int] | None = None) -> None:
     """A table on `console`: cells of `whole` columns never wrap (dates, short ids), the
     others fold to fit the width (no narrower than `min_widths`); `note` under it."""
+    from rich import box  # rich only when a table is drawn: fast --help
+    from rich.table import Table
+    from rich.text import Text
+
     console = console or _console()
     table = Table(title=Text(title), title_justify="left", box=box.SIMPLE_HEAD,
                   show_edge=False, padding=(0, 1, 0, 0), pad_edge=False,
@@ -286,6 +290,8 @@ def unposted_cmd(as_json: JsonOption = False, db: DbOption = None) -> None:
     """Billing dates not posted for all customers since the first full post, with why
     (up to yesterday in the billing time zone, $BILLING_TZ, and every gap between posts)."""
     from billing_jobs.store import views  # heavy: SQLAlchemy; keeps --version fast
+
+    from zoneinfo import ZoneInfo  # with its tz path lookup: not at import; fast --help
 
     today = datetime.now(ZoneInfo(zone(None))).date()
     rows = views.unposted(options.upgraded_engine(db), today)

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import functools
 import subprocess
-from importlib.metadata import version
 from pathlib import Path
 
 
 @functools.lru_cache(maxsize=1)
 def code_version() -> str:
     """Package version, plus the git short sha (and '-dirty') when run from a checkout."""
+    from importlib.metadata import version  # ~10 ms of imports (email...): not for --help
+
     try:
         ver = version("billing-jobs")
     except Exception:  # pragma: no cover - not installed
@@ -28,3 +29,8 @@ def code_version() -> str:
         except (OSError, subprocess.SubprocessError):
             pass
     return ver
+
+
+def version_line() -> str:
+    """What `billing-jobs --version` prints."""
+    return f"billing-jobs {code_version()}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -68,6 +69,7 @@ _NEEDS_QUOTES = r'[",\r\n]'
 # formula by spreadsheet programs. Such cells get a leading single quote; columns that the
 # report computes as numbers (amounts such as -0.72) are left as they are.
 FORMULA_START = r"^[=+\-@\t\r]"
+_FORMULA_START = re.compile(FORMULA_START)  # the same test for one header name
 NUMERIC_COLUMNS = frozenset({
     "quantity", "unit_price", "amount", "cost", "seconds", "seconds_granted", "seconds_used",
     "ledger_amount", "ledger_quantity", "credited", "covered", "minutes_left",
@@ -82,14 +84,14 @@ def neutralise_formulas(frame: pd.DataFrame, numeric=NUMERIC_COLUMNS) -> pd.Data
     out = {}
     for c in frame.columns:
         col = frame[c]
-        if c in numeric or not (col.dtype == object or pd.api.types.is_string_dtype(col)):
-            out[c] = col
+        if (not len(col) or c in numeric
+                or not (col.dtype == object or pd.api.types.is_string_dtype(col))):
+            out[c] = col  # no cell to neutralise (an empty table keeps its columns as they are)
             continue
         text = col.astype(object).where(col.notna(), "").astype(str)
         risky = text.str.contains(FORMULA_START, regex=True)
         out[c] = text.where(~risky, "'" + text) if risky.any() else col
-    header = [("'" + str(c)) if pd.Series([str(c)]).str.contains(FORMULA_START).iloc[0]
-              else c for c in frame.columns]
+    header = [("'" + str(c)) if _FORMULA_START.search(str(c)) else c for c in frame.columns]
     result = pd.DataFrame(out, columns=list(frame.columns))
     result.columns = header
     return result
@@ -103,6 +105,10 @@ def _write_csv(frame: pd.DataFrame, path: Path) -> None:
     pandas writes it with minimal quoting. Both give the same bytes for such data.
     """
     frame = neutralise_formulas(frame)
+    header_plain = not any(set(str(c)) & set(',"\r\n') for c in frame.columns)
+    if not len(frame) and header_plain:  # the header alone: as below, without pyarrow
+        path.write_bytes((",".join(str(c) for c in frame.columns) + "\n").encode("utf-8"))
+        return
     # one chunk per column: pyarrow's CSV writer mishandles an empty chunk without a data
     # buffer (what concatenating an empty and a full pandas string column gives)
     table = pa.Table.from_pandas(frame, preserve_index=False).combine_chunks()
@@ -111,7 +117,7 @@ def _write_csv(frame: pd.DataFrame, path: Path) -> None:
         and bool(pc.any(pc.match_substring_regex(col, _NEEDS_QUOTES)).as_py())
         for col in table.columns
     )
-    if needs_quotes or any(set(str(c)) & set(',"\r\n') for c in frame.columns):
+    if needs_quotes or not header_plain:
         frame.to_csv(path, index=False, lineterminator="\n")
         return
     with open(path, "wb") as fh:
