@@ -368,17 +368,24 @@ _EXISTING_GRANTS = (
 
 # ----------------------------------------------------------------------------- post
 
+def _customers(tables: list[pa.Table]) -> pa.Array:
+    """The distinct customer ids of `tables`, sorted (code point order, as Python sorts)."""
+    chunks = [c.cast(pa.string()) for t in tables for c in t.column("customer_id").chunks]
+    if not chunks:
+        return pa.array([], type=pa.string())
+    ids = pc.unique(pa.chunked_array(chunks, type=pa.string()))
+    return ids.take(pc.array_sort_indices(ids))
+
+
 def _batches(tables: list[pa.Table], size: int):
     """Yield (batch number from 1, [rows of each table]) for groups of `size` customers, the
     customers taken in id order (a customer's rows of every table are in one batch)."""
-    custs = [t.column("customer_id").to_numpy(zero_copy_only=False).astype(object)
-             for t in tables]
-    ids = pd.Index(np.unique(np.concatenate(custs).astype(str)) if custs else [])
+    ids = _customers(tables)
     orders, bounds = [], []
-    for cust in custs:
-        batch = (ids.get_indexer(cust.astype(str)) // size if len(cust)
-                 else np.zeros(0, dtype="int64"))
-        batch = np.asarray(batch, dtype="int64")
+    for t in tables:
+        cust = t.column("customer_id").cast(pa.string())
+        batch = (pc.index_in(cust, value_set=ids).to_numpy(zero_copy_only=False)
+                 .astype("int64") // size if t.num_rows else np.zeros(0, dtype="int64"))
         order = np.argsort(batch, kind="stable")
         orders.append(order)
         bounds.append(np.searchsorted(batch[order], np.arange(0, len(ids) // size + 2)))
@@ -509,8 +516,9 @@ def _post_batch(engine: sa.Engine, number: int, lines: pa.Table, grants: pa.Tabl
         try:
             # PostgreSQL: the batch's customers, before anything else, so that the
             # free-minute state read below cannot change under this transaction
-            ledger.lock_customers(conn, (c for t in (lines, grants, uses)
-                                         for c in t.column("customer_id").to_pylist()))
+            ledger.lock_customers(conn, _customers([lines, grants, uses]).to_pylist())
+            if pg:  # a large batch's sorts (ORDER BY key of each insert) in memory, not on disk
+                conn.exec_driver_sql("SET LOCAL work_mem = '64MB'")
             result = _post_rows(conn, number, lines, grants, run_id, uses, counters, run_date,
                                 stamp, cuts)
             crash_point("before_commit", number)
