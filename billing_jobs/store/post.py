@@ -6,17 +6,21 @@ with INSERT ... ON CONFLICT DO NOTHING. Whatever else happens (a re-run, two pos
 once, a retry after a crash, an overlapping backfill) a key is written once, and only the
 process that wrote it debits the balance for it.
 
-Posting works in batches of customers (ordered by customer_id). One batch is one
-transaction holding all of its customers' ledger rows, balance debits and grants, so a
-crash leaves every customer either fully posted for the result or not at all; the next run
-completes the rest. Per batch:
+Posting works in batches of customers (ordered by customer_id): DEFAULT_BATCH_CUSTOMERS_PG
+(25,000: a night of 1M assignments is 4 transactions) on PostgreSQL, DEFAULT_BATCH_CUSTOMERS
+on SQLite. One batch is one transaction holding all of its customers' ledger rows, balance
+debits and grants, so a crash leaves every customer either fully posted for the result or
+not at all; the next run completes the rest. Per batch:
 
 1. the batch's lines and grants are staged in temporary tables (PostgreSQL: COPY; SQLite:
    executemany), each row with its position (`seq`) in the result;
 2. INSERT INTO ledger ... SELECT ... ORDER BY key ... ON CONFLICT DO NOTHING RETURNING the
-   keys, customers and amounts actually inserted (a key another run wrote is not returned);
+   keys actually inserted (a key another run wrote is not returned); PostgreSQL joins them
+   back to the staged rows in the same statement (`WITH ins AS (INSERT ...) SELECT t.seq`),
+   so only the staged rows' integer `seq` comes back; SQLite's keys are matched vectorised;
 3. the customers (locked in customer_id order when the batch began, store/ledger.py) are
-   debited by the sum of the auto-decrement amounts this transaction inserted;
+   debited by the sum of the auto-decrement amounts of the staged lines at those `seq`
+   (summed exactly, in numpy), the balance bound checked for all of them in one query;
 4. the grants a change from a date cut (`BillingResult.grant_cuts`, SPEC 10) get their new
    end and seconds (never below the seconds used): only a grant still ending after the cut's
    day is updated, so a cut is applied once however often the date is posted; before
@@ -57,6 +61,9 @@ from billing_jobs.store.overlaps import Overlaps, overlapping
 from billing_jobs.store.tables import stored_name
 
 DEFAULT_BATCH_CUSTOMERS = 2000
+#: PostgreSQL: fewer, larger transactions (a batch's fixed cost - temporary tables, ANALYZE,
+#: a round trip per statement - dominated at 2000; 1M assignments = 100k customers: 4 batches)
+DEFAULT_BATCH_CUSTOMERS_PG = 25_000
 _DEADLOCK_RETRIES = 5
 
 ProgressFn = Callable[[int, int], None]
@@ -103,7 +110,7 @@ def post_result(
     simulate: bool,
     run_id: str,
     *,
-    batch_customers: int = DEFAULT_BATCH_CUSTOMERS,
+    batch_customers: int | None = None,
     progress: ProgressFn | None = None,
 ) -> BillingResult:
     """Return `result` with a `status` column on due_lines and grants.
@@ -111,7 +118,12 @@ def post_result(
     simulate=True reads only: 'already_posted' for keys already in the database, else
     'simulated'. simulate=False posts: lines 'posted' (auto_decrement, balance debited) or
     'invoiced' (balance untouched), grants 'posted'; keys written earlier 'already_posted'.
+    `batch_customers`: customers per transaction (default: DEFAULT_BATCH_CUSTOMERS_PG on
+    PostgreSQL, DEFAULT_BATCH_CUSTOMERS on SQLite).
     """
+    if batch_customers is None:
+        batch_customers = (DEFAULT_BATCH_CUSTOMERS_PG if bulk.is_postgres(engine)
+                           else DEFAULT_BATCH_CUSTOMERS)
     lines = result.due_lines
     grants = result.grants
     _check_unique(lines, list(POSTING_KEY), "due lines")
@@ -247,10 +259,11 @@ def _ints(s: pd.Series) -> pa.Array:
 
 
 def _instants(s: pd.Series) -> pa.Array:
-    """UTC timestamps as text in the stored form (SQLite) / ISO with offset (PostgreSQL)."""
-    t = pd.to_datetime(s, utc=True)
-    return pa.array(t.dt.strftime("%Y-%m-%d %H:%M:%S.%f+00:00").to_numpy(dtype=object),
-                    type=pa.string())
+    """UTC timestamps as text in the stored form (SQLite) / ISO with offset (PostgreSQL):
+    arrow's cast of a naive microsecond timestamp (always 6 decimals), then the offset."""
+    t = pd.to_datetime(s, utc=True).dt.tz_localize(None).to_numpy().astype("datetime64[us]")
+    text = pc.cast(pa.array(t, from_pandas=True), pa.string())
+    return pc.binary_join_element_wise(text, pa.scalar("+00:00"), "")
 
 
 _TO_ARROW = {"date": _dates, "text": _texts, "bigint": _ints, "timestamptz": _instants,
@@ -359,17 +372,24 @@ _EXISTING_GRANTS = (
 
 # ----------------------------------------------------------------------------- post
 
+def _customers(tables: list[pa.Table]) -> pa.Array:
+    """The distinct customer ids of `tables`, sorted (code point order, as Python sorts)."""
+    chunks = [c.cast(pa.string()) for t in tables for c in t.column("customer_id").chunks]
+    if not chunks:
+        return pa.array([], type=pa.string())
+    ids = pc.unique(pa.chunked_array(chunks, type=pa.string()))
+    return ids.take(pc.array_sort_indices(ids))
+
+
 def _batches(tables: list[pa.Table], size: int):
     """Yield (batch number from 1, [rows of each table]) for groups of `size` customers, the
     customers taken in id order (a customer's rows of every table are in one batch)."""
-    custs = [t.column("customer_id").to_numpy(zero_copy_only=False).astype(object)
-             for t in tables]
-    ids = pd.Index(np.unique(np.concatenate(custs).astype(str)) if custs else [])
+    ids = _customers(tables)
     orders, bounds = [], []
-    for cust in custs:
-        batch = (ids.get_indexer(cust.astype(str)) // size if len(cust)
-                 else np.zeros(0, dtype="int64"))
-        batch = np.asarray(batch, dtype="int64")
+    for t in tables:
+        cust = t.column("customer_id").cast(pa.string())
+        batch = (pc.index_in(cust, value_set=ids).to_numpy(zero_copy_only=False)
+                 .astype("int64") // size if t.num_rows else np.zeros(0, dtype="int64"))
         order = np.argsort(batch, kind="stable")
         orders.append(order)
         bounds.append(np.searchsorted(batch[order], np.arange(0, len(ids) // size + 2)))
@@ -413,13 +433,15 @@ def _retryable(exc: sa.exc.OperationalError) -> bool:
     return code in ("40P01", "40001")  # deadlock detected, serialization failure
 
 
-def _key_text(*parts) -> pd.Series:
-    """One string per row from key columns (dates rendered YYYY-MM-DD)."""
-    out = None
-    for part in parts:
-        text = pd.Series(part, dtype=object).map(_iso).astype(str)
-        out = text if out is None else out + "\x1f" + text
-    return out if out is not None else pd.Series([], dtype=str)
+def _key_values(values, date: bool) -> pd.Index:
+    """One key column (staged arrow column or returned values) as comparable text; a date
+    column as 'YYYY-MM-DD'."""
+    if isinstance(values, (pa.Array, pa.ChunkedArray)):
+        if pa.types.is_date32(values.type):
+            values = pc.cast(values, pa.string())
+        return pd.Index(values.to_numpy(zero_copy_only=False).astype(object)).astype(str)
+    out = pd.Series(values, dtype=object)
+    return pd.Index((out.map(_iso) if date else out).astype(str))
 
 
 def _iso(value) -> str:
@@ -431,17 +453,48 @@ def _iso(value) -> str:
 
 
 def _returned_seqs(returned: list, table: pa.Table, key: list[str]) -> np.ndarray:
-    """Positions (seq) of the staged rows whose key came back from RETURNING."""
+    """Positions (seq) of the staged rows whose key came back from RETURNING (SQLite; the
+    PostgreSQL statements return the staged `seq` themselves, `_insert_seqs`)."""
     if not returned or table.num_rows == 0:
         return np.zeros(0, dtype="int64")
-    staged = _key_text(*[
-        pc.strftime(table.column(c), "%Y-%m-%d").to_pylist()
-        if pa.types.is_date32(table.column(c).type) else table.column(c).to_pylist()
-        for c in key
-    ])
-    got = _key_text(*[[r[i] for r in returned] for i in range(len(key))])
-    hit = staged.isin(set(got)).to_numpy()
+    dates = [pa.types.is_date32(table.column(c).type) for c in key]
+    staged = pd.MultiIndex.from_arrays([_key_values(table.column(c), d)
+                                        for c, d in zip(key, dates)])
+    got = pd.MultiIndex.from_arrays([_key_values([r[i] for r in returned], d)
+                                     for i, d in enumerate(dates)])
+    hit = staged.isin(got)
     return table.column("seq").to_numpy()[hit].astype("int64")
+
+
+def _insert_seqs(conn: sa.Connection, insert: str, params: tuple, stage: str, table: pa.Table,
+                 key: list[str]) -> np.ndarray:
+    """Run `insert` (INSERT ... SELECT FROM `stage` ... RETURNING the `key` columns) and return
+    the `seq` of the staged rows it inserted. PostgreSQL: one statement joins the returned keys
+    back to the staged table, so only integers come back; SQLite: the keys, matched here."""
+    if bulk.is_postgres(conn):
+        on = " AND ".join(f"t.{c} = ins.{c}" for c in key)
+        return _seqs(conn, f"WITH ins AS ({insert}) SELECT t.seq FROM ins JOIN {stage} t ON {on}",
+                     params)
+    return _returned_seqs(conn.exec_driver_sql(insert, params).all(), table, key)
+
+
+def _line_debits(lines: pa.Table, seqs: np.ndarray) -> dict[str, int]:
+    """{customer_id: sum of amount} of the staged auto-decrement lines at `seqs` (the rows this
+    transaction inserted as `posted`), exact: summed as 32-bit halves, joined as Python ints."""
+    if not len(seqs) or lines.num_rows == 0:
+        return {}
+    rows = pd.Index(lines.column("seq").to_numpy()).get_indexer(seqs)
+    amount = lines.column("amount").to_numpy()[rows]
+    moves = lines.column("auto_decrement").to_numpy(zero_copy_only=False)[rows] & (amount != 0)
+    if not moves.any():
+        return {}
+    amount = amount[moves]
+    frame = pd.DataFrame({
+        "customer": lines.column("customer_id").to_numpy(zero_copy_only=False)[rows][moves],
+        "hi": amount >> 32, "lo": amount & 0xFFFFFFFF})
+    sums = frame.groupby("customer", sort=True)[["hi", "lo"]].sum()
+    return {str(c): (int(h) << 32) + int(lo)
+            for c, h, lo in zip(sums.index, sums["hi"].to_numpy(), sums["lo"].to_numpy())}
 
 
 #: a staged line's ledger status: auto-decrement lines move the balance, the others are invoiced
@@ -449,7 +502,7 @@ _STATUS = (f"CASE WHEN {{t}}.auto_decrement THEN '{LineStatus.POSTED}' "
            f"ELSE '{LineStatus.INVOICED}' END")
 #: exactly once: a key (and revision) another run wrote is not inserted and not returned
 _ONCE = ("ON CONFLICT (assignment_id, kind, period_start, revision) DO NOTHING "
-         "RETURNING assignment_id, kind, period_start, customer_id, amount_micros, status")
+         "RETURNING " + ", ".join(POSTING_KEY))
 
 
 def _refused(reason: str) -> GateError:
@@ -467,8 +520,9 @@ def _post_batch(engine: sa.Engine, number: int, lines: pa.Table, grants: pa.Tabl
         try:
             # PostgreSQL: the batch's customers, before anything else, so that the
             # free-minute state read below cannot change under this transaction
-            ledger.lock_customers(conn, (c for t in (lines, grants, uses)
-                                         for c in t.column("customer_id").to_pylist()))
+            ledger.lock_customers(conn, _customers([lines, grants, uses]).to_pylist())
+            if pg:  # a large batch's sorts (ORDER BY key of each insert) in memory, not on disk
+                conn.exec_driver_sql("SET LOCAL work_mem = '64MB'")
             result = _post_rows(conn, number, lines, grants, run_id, uses, counters, run_date,
                                 stamp, cuts)
             crash_point("before_commit", number)
@@ -500,35 +554,37 @@ def _post_rows(conn: sa.Connection, number: int, lines: pa.Table, grants: pa.Tab
         deferred += _settle_consumption_checks(conn, run_date)
     out = ", ".join(_LINE_OUT)
     into = ", ".join(_LEDGER_COLS)
-    inserted = conn.exec_driver_sql(
+    key = list(POSTING_KEY)
+    new_lines = _insert_seqs(
+        conn,
         f"INSERT INTO ledger (run_id, {into}, status, posted_at) "
         f"SELECT {p}, {out}, {_STATUS.format(t='_post_lines')}, "
         f"{p} FROM _post_lines WHERE true "
         "ORDER BY customer_id, assignment_id, kind, period_start "
         f"{_ONCE}",
-        (run_id, stamp),
-    ).all()
+        (run_id, stamp), "_post_lines", lines, key)
     # a key whose latest row is a reversal counts as not posted: post it again as
     # the next revision (docs/ledger.md); concurrent re-posters collide on the revision
-    inserted += conn.exec_driver_sql(
+    new_lines = np.concatenate([new_lines, _insert_seqs(
+        conn,
         f"INSERT INTO ledger (run_id, {into}, status, posted_at, revision) "
         f"SELECT {p}, " + ", ".join(f"t.{c}" for c in _LINE_OUT) + ", "
         f"{_STATUS.format(t='t')}, {p}, {ledger.next_revision('t')} "
         f"FROM _post_lines t WHERE {ledger.is_reversed('t')} "
         "ORDER BY t.customer_id, t.assignment_id, t.kind, t.period_start "
         f"{_ONCE}",
-        (run_id, stamp),
-    ).all()
-    new_lines = _returned_seqs(inserted, lines, list(POSTING_KEY))
+        (run_id, stamp), "_post_lines", lines, key)])
     crash_point("mid_batch", number)
-    ledger.debit(conn, ledger.posted_debits(r._mapping for r in inserted), _refused,
+    # the inserted lines move the balance as staged: `posted` = auto_decrement (_STATUS)
+    ledger.debit(conn, _line_debits(lines, new_lines), _refused,
                  must_exist=False)  # a customer without a row: the others go on
     if cuts.num_rows:  # before the grants: the new grant of a split follows the cut
         _stage(conn, "_post_cuts", _CUT_STAGE, cuts)
         _apply_cuts(conn)
         bulk.drop_temp(conn, "_post_cuts")
     gout = ", ".join(_GRANT_OUT)
-    granted = conn.exec_driver_sql(
+    new_grants = _insert_seqs(
+        conn,
         f"INSERT INTO grants (run_id, {gout}, granted_at) "
         f"SELECT {p}, {gout}, {p} FROM _post_grants WHERE true "
         "ORDER BY customer_id, assignment_id, period_start "
@@ -539,9 +595,7 @@ def _post_rows(conn: sa.Connection, number: int, lines: pa.Table, grants: pa.Tab
         "withdrawn_at = NULL, withdrawn_by_run = NULL "
         "WHERE grants.withdrawn_at IS NOT NULL "
         "RETURNING assignment_id, period_start",
-        (run_id, stamp),
-    ).all()
-    new_grants = _returned_seqs(granted, grants, list(GRANT_KEY))
+        (run_id, stamp), "_post_grants", grants, list(GRANT_KEY))
     if consuming:
         _write_consumption(conn, run_id, run_date, stamp)
         bulk.drop_temp(conn, "_post_uses", "_post_counters", "_post_done")
