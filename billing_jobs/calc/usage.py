@@ -72,7 +72,8 @@ def _days(s: pd.Series) -> np.ndarray:
 
 
 def usage_needs(customers: pd.DataFrame, packages: pd.DataFrame, assignments: pd.DataFrame,
-                run_day: int, lookback_days: int, last_day: int | None = None) -> pd.DataFrame:
+                run_day: int, lookback_days: int, last_day: int | None = None, *,
+                minimum_spend: bool = True, free_minutes: bool = True) -> pd.DataFrame:
     """Per customer, the first calendar day of calls that billing date `run_day` (or any
     date from `run_day` to `last_day`, for a backfill) can use:
     `customer_id, since_day` (customers absent need no calls). Computed from the *raw* input
@@ -88,6 +89,10 @@ def usage_needs(customers: pd.DataFrame, packages: pd.DataFrame, assignments: pd
     Anything unreadable counts as needing more (a free-minute type, a minimum-spend flag, an
     open end, a start `lookback_days` back), never less: a row validation rejects only widens
     the read.
+
+    `minimum_spend=False` leaves the minimum-spend needs out (the calls only free minutes
+    consume: minimum spend then reads the `daily_spend` rollup, store/spend_rollup.py);
+    `free_minutes=False` gives the minimum-spend needs alone (the rollup rows to read).
     """
     x = run_day - 1
     x_last = (run_day if last_day is None else max(run_day, last_day)) - 1
@@ -129,7 +134,7 @@ def usage_needs(customers: pd.DataFrame, packages: pd.DataFrame, assignments: pd
 
     need_cust, need_since = [], []
     # minimum spend
-    ms = rows["ms"].to_numpy(dtype=bool) & active
+    ms = rows["ms"].to_numpy(dtype=bool) & active & minimum_spend
     if ms.any():
         since = _minimum_spend_since(rows[ms].reset_index(drop=True), start[ms],
                                      bad_start[ms], run_day, x_last + 1)
@@ -139,7 +144,7 @@ def usage_needs(customers: pd.DataFrame, packages: pd.DataFrame, assignments: pd
     # free minutes: the calls a post consumes, those of the day before and the late calls
     # of the LATE_CALL_DAYS before it (calc/free_minutes.py); counters hold the rest
     lo = x - LATE_CALL_DAYS
-    fm = rows["fm"].to_numpy(dtype=bool) & (start <= x_last) & (eff_end >= lo)
+    fm = rows["fm"].to_numpy(dtype=bool) & (start <= x_last) & (eff_end >= lo) & free_minutes
     if fm.any():
         need_cust.append(rows["customer_id"].to_numpy()[fm])
         need_since.append(np.maximum(start[fm], lo))
