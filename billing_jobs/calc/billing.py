@@ -124,7 +124,7 @@ def rollup_spend_index(daily_spend: pd.DataFrame, customer_ids: np.ndarray, free
                                    sort=False).agg(covered=("covered", "sum"),
                                                    parts=("covered", "size"),
                                                    start_time=("start_time", "first"))
-            covered = per_call["covered"].to_numpy(dtype="int64")
+            covered = np.array(per_call["covered"].to_numpy(dtype="int64"), dtype="int64")
             split = np.flatnonzero(per_call["parts"].to_numpy() > 1)
             if split.size:  # parts rounded half up may cover a micro more than the charge
                 charge = pd.Series(usage["charge"].to_numpy(dtype="int64"),
