@@ -33,7 +33,7 @@ from billing_jobs.core.frames import (
     VERSION_COLUMNS,
     BillingInputs,
 )
-from billing_jobs.calc.usage import needed_calls, usage_needs
+from billing_jobs.calc.usage import needed_calls, usage_needs, usage_needs_by_kind
 from billing_jobs.store import bulk
 from billing_jobs.store.db import db_errors, read_connection
 from billing_jobs.store.free_minute_state import read_state
@@ -106,16 +106,19 @@ def load_inputs(
             lo = datetime.combine(usage_since - timedelta(days=1), time(), tzinfo=timezone.utc)
             usage = _read_usage(conn, lo, hi, ids, None)
         else:
-            held = book.held()
-            # with the rollup, the calls are read for free minutes only
-            needs = usage_needs(customers, packages, held, _day(run_date),
-                                USAGE_LOOKBACK_DAYS, minimum_spend=not rollup)
-            usage = _read_needed(conn, needs, run_date, hi, ids, len(customers))
+            if rollup:  # the calls are read for free minutes only
+                kinds = usage_needs_by_kind(customers, packages, book.held(), _day(run_date),
+                                            USAGE_LOOKBACK_DAYS)
+                needs = kinds["free_minutes"]
+                daily_spend = read_spend(conn, kinds["minimum_spend"], run_date)
+            else:
+                needs = usage_needs(customers, packages, book.held(), _day(run_date),
+                                    USAGE_LOOKBACK_DAYS)
+            # the free-minute window alone (9 days): one index range per customer; the dense
+            # scan has no start_time index to use and reads the whole table (docs/decisions.md)
+            usage = _read_needed(conn, needs, run_date, hi, ids, len(customers),
+                                 dense=not rollup)
             lo = _first_instant(needs)
-            if rollup:
-                spend_needs = usage_needs(customers, packages, held, _day(run_date),
-                                          USAGE_LOOKBACK_DAYS, free_minutes=False)
-                daily_spend = read_spend(conn, spend_needs, run_date)
         counters, consumed, granted = read_state(conn, run_date, lo, ids)
     return BillingInputs(customers=customers, packages=packages,
                          assignments=assignments, usage=usage,
@@ -308,15 +311,16 @@ DENSE_SLICE_DAYS = 31
 
 
 def _read_needed(conn: sa.Connection, needs: pd.DataFrame, until: date, hi: datetime,
-                 ids: list[str] | None, n_customers: int) -> pd.DataFrame:
-    """The calls of `needs` up to `hi`: per customer index ranges, or (dense needs) one scan
-    of the window from the earliest needed day, cut to exactly the same calls."""
+                 ids: list[str] | None, n_customers: int, dense: bool = True) -> pd.DataFrame:
+    """The calls of `needs` up to `hi`: per customer index ranges, or (dense needs, unless
+    `dense` is False) one scan of the window from the earliest needed day, cut to exactly the
+    same calls."""
     if needs.empty:
         return _read_usage(conn, None, hi, None, ([], []))
     end = _day(until) + 1
     first = int(needs["since_day"].min())
     covered = float((end - needs["since_day"].to_numpy(dtype="int64")).sum())
-    if covered < DENSE_SHARE * max(n_customers, 1) * max(end - first, 1):
+    if not dense or covered < DENSE_SHARE * max(n_customers, 1) * max(end - first, 1):
         return _read_usage(conn, None, hi, None, _need_pairs(needs))
     lo = datetime.combine(date.fromordinal(date(1970, 1, 1).toordinal() + first - 1), time(),
                           tzinfo=timezone.utc)
