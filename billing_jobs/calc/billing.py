@@ -54,7 +54,14 @@ def compute_billing(inputs: BillingInputs, run_date, tz: str = "UTC",
                            granted)
 
     spend_index = None
-    if book.minimum_spend.any() and len(usage):
+    if inputs.daily_spend is not None:  # minimum spend from the spend rollup (#29)
+        if tz not in _UTC:
+            raise ValueError(f"the spend rollup holds UTC days: a run billed in {tz} sums the "
+                             "calls (store.load.load_inputs(spend_from='calls'))")
+        if book.minimum_spend.any():
+            spend_index = rollup_spend_index(inputs.daily_spend, customer_ids, free,
+                                             inputs.consumed, run_day, usage)
+    elif book.minimum_spend.any() and len(usage):
         # only the calls of customers with a minimum-spend assignment are ever summed
         n_codes = len(customer_ids)
         committed = np.zeros(n_codes + 1, dtype=bool)  # the extra slot stands for -1
@@ -85,6 +92,68 @@ def compute_billing(inputs: BillingInputs, run_date, tz: str = "UTC",
         grant_counters=free.grant_counters,
         grant_cuts=cuts_on(cuts, free.grant_counters, run_day),
     )
+
+
+_UTC = ("UTC", "Etc/UTC")
+
+
+def rollup_spend_index(daily_spend: pd.DataFrame, customer_ids: np.ndarray, free,
+                       consumed: pd.DataFrame, run_day: int, usage: pd.DataFrame) -> SpendIndex:
+    """The minimum-spend SpendIndex from the rollup rows (core.frames.DAILY_SPEND_COLUMNS):
+    per (customer, UTC day) charged - credited (the stored credits, each call's up to its
+    charge: store/spend_rollup.py) - the credits this run consumes now and nothing stored
+    yet (the free-minute consumption of this date less what a post of it already recorded),
+    each call's again up to its charge. That is the calls path's sum of max(charge - covered,
+    0) over the same calls (docs/decisions.md, "Minimum spend from the spend rollup"); a
+    day's total is clamped at 0 like a call's net (#28 item 4)."""
+    codes = [customer_codes(daily_spend["customer_id"], customer_ids)]
+    days = [daily_spend["day"].to_numpy(dtype="int64")]
+    net = [daily_spend["charged"].to_numpy(dtype="int64")
+           - daily_spend["credited"].to_numpy(dtype="int64")]
+    today = free.consumption
+    if len(today):
+        # a customer a post of this date already consumed for is done: its consumption is
+        # those recorded rows, already in the rollup; everyone else's is new (calc.free_minutes)
+        own = consumed[_day_numbers(consumed["consumed_on"]) == run_day] if len(consumed) \
+            else consumed
+        new = today[~today["customer_id"].astype(str).isin(
+            own["customer_id"].astype(str)).to_numpy()]
+        if len(new):
+            per_call = new.groupby([new["call_id"].astype(str).rename("call_id"),
+                                    new["customer_id"].astype(str).rename("customer_id")],
+                                   sort=False).agg(covered=("covered", "sum"),
+                                                   parts=("covered", "size"),
+                                                   start_time=("start_time", "first"))
+            covered = np.array(per_call["covered"].to_numpy(dtype="int64"), dtype="int64")
+            split = np.flatnonzero(per_call["parts"].to_numpy() > 1)
+            if split.size:  # parts rounded half up may cover a micro more than the charge
+                charge = pd.Series(usage["charge"].to_numpy(dtype="int64"),
+                                   index=pd.MultiIndex.from_arrays(
+                                       [usage["call_id"].astype(str),
+                                        usage["customer_id"].astype(str)]))
+                keys = per_call.index[split]
+                at = charge.index.get_indexer(keys)
+                cap = np.where(at >= 0, charge.to_numpy()[np.maximum(at, 0)], covered[split])
+                covered[split] = np.minimum(covered[split], cap)
+            call_customer = per_call.index.get_level_values("customer_id")
+            codes.append(customer_codes(pd.Series(call_customer, dtype=object), customer_ids))
+            days.append(call_days(per_call["start_time"], "UTC"))
+            net.append(-covered)
+    code = np.concatenate(codes)
+    day = np.concatenate(days)
+    value = np.concatenate(net)
+    known = code >= 0
+    code, day, value = code[known], day[known], value[known]
+    if len(code):  # one total per (customer, day), clamped at 0
+        total = pd.Series(value).groupby([code, day], sort=False).sum()
+        code = total.index.get_level_values(0).to_numpy(dtype="int64")
+        day = total.index.get_level_values(1).to_numpy(dtype="int64")
+        value = np.maximum(total.to_numpy(dtype="int64"), 0)
+    return SpendIndex(code, day, value)
+
+
+def _day_numbers(s: pd.Series) -> np.ndarray:
+    return pd.to_datetime(s).to_numpy().astype("datetime64[D]").astype("int64")
 
 
 def cuts_on(cuts: pd.DataFrame, grant_counters: pd.DataFrame, run_day: int) -> pd.DataFrame:

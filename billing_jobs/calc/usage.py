@@ -72,7 +72,34 @@ def _days(s: pd.Series) -> np.ndarray:
 
 
 def usage_needs(customers: pd.DataFrame, packages: pd.DataFrame, assignments: pd.DataFrame,
-                run_day: int, lookback_days: int, last_day: int | None = None) -> pd.DataFrame:
+                run_day: int, lookback_days: int, last_day: int | None = None, *,
+                minimum_spend: bool = True, free_minutes: bool = True) -> pd.DataFrame:
+    """See `usage_needs_by_kind`: the needs of the kinds asked for, one row per customer."""
+    parts = usage_needs_by_kind(customers, packages, assignments, run_day, lookback_days,
+                                last_day, minimum_spend=minimum_spend,
+                                free_minutes=free_minutes)
+    return _per_customer([parts[k] for k in ("minimum_spend", "free_minutes") if k in parts])
+
+
+def _no_needs() -> pd.DataFrame:
+    return pd.DataFrame({"customer_id": pd.Series([], dtype=object),
+                         "since_day": pd.Series([], dtype="int64")})
+
+
+def _per_customer(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return _no_needs()
+    needs = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    needs = needs.groupby("customer_id", sort=True, as_index=False)["since_day"].min()
+    needs["since_day"] = needs["since_day"].astype("int64")
+    return needs
+
+
+def usage_needs_by_kind(customers: pd.DataFrame, packages: pd.DataFrame,
+                        assignments: pd.DataFrame, run_day: int, lookback_days: int,
+                        last_day: int | None = None, *, minimum_spend: bool = True,
+                        free_minutes: bool = True) -> dict[str, pd.DataFrame]:
     """Per customer, the first calendar day of calls that billing date `run_day` (or any
     date from `run_day` to `last_day`, for a backfill) can use:
     `customer_id, since_day` (customers absent need no calls). Computed from the *raw* input
@@ -88,15 +115,20 @@ def usage_needs(customers: pd.DataFrame, packages: pd.DataFrame, assignments: pd
     Anything unreadable counts as needing more (a free-minute type, a minimum-spend flag, an
     open end, a start `lookback_days` back), never less: a row validation rejects only widens
     the read.
+
+    Returned per kind (`minimum_spend`, `free_minutes`: the kinds asked for), each one row
+    per customer, so one pass gives the calls only free minutes consume and the minimum-spend
+    needs minimum spend reads from the `daily_spend` rollup (store/spend_rollup.py).
     """
+    kinds = ([] if not minimum_spend else ["minimum_spend"]) + (
+        [] if not free_minutes else ["free_minutes"])
     x = run_day - 1
     x_last = (run_day if last_day is None else max(run_day, last_day)) - 1
     floor = run_day - lookback_days
     never = np.iinfo("int64").min
     a = assignments
     if a.empty or packages.empty:
-        return pd.DataFrame({"customer_id": pd.Series([], dtype=object),
-                             "since_day": pd.Series([], dtype="int64")})
+        return {k: _no_needs() for k in kinds}
     p = pd.DataFrame({
         "package_id": packages["package_id"].astype(object),
         "fm": (_norm(packages["type"]) != "standard").to_numpy(),
@@ -114,8 +146,7 @@ def usage_needs(customers: pd.DataFrame, packages: pd.DataFrame, assignments: pd
         "end_raw_null": a["end_date"].isna().to_numpy(),
     }).merge(p, on="package_id", how="inner")
     if rows.empty:
-        return pd.DataFrame({"customer_id": pd.Series([], dtype=object),
-                             "since_day": pd.Series([], dtype="int64")})
+        return {k: _no_needs() for k in kinds}
     start = rows["start"].to_numpy()
     bad_start = start == never
     start = np.where(bad_start, floor, start)
@@ -127,30 +158,32 @@ def usage_needs(customers: pd.DataFrame, packages: pd.DataFrame, assignments: pd
     eff_end = np.where(open_end, np.iinfo("int64").max // 4, np.maximum(end, min_end))
     active = (start <= x_last) & (eff_end >= x)
 
-    need_cust, need_since = [], []
+    out = {}
+
+    def per_customer(cust: np.ndarray, since: np.ndarray) -> pd.DataFrame:
+        return _per_customer([pd.DataFrame({"customer_id": cust,
+                                            "since_day": np.maximum(since, floor)})])
+
     # minimum spend
-    ms = rows["ms"].to_numpy(dtype=bool) & active
-    if ms.any():
-        since = _minimum_spend_since(rows[ms].reset_index(drop=True), start[ms],
-                                     bad_start[ms], run_day, x_last + 1)
-        wanted = since != _NO_NEED
-        need_cust.append(rows["customer_id"].to_numpy()[ms][wanted])
-        need_since.append(since[wanted])
+    if minimum_spend:
+        ms = rows["ms"].to_numpy(dtype=bool) & active
+        out["minimum_spend"] = _no_needs()
+        if ms.any():
+            since = _minimum_spend_since(rows[ms].reset_index(drop=True), start[ms],
+                                         bad_start[ms], run_day, x_last + 1)
+            wanted = since != _NO_NEED
+            out["minimum_spend"] = per_customer(rows["customer_id"].to_numpy()[ms][wanted],
+                                                since[wanted])
     # free minutes: the calls a post consumes, those of the day before and the late calls
     # of the LATE_CALL_DAYS before it (calc/free_minutes.py); counters hold the rest
-    lo = x - LATE_CALL_DAYS
-    fm = rows["fm"].to_numpy(dtype=bool) & (start <= x_last) & (eff_end >= lo)
-    if fm.any():
-        need_cust.append(rows["customer_id"].to_numpy()[fm])
-        need_since.append(np.maximum(start[fm], lo))
-    if not need_cust:
-        return pd.DataFrame({"customer_id": pd.Series([], dtype=object),
-                             "since_day": pd.Series([], dtype="int64")})
-    needs = pd.DataFrame({"customer_id": np.concatenate(need_cust),
-                          "since_day": np.maximum(np.concatenate(need_since), floor)})
-    needs = needs.groupby("customer_id", sort=True, as_index=False)["since_day"].min()
-    needs["since_day"] = needs["since_day"].astype("int64")
-    return needs
+    if free_minutes:
+        lo = x - LATE_CALL_DAYS
+        fm = rows["fm"].to_numpy(dtype=bool) & (start <= x_last) & (eff_end >= lo)
+        out["free_minutes"] = _no_needs()
+        if fm.any():
+            out["free_minutes"] = per_customer(rows["customer_id"].to_numpy()[fm],
+                                               np.maximum(start[fm], lo))
+    return out
 
 
 _NO_NEED = np.iinfo("int64").max

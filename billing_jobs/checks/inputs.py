@@ -632,10 +632,12 @@ def validate_inputs(raw) -> tuple[BillingInputs, pd.DataFrame]:
     rejected = rejected.drop_duplicates(ignore_index=True)
     rejected = rejected.astype({"entity": str, "id": str, "reason": str})
     rejected = rejected[REJECTED_COLUMNS]
-    # the stored free-minute state is the engine's own output (CHECKed tables), and versions and
-    # changes were checked when they were recorded: passed on
+    # the stored free-minute state is the engine's own output (CHECKed tables), versions and
+    # changes were checked when they were recorded, and the spend rollup is kept by triggers
+    # from the calls the import checked (migration 0013): passed on
     state = {name: getattr(raw, name)
-             for name in ("counters", "consumed", "granted", "versions", "changes")
+             for name in ("counters", "consumed", "granted", "versions", "changes",
+                          "daily_spend")
              if getattr(raw, name, None) is not None}
     return BillingInputs(customers=customers, packages=packages, assignments=assignments,
                          usage=usage, **state), rejected

@@ -57,6 +57,10 @@ CHANGE_COLUMNS = ["change_id", "assignment_id", "effective_from", "quantity", "p
 #: used seconds); `run_date` is the change's day, whose post applies it
 GRANT_CUT_COLUMNS = ["run_date", "customer_id", "assignment_id", "period_start", "period_end",
                      "seconds"]
+#: Minimum spend from the spend rollup (#29, store/spend_rollup.py): per customer and UTC day
+#: (int64 day number) the stored calls' charges and their stored free-minute credits that
+#: count against them (each call's credit up to its charge), int64 micros.
+DAILY_SPEND_COLUMNS = ["customer_id", "day", "charged", "credited"]
 GRANT_COUNTER_COLUMNS = ["customer_id", "assignment_id", "period_start", "period_end",
                          "seconds_granted", "seconds_used_before", "seconds_used",
                          "credited_before", "credited"]
@@ -156,6 +160,9 @@ class BillingInputs:
     #: terms over time (empty: every package and assignment has one set of terms)
     versions: pd.DataFrame = field(default_factory=lambda: empty_frame(VERSION_COLUMNS))
     changes: pd.DataFrame = field(default_factory=lambda: empty_frame(CHANGE_COLUMNS))
+    #: the spend rollup rows minimum spend sums (DAILY_SPEND_COLUMNS, UTC days); None: the
+    #: engine sums the calls in `usage` (another time zone, an every-call read, a backfill)
+    daily_spend: pd.DataFrame | None = None
 
 
 @dataclass

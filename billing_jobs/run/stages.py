@@ -18,7 +18,7 @@ from billing_jobs.core.errors import StrictRejection, UsageError
 from billing_jobs.report import explain
 from billing_jobs.run.request import RunRequest, Timings
 from billing_jobs.store.db import db_errors, read_connection
-from billing_jobs.store.load import load_inputs
+from billing_jobs.store.load import load_inputs, spend_source
 from billing_jobs.store.post import post_result
 from billing_jobs.store.tables import customers as customers_t
 
@@ -28,7 +28,9 @@ def load_stage(engine, req: RunRequest, timings: "Timings | None" = None
     """Inputs for the date from the database, validated: (clean inputs, rejected rows)."""
     timings = timings if timings is not None else Timings()
     with timings.stage("load"):
-        raw = load_inputs(engine, req.run_date, customer_ids=req.customer_ids)
+        # minimum spend from the spend rollup when the billing days are UTC days (#29)
+        raw = load_inputs(engine, req.run_date, customer_ids=req.customer_ids,
+                          spend_from=spend_source(req.tz))
     with timings.stage("validate"):
         clean, rejected = validate_inputs(raw)
     return strict_check(req, clean, rejected)

@@ -31,7 +31,11 @@ from pandas.api.types import pandas_dtype
 from billing_jobs.core.frames import BillingInputs, BillingResult
 
 DTYPES_FILE = "dtypes.json"
-INPUT_FRAMES = tuple(f.name for f in dataclasses.fields(BillingInputs))
+#: input frames that may be None (absent from a snapshot): the spend rollup rows (#29)
+OPTIONAL_INPUT_FRAMES = ("daily_spend",)
+#: the input frames every snapshot holds
+INPUT_FRAMES = tuple(f.name for f in dataclasses.fields(BillingInputs)
+                     if f.name not in OPTIONAL_INPUT_FRAMES)
 RESULT_FRAMES = tuple(f.name for f in dataclasses.fields(BillingResult))
 REJECTED = "rejected"
 REJECTED_COLUMNS = ["entity", "id", "reason"]
@@ -122,6 +126,8 @@ def save_inputs(inputs: BillingInputs, rejected: pd.DataFrame | None,
                 folder: str | os.PathLike) -> Path:
     """Write the validated inputs and the rejected rows to ``folder``; return it."""
     frames = {name: getattr(inputs, name) for name in INPUT_FRAMES}
+    frames.update({name: getattr(inputs, name) for name in OPTIONAL_INPUT_FRAMES
+                   if getattr(inputs, name) is not None})  # None: left out
     frames[REJECTED] = (rejected if rejected is not None
                         else pd.DataFrame({c: pd.Series(dtype=object) for c in REJECTED_COLUMNS}))
     return _write_frames(frames, folder)
@@ -129,7 +135,7 @@ def save_inputs(inputs: BillingInputs, rejected: pd.DataFrame | None,
 
 def load_inputs(folder: str | os.PathLike) -> tuple[BillingInputs, pd.DataFrame]:
     """Read back ``(inputs, rejected)`` written by :func:`save_inputs`."""
-    frames = _read_frames(folder, (*INPUT_FRAMES, REJECTED))
+    frames = _read_frames(folder, (*INPUT_FRAMES, *OPTIONAL_INPUT_FRAMES, REJECTED))
     missing = [n for n in (*INPUT_FRAMES, REJECTED) if n not in frames]
     if missing:
         raise FileNotFoundError(f"{folder}: snapshot lacks {', '.join(missing)}")
@@ -220,4 +226,5 @@ def filter_inputs(inputs: BillingInputs, customer_ids: Iterable[str]) -> Billing
         counters=keep(inputs.counters),
         consumed=keep(inputs.consumed),
         granted=keep(inputs.granted),
+        daily_spend=None if inputs.daily_spend is None else keep(inputs.daily_spend),
     )

@@ -33,10 +33,11 @@ from billing_jobs.core.frames import (
     VERSION_COLUMNS,
     BillingInputs,
 )
-from billing_jobs.calc.usage import needed_calls, usage_needs
+from billing_jobs.calc.usage import needed_calls, usage_needs, usage_needs_by_kind
 from billing_jobs.store import bulk
 from billing_jobs.store.db import db_errors, read_connection
 from billing_jobs.store.free_minute_state import read_state
+from billing_jobs.store.spend_rollup import read_spend
 from billing_jobs.store.tables import assignment_changes, package_versions, stored_name
 
 #: Usage older than this many days before the run date is not needed by default (a yearly
@@ -44,6 +45,16 @@ from billing_jobs.store.tables import assignment_changes, package_versions, stor
 USAGE_LOOKBACK_DAYS = 400
 _IN_CHUNK = 5000  # ids per IN (...) list: well under SQLite's variable limit
 _FETCH_CHUNK = 250_000
+#: Where minimum spend comes from: the calls (summed by the engine) or the `daily_spend`
+#: rollup (UTC days only; store/spend_rollup.py)
+SPEND_SOURCES = ("calls", "rollup")
+_UTC = ("UTC", "Etc/UTC")
+
+
+def spend_source(tz: str | None) -> str:
+    """The spend source a run billed in `tz` uses: the rollup when exact (its days are UTC
+    days, so the billing time zone must be UTC), the calls otherwise."""
+    return "rollup" if (tz or "UTC") in _UTC else "calls"
 
 
 def load_inputs(
@@ -51,6 +62,7 @@ def load_inputs(
     run_date: date,
     customer_ids: Sequence[str] | None = None,
     usage_since: date | None = None,
+    spend_from: str = "calls",
 ) -> BillingInputs:
     """Read customers, packages, assignments and usage for billing `run_date`.
 
@@ -68,11 +80,24 @@ def load_inputs(
       (customer, first instant) pairs to the (customer_id, start_time) index;
     * with `usage_since`, every call (of the selected customers) from that date, as before.
 
+    `spend_from="rollup"` (what a UTC run uses, `spend_source`): minimum spend reads the
+    `daily_spend` rollup rows of its periods (`BillingInputs.daily_spend`,
+    store/spend_rollup.py) and the calls are read for free minutes only. It needs UTC billing
+    days (the engine refuses another time zone) and refuses `usage_since` (an every-call read
+    is the calls path).
+
     Windows are widened by one day on each side so that any billing time zone is covered
     (the engine cuts the calendar days exactly).
     """
+    if spend_from not in SPEND_SOURCES:
+        raise ValueError(f"spend_from {spend_from!r}: give one of {', '.join(SPEND_SOURCES)}")
+    rollup = spend_from == "rollup"
+    if rollup and usage_since is not None:
+        raise ValueError("usage_since reads every call: minimum spend then sums the calls "
+                         "(spend_from='calls')")
     ids = None if customer_ids is None else sorted({str(c) for c in customer_ids})
     hi = datetime.combine(run_date + timedelta(days=2), time(), tzinfo=timezone.utc)
+    daily_spend = None
     with db_errors(engine, "loading the billing inputs"), read_connection(engine) as conn:
         book = _book(conn, ids)
         customers, packages, assignments = book.customers, book.packages, book.assignments
@@ -81,15 +106,25 @@ def load_inputs(
             lo = datetime.combine(usage_since - timedelta(days=1), time(), tzinfo=timezone.utc)
             usage = _read_usage(conn, lo, hi, ids, None)
         else:
-            needs = usage_needs(customers, packages, book.held(), _day(run_date),
-                                USAGE_LOOKBACK_DAYS)
-            usage = _read_needed(conn, needs, run_date, hi, ids, len(customers))
+            if rollup:  # the calls are read for free minutes only
+                kinds = usage_needs_by_kind(customers, packages, book.held(), _day(run_date),
+                                            USAGE_LOOKBACK_DAYS)
+                needs = kinds["free_minutes"]
+                daily_spend = read_spend(conn, kinds["minimum_spend"], run_date)
+            else:
+                needs = usage_needs(customers, packages, book.held(), _day(run_date),
+                                    USAGE_LOOKBACK_DAYS)
+            # the free-minute window alone (9 days): one index range per customer; the dense
+            # scan has no start_time index to use and reads the whole table (docs/decisions.md)
+            usage = _read_needed(conn, needs, run_date, hi, ids, len(customers),
+                                 dense=not rollup)
             lo = _first_instant(needs)
         counters, consumed, granted = read_state(conn, run_date, lo, ids)
     return BillingInputs(customers=customers, packages=packages,
                          assignments=assignments, usage=usage,
                          counters=counters, consumed=consumed, granted=granted,
-                         versions=book.versions, changes=book.changes)
+                         versions=book.versions, changes=book.changes,
+                         daily_spend=daily_spend)
 
 
 def load_range(engine: sa.Engine, first: date, last: date,
@@ -98,7 +133,11 @@ def load_range(engine: sa.Engine, first: date, last: date,
     customers, packages and assignments as for one date, and per customer the calls from the
     first day any of those dates needs through the end of `last`. Each date's engine run
     takes from them only the calls it uses (it cuts the days itself), so billing date D from
-    these frames gives what `load_inputs(engine, D)` gives."""
+    these frames gives what `load_inputs(engine, D)` gives.
+
+    A range stays on the calls path (no `daily_spend`): the rollup holds the credits stored
+    now, while night D of a backfill must net the credits the earlier nights of the same
+    backfill post (or, simulated or forecast, carry in memory) and no later ones."""
     if last < first:
         raise ValueError(f"backfill range ends before it starts: {first} .. {last}")
     ids = None if customer_ids is None else sorted({str(c) for c in customer_ids})
@@ -272,15 +311,16 @@ DENSE_SLICE_DAYS = 31
 
 
 def _read_needed(conn: sa.Connection, needs: pd.DataFrame, until: date, hi: datetime,
-                 ids: list[str] | None, n_customers: int) -> pd.DataFrame:
-    """The calls of `needs` up to `hi`: per customer index ranges, or (dense needs) one scan
-    of the window from the earliest needed day, cut to exactly the same calls."""
+                 ids: list[str] | None, n_customers: int, dense: bool = True) -> pd.DataFrame:
+    """The calls of `needs` up to `hi`: per customer index ranges, or (dense needs, unless
+    `dense` is False) one scan of the window from the earliest needed day, cut to exactly the
+    same calls."""
     if needs.empty:
         return _read_usage(conn, None, hi, None, ([], []))
     end = _day(until) + 1
     first = int(needs["since_day"].min())
     covered = float((end - needs["since_day"].to_numpy(dtype="int64")).sum())
-    if covered < DENSE_SHARE * max(n_customers, 1) * max(end - first, 1):
+    if not dense or covered < DENSE_SHARE * max(n_customers, 1) * max(end - first, 1):
         return _read_usage(conn, None, hi, None, _need_pairs(needs))
     lo = datetime.combine(date.fromordinal(date(1970, 1, 1).toordinal() + first - 1), time(),
                           tzinfo=timezone.utc)
