@@ -196,23 +196,58 @@ def shard_of(customer_id: str, n_shards: int) -> int:
     return int.from_bytes(digest, "big") % n_shards
 
 
-def shard_customers(customer_ids: Iterable[str], n_shards: int) -> list[list[str]]:
+def shard_customers(customer_ids: Iterable[str], n_shards: int,
+                    linked: Iterable[tuple[str, str]] = ()) -> list[list[str]]:
     """Split customers into exactly ``n_shards`` lists (some may be empty), each sorted.
 
     The same customer always goes to the same shard for a given ``n_shards``; duplicates are
-    dropped.
+    dropped. Customers ``linked`` (pairs: an assignment moved between them by a change from a
+    date, SPEC 10) share a shard, the shard of the smallest id of their group: the assignment's
+    lines land on both, and its minimum spend sums the new holder's calls.
     """
     if int(n_shards) < 1:
         raise ValueError(f"n_shards must be at least 1, got {n_shards}")
     n_shards = int(n_shards)
+    group = _groups(linked)
     shards: list[list[str]] = [[] for _ in range(n_shards)]
     for cid in sorted({str(c) for c in customer_ids}):
-        shards[shard_of(cid, n_shards)].append(cid)
+        shards[shard_of(group.get(cid, cid), n_shards)].append(cid)
     return shards
 
 
+def _groups(linked: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Each linked customer's group representative (the group's smallest id): union-find over
+    the pairs (one per transfer, a handful a night; not per assignment)."""
+    parent: dict[str, str] = {}
+
+    def root(c: str) -> str:
+        while parent.setdefault(c, c) != c:
+            parent[c] = parent[parent[c]]
+            c = parent[c]
+        return c
+
+    for a, b in linked:
+        ra, rb = root(str(a)), root(str(b))
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    return {c: root(c) for c in list(parent)}
+
+
+def transfer_links(inputs: BillingInputs) -> list[tuple[str, str]]:
+    """(base customer, new customer) of every change that moves an assignment."""
+    moved = inputs.changes[inputs.changes["customer_id"].notna()]
+    if not len(moved):
+        return []
+    base = inputs.assignments.set_index("assignment_id")["customer_id"]
+    pairs = pd.DataFrame({"a": moved["assignment_id"].map(base), "b": moved["customer_id"]})
+    pairs = pairs.dropna().astype(str).drop_duplicates()
+    return list(zip(pairs["a"], pairs["b"]))
+
+
 def filter_inputs(inputs: BillingInputs, customer_ids: Iterable[str]) -> BillingInputs:
-    """The inputs of these customers only: their row, assignments and calls; all packages."""
+    """The inputs of these customers only: their row, assignments (with their changes) and
+    calls; all packages and price versions. A shard holds whole transfer groups
+    (`shard_customers(..., linked=transfer_links(inputs))`)."""
     wanted = {str(c) for c in customer_ids}
 
     def keep(frame: pd.DataFrame) -> pd.DataFrame:
@@ -222,6 +257,10 @@ def filter_inputs(inputs: BillingInputs, customer_ids: Iterable[str]) -> Billing
         customers=keep(inputs.customers),
         packages=inputs.packages.reset_index(drop=True),
         assignments=keep(inputs.assignments),
+        versions=inputs.versions.reset_index(drop=True),
+        changes=inputs.changes[inputs.changes["assignment_id"].isin(
+            inputs.assignments.loc[inputs.assignments["customer_id"].isin(wanted),
+                                   "assignment_id"])].reset_index(drop=True),
         usage=keep(inputs.usage),
         counters=keep(inputs.counters),
         consumed=keep(inputs.consumed),

@@ -272,7 +272,8 @@ def extract(db_url: str | None, req: RunRequest, run_dir: str | Path, *,
             inputs, rejected = run_stages.load_stage(engine, req, timings)
     snapshots.save_inputs(inputs, rejected, work / "inputs")
     n = shards if shards is not None else shards_for(len(inputs.assignments))
-    groups = [s for s in snapshots.shard_customers(inputs.customers["customer_id"], n)
+    links = snapshots.transfer_links(inputs)  # a moved assignment's customers share a shard
+    groups = [s for s in snapshots.shard_customers(inputs.customers["customer_id"], n, links)
               if s] or [[]]
     shard_files = []
     for i, customer_ids in enumerate(groups):
