@@ -521,8 +521,11 @@ def _post_batch(engine: sa.Engine, number: int, lines: pa.Table, grants: pa.Tabl
             # PostgreSQL: the batch's customers, before anything else, so that the
             # free-minute state read below cannot change under this transaction
             ledger.lock_customers(conn, _customers([lines, grants, uses]).to_pylist())
-            if pg:  # a large batch's sorts (ORDER BY key of each insert) in memory, not on disk
-                conn.exec_driver_sql("SET LOCAL work_mem = '64MB'")
+            if pg:  # a large batch's sorts (ORDER BY key of each insert) in memory, not on
+                # disk (64MB still spilled the 474k consumed call parts of a 1M batch); no JIT:
+                # compiling each statement's plan cost more than it saved (auto_explain, 1M)
+                conn.exec_driver_sql("SET LOCAL work_mem = '256MB'")
+                conn.exec_driver_sql("SET LOCAL jit = off")
             result = _post_rows(conn, number, lines, grants, run_id, uses, counters, run_date,
                                 stamp, cuts)
             crash_point("before_commit", number)
