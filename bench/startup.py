@@ -60,9 +60,10 @@ def _time(argv: list[str], cwd: Path) -> tuple[float, float]:
 
 
 def _largest_customer(url: str) -> str:
-    """The customer with most calls (SQLite URL: stdlib only; else SQLAlchemy)."""
-    sql = ("SELECT a.customer_id, COUNT(*) AS n FROM usage u JOIN assignments a "
-           "ON a.assignment_id = u.assignment_id GROUP BY a.customer_id ORDER BY n DESC LIMIT 1")
+    """The customer with most calls (ties: the lowest id). Counted from the daily_spend
+    rollup (one row per customer-day, migration 0013) rather than from every call."""
+    sql = ("SELECT customer_id FROM daily_spend GROUP BY customer_id "
+           "ORDER BY SUM(calls) DESC, customer_id LIMIT 1")
     from sqlalchemy import create_engine, text
 
     with create_engine(url).connect() as conn:
