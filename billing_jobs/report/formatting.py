@@ -190,6 +190,22 @@ def differences_text(differences: pd.DataFrame | None) -> pd.DataFrame:
     return _as_text(differences, DIFFERENCES_CSV_COLUMNS)
 
 
+def utc_second_text(values: pd.Series) -> np.ndarray:
+    """Instants as 'YYYY-MM-DDTHH:MM:SSZ' (UTC, whole seconds, truncated), object array.
+
+    numpy's datetime64 -> text conversion (C) instead of `Series.dt.strftime`, which formats
+    element by element in Python (1.4M consumed call parts at 1M assignments: ~1.4 s). The
+    same text as strftime for years 1000-9999; anything else (a missing instant, a year
+    outside) goes through strftime as before."""
+    t = pd.to_datetime(values, utc=True)
+    if len(t) and not t.isna().any():
+        v = t.dt.tz_convert(None).to_numpy().astype("datetime64[s]")
+        years = v.astype("datetime64[Y]").astype("int64") + 1970
+        if years.min() >= 1000 and years.max() <= 9999:
+            return np.char.add(np.datetime_as_string(v, unit="s"), "Z").astype(object)
+    return t.dt.strftime("%Y-%m-%dT%H:%M:%SZ").to_numpy(dtype=object)
+
+
 def free_minutes_text(consumption: pd.DataFrame, currencies=None) -> pd.DataFrame:
     """One row per consumed call part: its grant, seconds, covered charge (in the currency's
     minor unit, rounded once per part; the credit line rounds the exact sum of the parts once)
@@ -198,9 +214,8 @@ def free_minutes_text(consumption: pd.DataFrame, currencies=None) -> pd.DataFram
         return pd.DataFrame({c: pd.Series([], dtype=object) for c in FREE_MINUTES_CSV_COLUMNS})
     if currencies is None:
         currencies = np.full(len(consumption), "", dtype=object)
-    t = pd.to_datetime(consumption["start_time"], utc=True)
     return _as_text(consumption, FREE_MINUTES_CSV_COLUMNS,
-                    start_time=t.dt.strftime("%Y-%m-%dT%H:%M:%SZ").to_numpy(dtype=object),
+                    start_time=utc_second_text(consumption["start_time"]),
                     covered=rounded_money(consumption["covered"], currencies))
 
 
