@@ -190,19 +190,35 @@ def differences_text(differences: pd.DataFrame | None) -> pd.DataFrame:
     return _as_text(differences, DIFFERENCES_CSV_COLUMNS)
 
 
+_TWO_DIGITS = np.array([[48 + i // 10, 48 + i % 10] for i in range(100)], dtype=np.uint8)
+
+
 def utc_second_text(values: pd.Series) -> np.ndarray:
     """Instants as 'YYYY-MM-DDTHH:MM:SSZ' (UTC, whole seconds, truncated), object array.
 
-    numpy's datetime64 -> text conversion (C) instead of `Series.dt.strftime`, which formats
-    element by element in Python (1.4M consumed call parts at 1M assignments: ~1.4 s). The
-    same text as strftime for years 1000-9999; anything else (a missing instant, a year
-    outside) goes through strftime as before."""
+    The digits are computed as integer arrays and laid into a fixed-width byte buffer, instead
+    of `Series.dt.strftime`, which formats element by element (1.4M consumed call parts at 1M
+    assignments: 2.0 s; numpy's and arrow's own formatting were as slow). The same text as
+    strftime for years 1000-9999; anything else (a missing instant, a year outside) goes
+    through strftime as before."""
     t = pd.to_datetime(values, utc=True)
     if len(t) and not t.isna().any():
         v = t.dt.tz_convert(None).to_numpy().astype("datetime64[s]")
-        years = v.astype("datetime64[Y]").astype("int64") + 1970
-        if years.min() >= 1000 and years.max() <= 9999:
-            return np.char.add(np.datetime_as_string(v, unit="s"), "Z").astype(object)
+        year = v.astype("datetime64[Y]").astype("int64") + 1970
+        if year.min() >= 1000 and year.max() <= 9999:
+            month_start = v.astype("datetime64[M]")
+            day_start = v.astype("datetime64[D]")
+            second = (v - day_start.astype("datetime64[s]")).astype("int64")
+            pairs = [year // 100, year % 100, month_start.astype("int64") % 12 + 1,
+                     (day_start - month_start.astype("datetime64[D]")).astype("int64") + 1,
+                     second // 3600, second // 60 % 60, second % 60]
+            # 'YYYY-MM-DDTHH:MM:SSZ': each pair of digits from a table of "00".."99"
+            parts = [_TWO_DIGITS[pairs[0]], _TWO_DIGITS[pairs[1]]]
+            for sep, number in zip("--T::", pairs[2:]):
+                parts += [np.full((len(v), 1), ord(sep), dtype=np.uint8), _TWO_DIGITS[number]]
+            parts.append(np.full((len(v), 1), ord("Z"), dtype=np.uint8))
+            buf = np.ascontiguousarray(np.hstack(parts))
+            return buf.view("S20").ravel().astype("U20").astype(object)
     return t.dt.strftime("%Y-%m-%dT%H:%M:%SZ").to_numpy(dtype=object)
 
 
