@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from billing_jobs.core.money import (MICRO_DIGITS, minor_digits_series, mul_div_round,
                                      round_to_minor)
@@ -151,7 +153,16 @@ def consume(grants: pd.DataFrame, calls: pd.DataFrame) -> pd.DataFrame:
         "seconds": taken.astype("int64"),
         "covered": covered.astype("int64"),
     })
-    return out.sort_values(["customer_id", "assignment_id", "call_id"]).reset_index(drop=True)
+    # (customer_id, assignment_id, call_id) order: customers and grants as integer codes
+    # (factorize(sort=True) keeps the text order), call ids sorted by arrow (UTF-8 byte order
+    # = code point order, as Python compares text): 0.9 s instead of sort_values' 2.5 s over
+    # three text columns (1.4M parts at 1M assignments)
+    a_code = pd.factorize(g["assignment_id"].astype(str).to_numpy(dtype=object), sort=True)[0]
+    keys = pa.table({"customer": c_code[ci], "grant": a_code[gj],
+                     "call": pa.array(out["call_id"].to_numpy(dtype=object), type=pa.string())})
+    order = pc.sort_indices(keys, sort_keys=[("customer", "ascending"), ("grant", "ascending"),
+                                             ("call", "ascending")]).to_numpy()
+    return out.take(order).reset_index(drop=True)
 
 
 def credit_amounts(covered: pd.DataFrame, currency_of: pd.Series) -> pd.DataFrame:
