@@ -160,13 +160,21 @@ def test_a_running_record_whose_process_is_gone_says_so(billing_db, capsys, monk
     assert "(process gone)" in text and "(on host billing-02" in text
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _spawn(db: str, tmp_path: Path, *args: str, night: int = 1) -> tuple[subprocess.Popen, Path]:
     """The CLI in a process of its own, paused before posting its `night`-th date."""
     ready = tmp_path / "paused.pid"
     env = dict(os.environ, BILLING_PAUSE_AT=f"before_settle:{night}:{ready}",
                BILLING_REPORT_DIR=str(tmp_path / "reports"))
+    # Ctrl-C as at an operator's terminal: SIGINT at its default in the CLI's process even
+    # when this suite was started in the background (a shell starts background jobs with
+    # SIGINT ignored, the child inherits that, and Python then never raises KeyboardInterrupt)
     proc = subprocess.Popen([sys.executable, "-m", "billing_jobs.cli", *args, "--db", db],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint)
     deadline = time.monotonic() + 120
     while not ready.exists():
         if proc.poll() is not None or time.monotonic() > deadline:
