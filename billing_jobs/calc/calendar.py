@@ -78,8 +78,16 @@ def add_months(y, m, k):
 def parse_match_days(values: pd.Series) -> pd.Series:
     """'1|3,5' -> bitmask with bit (n-1) set for each listed day; '' or None -> 0.
 
-    Assumes validated input (integers separated by | or ,)."""
-    s = values.fillna("").astype(str).str.replace(" ", "", regex=False)
+    Assumes validated input (integers separated by | or ,). Each distinct text is parsed once
+    (a night's assignments share a few patterns)."""
+    codes, uniques = pd.factorize(values.fillna("").astype(str).to_numpy(dtype=object))
+    masks = _parse_distinct(pd.Series(uniques, dtype=object)).to_numpy()
+    return pd.Series(masks[codes] if len(codes) else np.zeros(0, dtype="int64"),
+                     index=values.index, dtype="int64")
+
+
+def _parse_distinct(values: pd.Series) -> pd.Series:
+    s = values.str.replace(" ", "", regex=False)
     parts = s.str.replace(",", "|", regex=False).str.split("|").explode()
     parts = parts[parts != ""]
     if parts.empty:
