@@ -24,7 +24,8 @@ def _tables(db: Path) -> dict:
         rows = {n: sorted(con.execute(f'SELECT * FROM "{n}"').fetchall(), key=repr)
                 for n in names}
         rows["schema"] = sorted(con.execute(
-            "SELECT type, name, sql FROM sqlite_master WHERE sql IS NOT NULL").fetchall())
+            "SELECT type, name, sql FROM sqlite_master WHERE sql IS NOT NULL "
+            "AND name NOT LIKE 'sqlite_%'").fetchall())  # ANALYZE's statistics are not data
         return rows
     finally:
         con.close()
