@@ -10,13 +10,14 @@ goes through the product's own parser and writer (`ingest.parse.parsed_chunks`,
 may take:
 
 * usage's secondary index and triggers (value guards, `daily_spend` upkeep) are dropped for the
-  load and re-created after it from their stored SQL, and `daily_spend` is then filled by the
-  GROUP BY of migration 0013 (what its upgrade does for rows already stored);
+  load and re-created after it as a freshly migrated schema has them, and `daily_spend` is
+  filled before that by the GROUP BY of migration 0013 (what its upgrade does for rows already
+  stored; `FILL_DAILY_SPEND` repeats it, since a migration's SQL is not callable);
 * each chunk commits on its own (no all-or-nothing file: a bench can be rebuilt);
 * the file-level checks (repeated call ids, calls already credited, customers known) are not
   run: the generator's data passes them (`bench/generate.py`).
 
-`tests/bench/test_bulk_usage.py` checks on a small data set that the database built here holds
+`tests/test_bench_bulk_usage.py` checks on a small data set that the database built here holds
 exactly the rows the importer writes (every table, `daily_spend` included). The result is
 stamped like `bench.run`'s own import (`imported-sqlite.json`), so `bench.run --keep-db` and
 `bench.startup --db` use it as they are.

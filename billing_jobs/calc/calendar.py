@@ -82,8 +82,7 @@ def parse_match_days(values: pd.Series) -> pd.Series:
     (a night's assignments share a few patterns)."""
     codes, uniques = pd.factorize(values.fillna("").astype(str).to_numpy(dtype=object))
     masks = _parse_distinct(pd.Series(uniques, dtype=object)).to_numpy()
-    return pd.Series(masks[codes] if len(codes) else np.zeros(0, dtype="int64"),
-                     index=values.index, dtype="int64")
+    return pd.Series(masks[codes], index=values.index, dtype="int64")
 
 
 def _parse_distinct(values: pd.Series) -> pd.Series:
